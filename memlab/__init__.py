@@ -1,0 +1,61 @@
+"""memlab: distributed futures with ownership over a shared-memory object store, made visible.
+
+The public surface follows Ray's names so code and habits carry over::
+
+    import memlab
+    memlab.init(num_workers=2)
+
+    @memlab.remote
+    def square(x):
+        return x * x
+
+    memlab.get([square.remote(i) for i in range(4)])   # [0, 1, 4, 9]
+"""
+
+from memlab import state
+from memlab.api import cancel, get, init, is_initialized, put, remote, shutdown, wait
+from memlab.exceptions import (
+    ActorDiedError,
+    GetTimeoutError,
+    MemlabError,
+    ObjectLostError,
+    ObjectReconstructionFailedError,
+    ObjectStoreFullError,
+    OwnerDiedError,
+    RuntimeConflictError,
+    RuntimeNotStartedError,
+    SerializationError,
+    TaskCancelledError,
+    TaskError,
+    WorkerCrashedError,
+)
+from memlab.runtime.object_ref import ObjectRef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorDiedError",
+    "GetTimeoutError",
+    "MemlabError",
+    "ObjectLostError",
+    "ObjectRef",
+    "ObjectReconstructionFailedError",
+    "ObjectStoreFullError",
+    "OwnerDiedError",
+    "RuntimeConflictError",
+    "RuntimeNotStartedError",
+    "SerializationError",
+    "TaskCancelledError",
+    "TaskError",
+    "WorkerCrashedError",
+    "__version__",
+    "cancel",
+    "get",
+    "init",
+    "is_initialized",
+    "put",
+    "remote",
+    "shutdown",
+    "state",
+    "wait",
+]

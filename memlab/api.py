@@ -1,0 +1,182 @@
+"""The public API, with Ray's names and semantics: init, shutdown, remote, get, put, wait, cancel.
+
+Every function works in the driver and inside tasks (a worker is a core worker too: what a task
+creates, the worker owns). Misuse raises a typed error whose message says what to call instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from memlab.exceptions import RuntimeConflictError, RuntimeNotStartedError
+from memlab.remote_function import RemoteFunction, validate_options
+from memlab.runtime import global_state
+from memlab.runtime import object_ref as _object_ref
+from memlab.runtime.object_ref import ObjectRef
+
+_init_lock = threading.Lock()
+
+
+def _core(operation: str) -> Any:
+    core = _object_ref.current_core()
+    if core is None:
+        raise RuntimeNotStartedError(f"memlab.{operation}" if "(" not in operation else operation)
+    return core
+
+
+def init(
+    num_workers: int | None = None,
+    num_nodes: int | None = None,
+    object_store_memory: int | None = None,
+    *,
+    inline_threshold: int | None = None,
+    events: bool | None = None,
+) -> Any:
+    """Start the runtime, or return the running one when the arguments agree with it.
+
+    Args:
+        num_workers: worker processes in all (default: the number of CPUs).
+        num_nodes: simulated nodes, each with its own store and workers (default 1).
+        object_store_memory: bytes of shared memory for all stores together (default: 30% of
+            available memory).
+        inline_threshold: values up to this many bytes travel inline instead of through shared
+            memory (default 100 KiB).
+        events: emit the event stream that dashboards read (default True).
+
+    Raises:
+        RuntimeConflictError: a runtime runs with different arguments; call
+            ``memlab.shutdown()`` first.
+    """
+    from memlab.runtime.driver import Runtime, RuntimeOptions
+    from memlab.runtime.session import default_store_memory
+
+    asked = {"num_workers": num_workers, "num_nodes": num_nodes,
+             "object_store_memory": object_store_memory, "inline_threshold": inline_threshold,
+             "events": events}
+    for key in ("num_workers", "num_nodes", "object_store_memory", "inline_threshold"):
+        value = asked[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < (0 if key == "inline_threshold" else 1)):
+            raise ValueError(f"{key} must be a positive int, got {value!r}")
+    with _init_lock:
+        running = global_state.current_runtime()
+        if running is not None:
+            current = vars(running.options)
+            differences = {k: (current[k], v) for k, v in asked.items()
+                           if v is not None and current[k] != v}
+            if differences:
+                raise RuntimeConflictError(differences)
+            return running
+        if _object_ref.current_core() is not None:
+            raise RuntimeError("memlab.init() is for the driver; inside a task the runtime "
+                               "is already running")
+        options = RuntimeOptions(
+            num_workers=num_workers or os.cpu_count() or 1,
+            num_nodes=num_nodes or 1,
+            object_store_memory=object_store_memory or default_store_memory(),
+            inline_threshold=100 * 1024 if inline_threshold is None else inline_threshold,
+            events=True if events is None else events,
+        )
+        if options.num_nodes > options.num_workers:
+            raise ValueError(f"num_nodes={options.num_nodes} needs at least as many workers; "
+                             f"got num_workers={options.num_workers}")
+        return Runtime(options).start()
+
+
+def shutdown() -> None:
+    """Stop the runtime: every process and shared-memory segment of the session goes."""
+    with _init_lock:
+        runtime = global_state.current_runtime()
+        if runtime is not None:
+            runtime.shutdown()
+
+
+def is_initialized() -> bool:
+    """True while a runtime started by ``init`` runs in this process."""
+    return global_state.current_runtime() is not None
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Make a function a remote function: ``@memlab.remote`` or ``@memlab.remote(num_returns=2)``.
+
+    Options: ``num_returns``, ``max_retries`` (default 3; -1 for unlimited), ``retry_exceptions``
+    and ``name``.
+    """
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("use @memlab.remote or @memlab.remote(option=value, ...)")
+    validate_options(options)
+    return lambda fn: _make_remote(fn, options)
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        raise TypeError(
+            f"@memlab.remote on a class ({target.__name__}) makes an actor, which this version "
+            "does not support yet; wrap the work in a remote function instead"
+        )
+    return RemoteFunction(target, options)
+
+
+def put(value: Any) -> ObjectRef:
+    """Store ``value`` in the shared address space and return a ref to it (owned by the caller)."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("memlab.put() of an ObjectRef is not allowed; pass the ref itself, or "
+                        "put a container holding it, e.g. memlab.put([ref])")
+    return _core("put()").put(value)
+
+
+def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """The value(s) of ``refs``, waiting for them; numpy and Arrow data come back zero-copy.
+
+    Raises:
+        GetTimeoutError: ``timeout`` seconds passed first.
+        TaskError: the task raised (also an instance of the original exception class).
+    """
+    core = _core("get()")
+    if isinstance(refs, ObjectRef):
+        return core.get([refs], timeout)[0]
+    if isinstance(refs, (list, tuple)):
+        _check_refs(refs, "get")
+        return core.get(list(refs), timeout)
+    raise TypeError(
+        f"memlab.get() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}; "
+        "call it on what f.remote() or memlab.put() returned"
+    )
+
+
+def wait(
+    refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``."""
+    if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
+        raise TypeError("memlab.wait() takes a list of ObjectRefs, e.g. memlab.wait([ref])")
+    _check_refs(refs, "wait")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns must be between 0 and len(refs)={len(refs)}, "
+                         f"got {num_returns}")
+    if len(set(refs)) != len(refs):
+        raise ValueError("memlab.wait() got the same ref twice; pass distinct refs")
+    return _core("wait()").wait(list(refs), num_returns, timeout)
+
+
+def cancel(ref: ObjectRef, *, force: bool = False) -> None:
+    """Cancel the task that makes ``ref``: queued tasks never run; running ones get
+    KeyboardInterrupt, or with ``force=True`` their worker is killed. ``get`` then raises
+    ``TaskCancelledError``. Cancelling a finished task does nothing."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"memlab.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    _core("cancel()").submitter.cancel(ref.binary, force)
+
+
+def _check_refs(refs: Sequence[Any], verb: str) -> None:
+    for i, r in enumerate(refs):
+        if not isinstance(r, ObjectRef):
+            raise TypeError(
+                f"memlab.{verb}() got a {type(r).__name__} at position {i}; every item must be "
+                "an ObjectRef returned by f.remote() or memlab.put()"
+            )

@@ -1,0 +1,277 @@
+"""Reference counting under ownership (Wang et al., NSDI'21): the table one process keeps.
+
+Owns, for every object this process owns or borrows, the counts that keep it alive:
+
+* ``local``: live ``ObjectRef`` instances in this process;
+* ``tasks``: tasks this process submitted that take the object as an argument (top-level or
+  nested) and have not replied yet;
+* ``contained_in``: objects whose value holds a ref to it, while this process holds those;
+* ``borrowers`` (owner only): other processes that hold it.
+
+Owners also keep the lineage (the creating task's spec), the location (in-process memory or a
+node's store), the size, state and call site.
+
+Invariants (checked by ``validate``):
+
+1. No premature free: an owned entry is freed only when ``local``, ``tasks``, ``contained_in``
+   and ``borrowers`` are all empty. A handoff never opens a gap because the sender's count (a
+   pending task, or a containing object) outlives the receiver's registration.
+2. No leak: when they all reach zero the entry goes and a ``free`` instruction is returned for
+   its value; a borrower's entry going to zero returns ``release_borrow`` for its owner.
+3. Counts never go negative, and an entry is never both freed and present.
+
+The table is a pure state machine: every change is a method that takes an event's fields and
+returns a list of instructions (tuples) for the runtime to carry out; ``handle`` takes the same
+events as tuples. It does no I/O and takes no lock: the runtime serialises calls.
+
+Instructions::
+
+    ("free", oid, location)          drop the value: location is None (in-process) or a node id
+    ("release_borrow", oid, owner)   tell the owner this process no longer borrows oid
+    ("holders", oid)                 an owned object's holders changed (for the event stream)
+    ("forget", oid)                  drop a borrowed object's cached value
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Instruction = tuple[Any, ...]
+
+PENDING, READY, FAILED = "pending", "ready", "failed"
+
+
+class Entry:
+    """What this process knows of one object."""
+
+    __slots__ = (
+        "borrowers",
+        "call_site",
+        "contained_in",
+        "contains",
+        "lineage",
+        "local",
+        "location",
+        "owned",
+        "owner",
+        "size",
+        "state",
+        "tasks",
+    )
+
+    def __init__(self, owner: str, owned: bool, call_site: str | None = None) -> None:
+        self.owner = owner
+        self.owned = owned
+        self.local = 0
+        self.tasks = 0
+        self.borrowers: set[str] = set()
+        self.contained_in: set[bytes] = set()
+        self.contains: tuple[bytes, ...] = ()
+        self.lineage: Any = None
+        self.location: str | None = None
+        self.size: int | None = None
+        self.state = PENDING
+        self.call_site = call_site
+
+    def in_use(self) -> bool:
+        return bool(self.local or self.tasks or self.contained_in or self.borrowers)
+
+    def holders(self) -> dict[str, Any]:
+        return {
+            "local": self.local,
+            "tasks": self.tasks,
+            "contained_in": [o.hex() for o in self.contained_in],
+            "borrowers": sorted(self.borrowers),
+        }
+
+
+class ReferenceTable:
+    """The ownership and reference-count table of one process (see module docstring)."""
+
+    def __init__(self, proc: str) -> None:
+        self.proc = proc
+        self.entries: dict[bytes, Entry] = {}
+
+    # -- events --------------------------------------------------------------------------------
+
+    def handle(self, event: tuple[Any, ...]) -> list[Instruction]:
+        """Apply ``(name, *fields)`` where name is a method of this class, e.g. ``("add_local", oid)``."""
+        name, *fields = event
+        if name.startswith("_") or name in ("handle", "validate", "get"):
+            raise ValueError(f"unknown ownership event {name!r}")
+        return getattr(self, name)(*fields)  # type: ignore[no-any-return]
+
+    def create_owned(
+        self,
+        oid: bytes,
+        *,
+        call_site: str | None,
+        lineage: Any = None,
+        state: str = PENDING,
+        local: int = 1,
+    ) -> list[Instruction]:
+        """This process made a ref (``f.remote()`` or ``put``); it holds ``local`` refs to it."""
+        if oid in self.entries:
+            raise ValueError(f"object {oid.hex()} is already in the table")
+        entry = Entry(self.proc, True, call_site)
+        entry.local = local
+        entry.lineage = lineage
+        entry.state = state
+        self.entries[oid] = entry
+        return [("holders", oid)]
+
+    def add_local(self, oid: bytes, owner: str) -> tuple[bool, list[Instruction]]:
+        """A new ObjectRef instance of ``oid`` exists here.
+
+        Returns ``(needs_registration, instructions)``: True when this process did not know the
+        object and must register as a borrower with its owner before the handoff completes.
+        """
+        entry = self.entries.get(oid)
+        if entry is None:
+            if owner == self.proc:
+                raise KeyError(f"object {oid.hex()} is owned by this process but was already freed")
+            entry = Entry(owner, False)
+            entry.local = 1
+            self.entries[oid] = entry
+            return True, []
+        entry.local += 1
+        return False, [("holders", oid)] if entry.owned else []
+
+    def remove_local(self, oid: bytes) -> list[Instruction]:
+        entry = self.entries.get(oid)
+        if entry is None or entry.local <= 0:
+            return []
+        entry.local -= 1
+        return self._check(oid, entry)
+
+    def add_borrowed(self, oid: bytes, owner: str, contained_in: bytes | None) -> list[Instruction]:
+        """Someone registered this process as a borrower of ``oid`` on its behalf.
+
+        Used for refs inside a task's return value: the executing worker registered us with the
+        owner before replying, and the containing object ``contained_in`` (ours) now holds it.
+        """
+        entry = self.entries.get(oid)
+        if entry is None:
+            entry = Entry(owner, owner == self.proc)
+            self.entries[oid] = entry
+        if contained_in is not None:
+            entry.contained_in.add(contained_in)
+        return [("holders", oid)] if entry.owned else []
+
+    def add_submitted(self, oids: list[bytes]) -> list[Instruction]:
+        """A task that takes these objects as arguments was submitted by this process."""
+        out: list[Instruction] = []
+        for oid in oids:
+            entry = self.entries.get(oid)
+            if entry is None:
+                raise KeyError(f"object {oid.hex()} passed to a task is not held by this process")
+            entry.tasks += 1
+            if entry.owned:
+                out.append(("holders", oid))
+        return out
+
+    def remove_submitted(self, oids: list[bytes]) -> list[Instruction]:
+        """The task that took these objects replied (or was given up)."""
+        out: list[Instruction] = []
+        for oid in oids:
+            entry = self.entries.get(oid)
+            if entry is None or entry.tasks <= 0:
+                continue
+            entry.tasks -= 1
+            out.extend(self._check(oid, entry))
+        return out
+
+    def add_borrower(self, oid: bytes, borrower: str) -> list[Instruction]:
+        """Owner side: ``borrower`` holds ``oid``. Returns [] and does nothing if already freed."""
+        entry = self.entries.get(oid)
+        if entry is None or not entry.owned:
+            raise KeyError(f"object {oid.hex()} is not owned by {self.proc}")
+        if borrower == self.proc:
+            return []
+        entry.borrowers.add(borrower)
+        return [("holders", oid)]
+
+    def remove_borrower(self, oid: bytes, borrower: str) -> list[Instruction]:
+        entry = self.entries.get(oid)
+        if entry is None or borrower not in entry.borrowers:
+            return []
+        entry.borrowers.discard(borrower)
+        return self._check(oid, entry)
+
+    def remove_borrower_everywhere(self, borrower: str) -> list[Instruction]:
+        """A borrower process died: it holds nothing any more."""
+        out: list[Instruction] = []
+        for oid, entry in list(self.entries.items()):
+            if borrower in entry.borrowers:
+                entry.borrowers.discard(borrower)
+                out.extend(self._check(oid, entry))
+        return out
+
+    def set_contains(self, outer: bytes, inner: list[bytes]) -> list[Instruction]:
+        """The value of owned object ``outer`` holds refs to ``inner``; they live while it does."""
+        entry = self.entries.get(outer)
+        if entry is None:
+            raise KeyError(f"object {outer.hex()} is not in the table")
+        entry.contains = tuple(inner)
+        out: list[Instruction] = []
+        for oid in inner:
+            child = self.entries.get(oid)
+            if child is None:
+                raise KeyError(f"object {oid.hex()} inside {outer.hex()} is not held here")
+            child.contained_in.add(outer)
+            if child.owned:
+                out.append(("holders", oid))
+        return out
+
+    def release_if_unused(self, oid: bytes) -> list[Instruction]:
+        """Drop ``oid`` if nothing holds it (a result whose refs were all gone on arrival)."""
+        entry = self.entries.get(oid)
+        return [] if entry is None else self._check(oid, entry)
+
+    def set_ready(self, oid: bytes, location: str | None, size: int | None) -> list[Instruction]:
+        entry = self.entries.get(oid)
+        if entry is None:
+            return []
+        entry.state = READY
+        entry.location = location
+        entry.size = size
+        return []
+
+    def set_failed(self, oid: bytes) -> list[Instruction]:
+        entry = self.entries.get(oid)
+        if entry is not None:
+            entry.state = FAILED
+        return []
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def get(self, oid: bytes) -> Entry | None:
+        return self.entries.get(oid)
+
+    def validate(self) -> None:
+        """Raise AssertionError if an invariant does not hold."""
+        for oid, entry in self.entries.items():
+            assert entry.local >= 0 and entry.tasks >= 0, (oid.hex(), entry.local, entry.tasks)
+            assert entry.in_use(), f"entry {oid.hex()} has no holder and should be gone"
+            assert entry.owned == (entry.owner == self.proc), oid.hex()
+            assert not (entry.borrowers and not entry.owned), f"borrowers on borrowed {oid.hex()}"
+            for outer in entry.contained_in:
+                assert outer in self.entries, f"{oid.hex()} contained in freed {outer.hex()}"
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check(self, oid: bytes, entry: Entry) -> list[Instruction]:
+        if entry.in_use():
+            return [("holders", oid)] if entry.owned else []
+        del self.entries[oid]
+        out: list[Instruction]
+        if entry.owned:
+            out = [("free", oid, entry.location)]
+        else:
+            out = [("release_borrow", oid, entry.owner), ("forget", oid)]
+        for inner in entry.contains:
+            child = self.entries.get(inner)
+            if child is not None and oid in child.contained_in:
+                child.contained_in.discard(oid)
+                out.extend(self._check(inner, child))
+        return out

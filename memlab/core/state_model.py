@@ -1,0 +1,519 @@
+"""The live state model: a pure fold of observability events into records.
+
+Owns the driver-side picture of the session that front ends read (through ``memlab.state``):
+objects, tasks, workers, nodes, actors, a bounded event log and the ownership graph. It only
+consumes events (see :mod:`memlab.core.events`); it never drives the runtime.
+
+Events come from many processes in batches, so one process's event may be folded before another
+process's earlier one (a worker's ``task.started`` before the owner's ``task.submitted``). The
+fold therefore upserts: an event about an unknown id creates a placeholder record that later
+events complete, and no event regresses a record (a late ``object.created`` does not turn a ready
+object back to pending; a late event of an older task attempt does not move the task).
+
+Invariants (checked by :meth:`StateModel.validate`):
+    * Every object listed by :meth:`objects` has an owner, a non-empty process id string.
+    * A freed object never reappears (freed ids are remembered, boundedly, as tombstones).
+    * Holder counts and store statistics are non-negative.
+    * The log holds at most ``max_log`` events; older ones are counted in ``log_dropped``.
+    * At most ``max_finished_tasks`` finished/failed/cancelled tasks are kept.
+
+Every record returned is a fresh copy; callers may mutate it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from memlab.core.events import EVENT_KINDS
+
+__all__ = ["StateModel"]
+
+_STATE_AFTER = {
+    "object.spilled": "spilled",
+    "object.reconstructing": "reconstructing",
+    "object.reconstructed": "ready",
+}
+_NODE_STATS = ("store_used", "spilled_bytes", "num_objects")
+_TERMINAL_TASK_STATES = frozenset({"finished", "failed", "cancelled"})
+_OBJECT_STATES = frozenset({"pending", "ready", "spilled", "lost", "reconstructing", "failed"})
+
+
+# Templates copied per record: a dict copy is the cheapest way to build one on the hot path.
+_OBJECT_TEMPLATE = dict.fromkeys(("object_id", "owner", "size", "call_site", "task_id", "error"))
+_OBJECT_TEMPLATE.update(state="pending", inline=False)
+_TASK_TEMPLATE = dict.fromkeys(
+    ("task_id", "name", "worker", "node", "owner", "call_site", "submitted_at", "started_at")
+)
+_TASK_TEMPLATE.update(state="pending", attempt=0, finished_at=None, error=None)
+
+
+def _new_object(object_id: str) -> dict[str, Any]:
+    rec = _OBJECT_TEMPLATE.copy()
+    rec["object_id"] = object_id
+    rec["nodes"] = []  # node ids holding a copy, primary first
+    rec["holders"] = {"local": 0, "tasks": 0, "contained_in": [], "borrowers": []}
+    return rec
+
+
+def _new_task(task_id: str) -> dict[str, Any]:
+    rec = _TASK_TEMPLATE.copy()
+    rec["task_id"] = task_id
+    rec["returns"] = []
+    rec["deps"] = []
+    return rec
+
+
+def _copy_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """Copy a record one level deep in its lists and dicts (records are no deeper than that)."""
+    out = {}
+    for key, value in rec.items():
+        if type(value) is list:
+            value = list(value)
+        elif type(value) is dict:
+            value = {k: list(v) if type(v) is list else v for k, v in value.items()}
+        out[key] = value
+    return out
+
+
+class StateModel:
+    """Folds events into the records that ``memlab.state`` serves.
+
+    Attributes:
+        log_dropped: Events pushed out of the bounded log.
+        malformed: Events whose fields could not be folded (kept in the log, model unchanged).
+    """
+
+    def __init__(
+        self,
+        max_log: int = 100_000,
+        max_finished_tasks: int = 10_000,
+        max_dead_workers: int = 1_000,
+        max_tombstones: int = 100_000,
+    ) -> None:
+        """Create an empty model.
+
+        Args:
+            max_log: Bound on the event log.
+            max_finished_tasks: Bound on kept tasks in a terminal state (oldest evicted first).
+            max_dead_workers: Bound on kept records of dead workers.
+            max_tombstones: How many freed object ids are remembered to ignore late events.
+        """
+        for name, value in (("max_log", max_log), ("max_finished_tasks", max_finished_tasks)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}; pass e.g. 10_000")
+        self.max_log = max_log
+        self.max_finished_tasks = max_finished_tasks
+        self.max_dead_workers = max_dead_workers
+        self.max_tombstones = max_tombstones
+        self.log_dropped = 0
+        self.malformed = 0
+        self._seq = 0
+        self._log: deque[dict[str, Any]] = deque(maxlen=max_log)
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._freed: OrderedDict[str, None] = OrderedDict()
+        self._tasks: dict[str, dict[str, Any]] = {}
+        self._done_tasks: OrderedDict[str, None] = OrderedDict()  # terminal tasks, oldest first
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._dead_workers: OrderedDict[str, None] = OrderedDict()
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._actors: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ folding
+
+    def apply(self, events: Iterable[dict[str, Any]]) -> None:
+        """Fold events, in order, into the model and append them to the log.
+
+        Each logged event is a copy of the input with a ``"seq"`` number (1, 2, ...). Unknown
+        kinds are logged only. An event missing a field its kind needs is logged and counted in
+        ``malformed``; it never raises, so one bad emitter cannot stop the collector.
+
+        Args:
+            events: Event dicts as made by :class:`memlab.core.events.EventBuffer`.
+        """
+        log = self._log
+        for event in events:
+            self._seq += 1
+            event = dict(event, seq=self._seq)
+            if len(log) == self.max_log:
+                self.log_dropped += 1
+            log.append(event)
+            handler = _HANDLERS.get(event.get("kind", ""))
+            if handler is None:
+                continue
+            try:
+                handler(self, event)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self.malformed += 1
+
+    def _object(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The record an object event updates (created if unknown), or None if freed."""
+        oid = event["object_id"]
+        if oid in self._freed:
+            return None
+        rec = self._objects.get(oid)
+        if rec is None:
+            rec = self._objects[oid] = _new_object(oid)
+        return rec
+
+    def _on_object_created(self, ev: dict[str, Any]) -> None:
+        rec = self._object(ev)
+        if rec is None:
+            return
+        rec["owner"] = ev["owner"]
+        rec["task_id"] = ev.get("task_id")
+        rec["call_site"] = ev.get("call_site")
+        if ev.get("size") is not None:
+            rec["size"] = ev["size"]
+        # A placeholder already moved on by later events keeps its state.
+        if ev.get("state") == "ready" and rec["state"] == "pending":
+            rec["state"] = "ready"
+
+    def _on_object_ready(self, ev: dict[str, Any]) -> None:
+        rec = self._object(ev)
+        if rec is None:
+            return
+        rec["state"] = "ready"
+        rec["error"] = None
+        if ev.get("size") is not None:
+            rec["size"] = ev["size"]
+        if ev.get("inline"):
+            rec["inline"] = True
+        node = ev.get("node")
+        if node is not None and node not in rec["nodes"]:
+            rec["nodes"].insert(0, node)  # the sealing node holds the primary copy
+
+    def _on_object_holders(self, ev: dict[str, Any]) -> None:
+        rec = self._object(ev)
+        if rec is None:
+            return
+        rec["holders"] = {
+            "local": max(0, int(ev.get("local") or 0)),
+            "tasks": max(0, int(ev.get("tasks") or 0)),
+            "contained_in": list(ev.get("contained_in") or ()),
+            "borrowers": list(ev.get("borrowers") or ()),
+        }
+
+    def _forget_object(self, oid: str) -> None:
+        self._objects.pop(oid, None)
+        self._freed[oid] = None
+        if len(self._freed) > self.max_tombstones:
+            self._freed.popitem(last=False)
+
+    def _on_object_freed(self, ev: dict[str, Any]) -> None:
+        self._forget_object(ev["object_id"])
+
+    def _set_object_state(self, ev: dict[str, Any], state: str) -> dict[str, Any] | None:
+        rec = self._object(ev)
+        if rec is not None:
+            rec["state"] = state
+            if ev.get("size") is not None:
+                rec["size"] = ev["size"]
+        return rec
+
+    def _on_object_failed(self, ev: dict[str, Any]) -> None:
+        rec = self._set_object_state(ev, "failed")
+        if rec is not None:
+            rec["error"] = ev.get("error")
+
+    def _on_object_restored(self, ev: dict[str, Any]) -> None:
+        rec = self._set_object_state(ev, "ready")
+        node = ev.get("node")
+        if rec is not None and node is not None and node not in rec["nodes"]:
+            rec["nodes"].append(node)
+
+    def _on_object_evicted(self, ev: dict[str, Any]) -> None:
+        rec = self._object(ev)
+        if rec is not None and ev.get("node") in rec["nodes"]:
+            rec["nodes"].remove(ev["node"])
+
+    def _on_object_lost(self, ev: dict[str, Any]) -> None:
+        rec = self._set_object_state(ev, "lost")
+        if rec is not None:
+            rec["nodes"].clear()
+
+    def _on_object_state(self, ev: dict[str, Any]) -> None:
+        self._set_object_state(ev, _STATE_AFTER[ev["kind"]])
+
+    _on_object_spilled = _on_object_reconstructing = _on_object_reconstructed = _on_object_state
+
+    def _on_owner_died(self, ev: dict[str, Any]) -> None:
+        # Fate-sharing (DESIGN §3.4): the owner's objects are gone and their copies removed.
+        owner = ev["owner"]
+        for oid in [oid for oid, rec in self._objects.items() if rec["owner"] == owner]:
+            self._forget_object(oid)
+
+    def _task(self, ev: dict[str, Any]) -> dict[str, Any] | None:
+        """The record a task event updates (created if unknown), or None for a stale attempt."""
+        tid = ev["task_id"]
+        rec = self._tasks.get(tid)
+        if rec is None:
+            rec = self._tasks[tid] = _new_task(tid)
+        attempt = ev.get("attempt")
+        if attempt is not None and attempt < rec["attempt"]:
+            return None
+        return rec
+
+    def _settle_task(self, rec: dict[str, Any], state: str, ts: Any) -> None:
+        rec["state"] = state
+        rec["finished_at"] = ts
+        tid = rec["task_id"]
+        self._done_tasks[tid] = None
+        self._done_tasks.move_to_end(tid)
+        while len(self._done_tasks) > self.max_finished_tasks:
+            old, _ = self._done_tasks.popitem(last=False)
+            self._tasks.pop(old, None)
+
+    def _unsettle_task(self, rec: dict[str, Any]) -> None:
+        self._done_tasks.pop(rec["task_id"], None)
+        rec["finished_at"] = None
+        rec["error"] = None
+
+    def _on_task_submitted(self, ev: dict[str, Any]) -> None:
+        rec = self._task(ev)
+        if rec is None:
+            return
+        rec["name"] = ev.get("name")
+        rec["owner"] = ev.get("owner", ev.get("proc"))
+        rec["call_site"] = ev.get("call_site")
+        rec["submitted_at"] = ev.get("ts")
+        rec["returns"] = list(ev.get("returns") or ())
+        rec["deps"] = list(ev.get("deps") or ())
+
+    def _on_task_started(self, ev: dict[str, Any]) -> None:
+        rec = self._task(ev)
+        if rec is None:
+            return
+        attempt = ev.get("attempt", rec["attempt"])
+        if rec["state"] in _TERMINAL_TASK_STATES and attempt == rec["attempt"]:
+            return  # a late start of an attempt that already ended
+        self._unsettle_task(rec)
+        rec.update(state="running", worker=ev.get("worker"), node=ev.get("node"), attempt=attempt)
+        rec["started_at"] = ev.get("ts")
+
+    def _on_task_finished(self, ev: dict[str, Any]) -> None:
+        rec = self._task(ev)
+        if rec is not None:
+            rec["worker"] = ev.get("worker", rec["worker"])
+            rec["attempt"] = ev.get("attempt", rec["attempt"])
+            self._settle_task(rec, "finished", ev.get("ts"))
+
+    def _on_task_failed(self, ev: dict[str, Any]) -> None:
+        rec = self._task(ev)
+        if rec is not None:
+            rec["worker"] = ev.get("worker", rec["worker"])
+            rec["attempt"] = ev.get("attempt", rec["attempt"])
+            self._settle_task(rec, "failed", ev.get("ts"))
+            rec["error"] = ev.get("error")
+
+    def _on_task_retried(self, ev: dict[str, Any]) -> None:
+        rec = self._task(ev)
+        if rec is not None:
+            self._unsettle_task(rec)
+            rec.update(state="pending", worker=None, node=None, started_at=None)
+            rec["attempt"] = ev.get("attempt", rec["attempt"])
+
+    def _on_task_cancelled(self, ev: dict[str, Any]) -> None:
+        rec = self._task(ev)
+        if rec is not None:
+            self._settle_task(rec, "cancelled", ev.get("ts"))
+
+    def _on_worker_started(self, ev: dict[str, Any]) -> None:
+        wid = ev["worker_id"]
+        self._dead_workers.pop(wid, None)
+        rec = self._workers[wid] = dict.fromkeys(("exitcode", "signal", "cause"))
+        rec.update(worker_id=wid, node=ev.get("node"), pid=ev.get("pid"), state="alive")
+
+    def _on_worker_died(self, ev: dict[str, Any]) -> None:
+        wid = ev["worker_id"]
+        rec = self._workers.setdefault(wid, {"worker_id": wid, "node": None, "pid": None})
+        rec["state"] = "dead"
+        for key in ("node", "pid"):
+            if ev.get(key) is not None:
+                rec[key] = ev[key]
+        for key in ("exitcode", "signal", "cause"):
+            rec[key] = ev.get(key)
+        self._dead_workers[wid] = None
+        while len(self._dead_workers) > self.max_dead_workers:
+            old, _ = self._dead_workers.popitem(last=False)
+            self._workers.pop(old, None)
+
+    def _node(self, node_id: str) -> dict[str, Any]:
+        rec = self._nodes.get(node_id)
+        if rec is None:
+            rec = self._nodes[node_id] = dict.fromkeys(_NODE_STATS, 0)
+            rec.update(node_id=node_id, alive=True, store_capacity=None, pid=None)
+        return rec
+
+    def _on_node_started(self, ev: dict[str, Any]) -> None:
+        rec = self._node(ev["node_id"])
+        rec.update(alive=True, pid=ev.get("pid"), store_capacity=ev.get("store_capacity"))
+
+    def _on_node_died(self, ev: dict[str, Any]) -> None:
+        node_id = ev["node_id"]
+        self._node(node_id)["alive"] = False
+        # Copies in a dead node's store are gone; the owner reports which objects are lost.
+        for rec in self._objects.values():
+            if node_id in rec["nodes"]:
+                rec["nodes"].remove(node_id)
+
+    def _on_node_store(self, ev: dict[str, Any]) -> None:
+        rec = self._node(ev["node_id"])
+        for key in _NODE_STATS:
+            if ev.get(key) is not None:
+                rec[key] = max(0, int(ev[key]))
+
+    def _on_actor(self, ev: dict[str, Any]) -> None:
+        aid = ev["actor_id"]
+        rec = self._actors.setdefault(
+            aid, {"actor_id": aid, "name": None, "worker": None, "state": "alive", "restarts": 0}
+        )
+        for key in ("name", "worker"):
+            if ev.get(key) is not None:
+                rec[key] = ev[key]
+        rec["state"] = "dead" if ev["kind"] == "actor.died" else "alive"
+        rec["restarts"] += ev["kind"] == "actor.restarted"
+
+    _on_actor_created = _on_actor_restarted = _on_actor_died = _on_actor
+
+    # ------------------------------------------------------------------ reading
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Live objects whose creation has been seen (see ``memlab.state`` for the fields)."""
+        out = []
+        for rec in self._objects.values():
+            owner = rec["owner"]
+            if owner is None:
+                continue  # placeholder: events arrived before its object.created
+            obj = _copy_record(rec)
+            nodes = obj.pop("nodes")
+            obj["locations"] = ([f"owner:{owner}"] if obj["inline"] else []) + nodes
+            out.append(obj)
+        return out
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Known tasks: all unfinished ones and the most recent terminal ones."""
+        return [_copy_record(rec) for rec in self._tasks.values()]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Workers: alive ones and the most recent dead ones with their exit information."""
+        return [dict(rec) for rec in self._workers.values()]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Nodes with their latest store statistics."""
+        return [dict(rec) for rec in self._nodes.values()]
+
+    def actors(self) -> list[dict[str, Any]]:
+        """Actors with their state (``alive``/``dead``) and restart count."""
+        return [dict(rec) for rec in self._actors.values()]
+
+    @property
+    def latest_seq(self) -> int:
+        """Sequence number of the last applied event (0 before any)."""
+        return self._seq
+
+    def events(self, since: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """Logged events with ``seq > since`` (all kept ones when None), and the latest seq.
+
+        When events after ``since`` already fell out of the bounded log, the result starts at
+        the oldest kept one; callers see the gap in the ``seq`` numbers.
+        """
+        log = self._log
+        if since is None or not log:
+            selected: Iterable[dict[str, Any]] = log
+        else:
+            first = log[0]["seq"]
+            selected = itertools.islice(log, max(0, since - first + 1), None)
+        return [_copy_record(ev) for ev in selected], self._seq
+
+    def ownership_graph(self) -> dict[str, Any]:
+        """Who owns, borrows, contains, created and holds each live object.
+
+        Graph node ids are prefixed by kind (``"process:driver"``, ``"object:<id>"``,
+        ``"task:<id>"``, ``"node:<id>"``) because a process and a node may share a name. Every
+        edge's endpoints are in ``nodes``; references to freed objects are left out. Tasks are
+        included when unfinished or when a live object was created by them.
+        """
+        gnodes: dict[str, dict[str, Any]] = {}
+        edges: list[dict[str, str]] = []
+
+        def edge(src: str, dst: str, kind: str) -> None:
+            if src in gnodes and dst in gnodes:
+                edges.append({"src": src, "dst": dst, "kind": kind})
+
+        def add(kind: str, ref: str, label: str, **extra: Any) -> str:
+            gid = f"{kind}:{ref}"
+            if gid not in gnodes:
+                gnodes[gid] = {"id": gid, "kind": kind, "ref": ref, "label": label, **extra}
+            return gid
+
+        def process(proc: str) -> str:
+            worker = self._workers.get(proc)
+            alive = None if worker is None else worker["state"] == "alive"
+            return add("process", proc, proc, alive=alive)
+
+        for wid, worker in self._workers.items():
+            if worker["state"] == "alive":
+                process(wid)
+        live = self._objects
+        tasks = {
+            tid: rec
+            for tid, rec in self._tasks.items()
+            if rec["state"] not in _TERMINAL_TASK_STATES
+        }
+        for rec in live.values():
+            if rec["owner"] is not None and rec["task_id"] in self._tasks:
+                tasks.setdefault(rec["task_id"], self._tasks[rec["task_id"]])
+        for tid, rec in tasks.items():
+            add("task", tid, rec["name"] or tid[:8], state=rec["state"])
+        for oid, rec in live.items():
+            if rec["owner"] is None:
+                continue
+            src = add("object", oid, oid[:8], state=rec["state"], size=rec["size"])
+            edge(process(rec["owner"]), src, "owns")
+            for borrower in rec["holders"]["borrowers"]:
+                edge(process(borrower), src, "borrows")
+            for node_id in rec["nodes"]:
+                alive = self._nodes[node_id]["alive"] if node_id in self._nodes else None
+                edge(src, add("node", node_id, node_id, alive=alive), "located_at")
+            edge(src, f"task:{rec['task_id']}", "created_by")
+        # Second pass: containment and dependencies need every live object already added.
+        for oid, rec in live.items():
+            for outer in rec["holders"]["contained_in"] if rec["owner"] is not None else ():
+                edge(f"object:{outer}", f"object:{oid}", "contains")
+        for tid, rec in tasks.items():
+            for dep in rec["deps"]:
+                edge(f"task:{tid}", f"object:{dep}", "depends_on")
+        return {"nodes": list(gnodes.values()), "edges": edges}
+
+    # ------------------------------------------------------------------ invariants
+
+    def validate(self) -> None:
+        """Check the model's invariants.
+
+        Raises:
+            AssertionError: Naming the broken invariant and the offending record.
+        """
+        for oid, rec in self._objects.items():
+            assert oid not in self._freed, f"freed object {oid} is still live: {rec}"
+            owner = rec["owner"]
+            assert owner is None or (isinstance(owner, str) and owner), f"bad owner: {rec}"
+            assert rec["state"] in _OBJECT_STATES, f"unknown object state: {rec}"
+            holders = rec["holders"]
+            assert holders["local"] >= 0 and holders["tasks"] >= 0, f"negative count: {rec}"
+        for obj in self.objects():
+            assert isinstance(obj["owner"], str) and obj["owner"], f"listed without owner: {obj}"
+        for rec in self._nodes.values():
+            for key in _NODE_STATS:
+                assert rec[key] >= 0, f"negative {key}: {rec}"
+        assert len(self._log) <= self.max_log, "event log exceeds max_log"
+        assert len(self._done_tasks) <= self.max_finished_tasks, "too many finished tasks kept"
+        for tid in self._done_tasks:
+            assert self._tasks[tid]["state"] in _TERMINAL_TASK_STATES, f"task {tid} not terminal"
+
+
+_HANDLERS: dict[str, Callable[[StateModel, dict[str, Any]], None]] = {
+    kind: getattr(StateModel, "_on_" + kind.replace(".", "_")) for kind in EVENT_KINDS
+}

@@ -1,0 +1,544 @@
+"""Authenticated Unix-socket connections: framed send, request/reply, and a listener.
+
+Threading model (plain threads on blocking sockets; one thread hop less per round trip than
+an event loop, which is what the control plane's latency is made of)::
+
+    any thread ── send()/request() ──[send lock]── sendall ──► peer
+                                                                 │
+    peer ──► reader thread ── FrameReader.read() ── "rr" in header? ─yes─► waiter of request()
+                                                           └─no──► on_message(conn, header, payload)
+
+    Listener: accept thread ──► one short-lived handshake thread per socket
+                                 ──► on_connection(conn) ──► conn.start()
+
+Invariants:
+    * No frame of a peer is parsed (let alone handed to ``on_message``) before the peer passed
+      :func:`~memlab.protocol.auth.server_handshake` / ``client_handshake``.
+    * Frames from one connection reach ``on_message`` in arrival order, on that connection's
+      reader thread; a frame sent by one thread is never interleaved with another's.
+    * ``close()`` is idempotent: the first caller (any thread) shuts the socket down, fails
+      every pending request with ``ConnectionClosedError`` and runs ``on_close`` exactly once.
+    * A misbehaving peer (malformed frame, EOF, reset) closes only its own connection; an
+      exception from ``on_message`` is logged and the connection stays up.
+    * The socket fd is released only after both the reader thread and every sender are done
+      with it, so a closed fd number can never be reused under a thread still using it.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from memlab.exceptions import AuthenticationError, ConnectionClosedError, ProtocolError
+from memlab.protocol.auth import _check_secret, client_handshake, server_handshake
+from memlab.protocol.frames import FrameReader, encode
+
+__all__ = ["Connection", "Listener", "connect"]
+
+log = logging.getLogger("memlab.protocol")
+
+MessageHandler = Callable[["Connection", dict, bytes], None]
+CloseHandler = Callable[["Connection", "BaseException | None"], None]
+
+# Bursts of small frames from several senders fill the default ~200 KiB buffer quickly; the
+# kernel caps this at net.core.wmem_max / rmem_max.
+_SOCKET_BUFFER = 1 << 20
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+def _tune(sock: socket.socket) -> None:
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+
+
+class _Waiter:
+    """One pending request: a pre-acquired lock the reader thread releases (cheaper than Event)."""
+
+    __slots__ = ("error", "header", "lock", "payload")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.header: dict | None = None
+        self.payload: bytes = b""
+        self.error: BaseException | None = None
+
+
+class Connection:
+    """One authenticated, framed, bidirectional connection to another memlab process.
+
+    Attributes:
+        name: Label for messages and logs.
+        peer: Free slot the runtime fills in after its own hello message.
+        closed: True once ``close()`` ran (for whatever reason).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        name: str,
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+    ) -> None:
+        """Wrap an already authenticated, connected stream socket.
+
+        Args:
+            sock: Connected socket; it is put in blocking mode and owned by this object.
+            name: Label for messages and logs.
+            on_message: Called on the reader thread for every frame that is not a reply.
+            on_close: Called exactly once, with ``None`` for a clean close or the error.
+        """
+        self.name = name
+        self.peer: str | None = None
+        self.closed = False
+        sock.settimeout(None)
+        _tune(sock)
+        self._sock = sock
+        self._sendall = sock.sendall
+        self._reader = FrameReader(sock)
+        self._on_message = on_message
+        self._on_close = on_close
+        self._send_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._pending: dict[int, _Waiter] = {}
+        self._rids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._reader_ident: int | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Connection {self.name!r} peer={self.peer!r} {state}>"
+
+    def _who(self) -> str:
+        return self.peer or self.name
+
+    def start(self) -> None:
+        """Start the daemon reader thread; frames are read (and dispatched) only after this.
+
+        Raises:
+            RuntimeError: The connection was already started.
+            ConnectionClosedError: The connection is closed.
+        """
+        with self._state_lock:
+            if self.closed:
+                raise ConnectionClosedError(self._who(), "start() on a closed connection")
+            if self._thread is not None:
+                raise RuntimeError(f"connection {self.name!r} was already started; start it once")
+            self._thread = threading.Thread(
+                target=self._run, name=f"memlab-reader-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reader thread to exit (after ``close()`` or the peer's EOF).
+
+        Returns:
+            True if no reader thread is left running.
+        """
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return thread is None
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def send(self, header: dict, payload: bytes | memoryview = b"") -> None:
+        """Send one frame; thread-safe, returns once the kernel has all the bytes.
+
+        Raises:
+            ConnectionClosedError: The connection is closed or broke while sending (then it
+                is closed).
+            ValueError: The frame cannot be encoded (see ``frames.encode``).
+        """
+        frames = encode(header, payload)
+        with self._send_lock:
+            if self.closed:
+                raise ConnectionClosedError(self._who(), "the connection is closed")
+            try:
+                if len(frames) == 1:
+                    self._sendall(frames[0])
+                else:
+                    for buf in frames:
+                        self._sendall(buf)
+                return
+            except OSError as exc:
+                error = exc
+        # Close outside the send lock: on_close may run here and may send elsewhere.
+        closed = ConnectionClosedError(self._who(), f"send failed: {error}")
+        closed.__cause__ = error
+        self.close(closed)
+        raise ConnectionClosedError(self._who(), f"send failed: {error}") from error
+
+    def request(
+        self, header: dict, payload: bytes | memoryview = b"", timeout: float | None = None
+    ) -> tuple[dict, bytes]:
+        """Send a request and wait for the reply whose ``"rr"`` equals the request's ``"rid"``.
+
+        Args:
+            header: Request header; a copy gets a fresh int ``"rid"``.
+            payload: Raw payload bytes.
+            timeout: Seconds to wait for the reply; ``None`` waits until the connection closes.
+
+        Returns:
+            The reply's ``(header, payload)``.
+
+        Raises:
+            ConnectionClosedError: The connection closed before the reply arrived.
+            TimeoutError: No reply within ``timeout`` (a later reply is dropped).
+            RuntimeError: Called from this connection's own reader thread (it would deadlock).
+        """
+        if self._reader_ident == threading.get_ident():
+            raise RuntimeError(
+                f"request() on {self.name!r} from its own reader thread would wait forever for "
+                "a reply only that thread can read; hand the work to another thread"
+            )
+        rid = next(self._rids)
+        header = {**header, "rid": rid}
+        waiter = _Waiter()
+        with self._state_lock:
+            if self.closed:
+                raise ConnectionClosedError(self._who(), "the connection is closed")
+            self._pending[rid] = waiter
+        try:
+            self.send(header, payload)
+        except BaseException:
+            self._pending.pop(rid, None)
+            raise
+        if not waiter.lock.acquire(True, -1 if timeout is None else timeout):
+            if self._pending.pop(rid, None) is not None:
+                raise TimeoutError(
+                    f"no reply from {self._who()} to {header.get('t')!r} (rid {rid}) within "
+                    f"{timeout} s; the peer is busy or stuck - raise the timeout or check it"
+                )
+            # The reader thread (or close) already claimed the waiter: the outcome is imminent.
+            waiter.lock.acquire()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.header, waiter.payload  # type: ignore[return-value]
+
+    def reply(self, request_header: dict, header: dict, payload: bytes | memoryview = b"") -> None:
+        """Send ``header`` (plus ``"rr"``) as the reply to the request ``request_header``.
+
+        Raises:
+            ValueError: ``request_header`` has no ``"rid"`` (it was sent with ``send``).
+            ConnectionClosedError: As for ``send``.
+        """
+        try:
+            rid = request_header["rid"]
+        except KeyError:
+            raise ValueError(
+                f"cannot reply to {request_header.get('t')!r}: it carries no 'rid', so the "
+                "sender used send() and waits for no reply; answer with send() instead"
+            ) from None
+        self.send({**header, "rr": rid}, payload)
+
+    def close(self, reason: BaseException | None = None) -> None:
+        """Close the connection; idempotent and callable from any thread.
+
+        Args:
+            reason: ``None`` for a deliberate/clean close, else the error that ended it;
+                passed to ``on_close`` and chained into the errors of pending requests.
+        """
+        with self._state_lock:
+            if self.closed:
+                return
+            self.closed = True
+            pending, self._pending = self._pending, {}
+            started = self._thread is not None
+        # shutdown() wakes the reader (EOF) and any sender blocked in sendall (EPIPE).
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with self._send_lock:
+            # The fd is really released when the reader's buffered file is closed too.
+            self._sock.close()
+        if not started:
+            self._reader.close()
+        why = "closed locally" if reason is None else f"{type(reason).__name__}: {reason}"
+        for waiter in pending.values():
+            error = ConnectionClosedError(self._who(), why)
+            error.__cause__ = reason
+            waiter.error = error
+            waiter.lock.release()
+        try:
+            self._on_close(self, reason)
+        except Exception:
+            log.exception("on_close handler of connection %r raised", self.name)
+
+    def _run(self) -> None:
+        self._reader_ident = threading.get_ident()
+        read = self._reader.read
+        on_message = self._on_message
+        reason: BaseException | None = None
+        try:
+            while True:
+                header, payload = read()
+                rr = header.get("rr")
+                if rr is not None:
+                    waiter = self._pending.pop(rr, None)
+                    if waiter is None:
+                        log.debug("%s: dropped reply rr=%r with no waiter (timed out)", self, rr)
+                    else:
+                        waiter.header = header
+                        waiter.payload = payload
+                        waiter.lock.release()
+                    continue
+                try:
+                    on_message(self, header, payload)
+                except Exception:
+                    log.exception(
+                        "on_message handler of connection %r raised on a %r frame; the "
+                        "connection stays open",
+                        self.name,
+                        header["t"],
+                    )
+        except EOFError:
+            reason = None
+        except ProtocolError as exc:
+            log.warning("dropping connection %r: %s", self.name, exc)
+            reason = exc
+        except OSError as exc:
+            # After a local close() the socket error is only the echo of our own shutdown.
+            if not self.closed:
+                reason = ConnectionClosedError(self._who(), f"read failed: {exc}")
+                reason.__cause__ = exc
+        except BaseException as exc:  # never let the reader thread die silently
+            log.exception("reader thread of connection %r failed", self.name)
+            reason = exc
+        finally:
+            self._reader.close()
+            self.close(reason)
+
+
+class Listener:
+    """Accepts authenticated connections on a Unix socket (mode 0600).
+
+    Attributes:
+        path: Filesystem path of the socket.
+        rejected: Number of peers that failed or timed out the handshake.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        secret: bytes,
+        on_connection: Callable[[Connection], None],
+        on_message: MessageHandler,
+        on_close: CloseHandler,
+        name: str = "listener",
+        handshake_timeout: float = 5.0,
+    ) -> None:
+        """Bind, listen and start the accept thread.
+
+        Args:
+            path: Where to create the socket; must not exist yet.
+            secret: The per-session secret peers must prove they hold.
+            on_connection: Called with each authenticated connection before it starts
+                reading, so it can be registered before its first message arrives.
+            on_message: ``on_message`` of every accepted connection.
+            on_close: ``on_close`` of every accepted connection.
+            name: Prefix of the accepted connections' names.
+            handshake_timeout: Seconds a new peer has to complete the handshake.
+
+        Raises:
+            ValueError: The path is too long for a Unix socket, or the secret is empty.
+            OSError: The socket cannot be created at ``path``.
+        """
+        _check_secret(secret)
+        if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise ValueError(
+                f"socket path {path!r} is longer than the {_UNIX_PATH_MAX} bytes a Unix socket "
+                "allows; use a shorter session directory (e.g. under /tmp)"
+            )
+        self.path = path
+        self.name = name
+        self.rejected = 0
+        self._secret = secret
+        self._handshake_timeout = handshake_timeout
+        self._on_connection = on_connection
+        self._on_message = on_message
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._closed = False
+        self._closed_event = threading.Event()
+        self._count = itertools.count(1)
+        self._connections: dict[Connection, None] = {}  # insertion-ordered set
+        self._handshaking: set[socket.socket] = set()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # On Linux bind() creates the file with the socket inode's mode, so there is no
+            # window in which another user could connect; chmod below covers other systems.
+            with contextlib.suppress(OSError):
+                os.fchmod(sock.fileno(), 0o600)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                exc.errno,
+                f"cannot listen on {path}: {exc.strerror}; remove a stale socket file or pick "
+                "a fresh session directory",
+            ) from exc
+        stat = os.stat(path)
+        self._identity = (stat.st_dev, stat.st_ino)
+        self._sock = sock
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"memlab-accept-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        count = len(self._connections)
+        return f"<Listener {self.name!r} {self.path!r} {state} connections={count}>"
+
+    def connections(self) -> list[Connection]:
+        """Snapshot of the open connections accepted by this listener."""
+        with self._lock:
+            return list(self._connections)
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError as exc:
+                if self._closed:
+                    return
+                # EMFILE and friends: back off instead of spinning on a failing accept().
+                log.warning("listener %r: accept failed (%s); retrying", self.name, exc)
+                self._closed_event.wait(0.05)
+                continue
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    return
+                self._handshaking.add(client)
+            threading.Thread(
+                target=self._admit, args=(client,), name=f"memlab-auth-{self.name}", daemon=True
+            ).start()
+
+    def _admit(self, client: socket.socket) -> None:
+        try:
+            server_handshake(client, self._secret, self._handshake_timeout)
+        except AuthenticationError as exc:
+            with self._lock:
+                self._handshaking.discard(client)
+                if not self._closed:
+                    self.rejected += 1
+            client.close()
+            log.warning("listener %r rejected a peer: %s", self.name, exc)
+            return
+        with self._lock:
+            self._handshaking.discard(client)
+            if self._closed:
+                client.close()
+                return
+            conn = Connection(
+                client, f"{self.name}#{next(self._count)}", self._on_message, self._forget
+            )
+            self._connections[conn] = None
+        try:
+            self._on_connection(conn)
+        except Exception as exc:
+            log.exception("on_connection of listener %r raised; dropping the peer", self.name)
+            conn.close(exc)
+            return
+        with contextlib.suppress(ConnectionClosedError):  # closed by on_connection or close()
+            conn.start()
+
+    def _forget(self, conn: Connection, reason: BaseException | None) -> None:
+        with self._lock:
+            self._connections.pop(conn, None)
+        self._on_close(conn, reason)
+
+    def close(self) -> None:
+        """Stop accepting, close every connection and remove the socket file; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            handshaking = list(self._handshaking)
+            connections = list(self._connections)
+        self._closed_event.set()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept() with EINVAL on Linux
+        if self._thread is not threading.current_thread():
+            self._thread.join(2.0)
+        self._sock.close()
+        for client in handshaking:  # their handshake fails at once and closes them
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+        for conn in connections:
+            conn.close()
+        with contextlib.suppress(OSError):
+            stat = os.stat(self.path)
+            # Unlink only our own socket, not one a newer listener bound at the same path.
+            if (stat.st_dev, stat.st_ino) == self._identity:
+                os.unlink(self.path)
+
+
+def connect(
+    path: str,
+    secret: bytes,
+    name: str,
+    on_message: MessageHandler,
+    on_close: CloseHandler,
+    timeout: float = 5.0,
+) -> Connection:
+    """Connect to a :class:`Listener`, authenticate both ways and start the reader thread.
+
+    Args:
+        path: The listener's socket path.
+        secret: The per-session secret.
+        name: Label of the new connection.
+        on_message: Called on the reader thread for every frame that is not a reply.
+        on_close: Called exactly once when the connection closes.
+        timeout: Seconds for connecting and for the handshake, each.
+
+    Returns:
+        The started connection.
+
+    Raises:
+        ConnectionClosedError: Nobody listens at ``path`` (its ``peer`` is the path).
+        AuthenticationError: The handshake failed.
+    """
+    _check_secret(secret)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:
+                # A full accept backlog makes a Unix connect() fail with EAGAIN instead of
+                # waiting; retry until the deadline.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.001)
+    except OSError as exc:
+        sock.close()
+        if isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+            why = f"nobody listens at {path} ({exc.strerror}); is the process serving it running?"
+        elif exc.errno == errno.EAGAIN or isinstance(exc, TimeoutError):
+            why = f"{path} did not accept within {timeout} s; its process is overloaded or stuck"
+        else:
+            why = f"cannot connect to {path}: {exc}"
+        raise ConnectionClosedError(path, why) from exc
+    try:
+        client_handshake(sock, secret, timeout)
+        conn = Connection(sock, name, on_message, on_close)
+    except BaseException:
+        sock.close()
+        raise
+    conn.start()
+    return conn

@@ -1,0 +1,150 @@
+"""``@memlab.remote`` functions: options, argument packing and submission.
+
+Owns the translation of a Python call into a ``TaskSpec``: top-level ObjectRef arguments become
+dependencies (resolved before the task runs), refs nested deeper are pickled as refs (borrowed
+by the worker), and large plain arguments are put into the shared-memory store once rather than
+copied through a socket. The function itself is pickled once (by value for notebook code) and
+identified by the hash of its bytes, so re-running a cell does not re-export an unchanged
+function.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any
+
+from memlab.exceptions import SerializationError
+from memlab.ids import object_id
+from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.task_spec import ArgRef, TaskSpec, call_site
+from memlab.serialization import collecting_refs, dumps_function, serialize
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "num_returns": 1,
+    "max_retries": 3,
+    "retry_exceptions": False,
+    "name": None,
+}
+
+
+def validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(DEFAULT_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"unknown remote option(s) {sorted(unknown)}; valid options are "
+            f"{sorted(DEFAULT_OPTIONS)}"
+        )
+    n = options.get("num_returns", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"num_returns must be a positive int, got {n!r}")
+    r = options.get("max_retries", 3)
+    if not isinstance(r, int) or isinstance(r, bool) or r < -1:
+        raise ValueError(f"max_retries must be an int >= 0, or -1 for unlimited; got {r!r}")
+    return options
+
+
+class RemoteFunction:
+    """A function that runs as a task on a worker: ``f.remote(*args)`` returns ObjectRef(s)."""
+
+    def __init__(self, fn: Any, options: dict[str, Any]) -> None:
+        self._function = fn
+        self._options = {**DEFAULT_OPTIONS, **validate_options(options)}
+        self._pickled: bytes | None = None
+        self._hash: bytes | None = None
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._function.__name__!r} cannot be called directly; call "
+            f"{self._function.__name__}.remote(...) to run it as a task"
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return _submit(self, args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        """Override options for one call: ``f.options(num_returns=2).remote(x)``."""
+        return _BoundOptions(self, {**self._options, **validate_options(options)})
+
+    def _pickled_function(self) -> tuple[bytes, bytes]:
+        if self._pickled is None:
+            self._pickled = dumps_function(self._function)
+            self._hash = hashlib.blake2b(self._pickled, digest_size=16).digest()
+        return self._hash, self._pickled  # type: ignore[return-value]
+
+
+class _BoundOptions:
+    def __init__(self, fn: RemoteFunction, options: dict[str, Any]) -> None:
+        self._fn = fn
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return _submit(self._fn, args, kwargs, self._options)
+
+
+def _submit(rf: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
+            options: dict[str, Any]) -> Any:
+    from memlab.api import _core
+
+    core = _core("f.remote()")
+    fn_hash, fn_bytes = rf._pickled_function()
+    submitter = core.submitter
+    if fn_hash not in submitter.functions:
+        submitter.functions[fn_hash] = fn_bytes
+    name = options["name"] or getattr(rf._function, "__qualname__", "task")
+    keep: list[Any] = []  # refs that must live until the task holds them
+    payload, deps, nested = _pack(core, name, args, kwargs, keep)
+    task_id = core.ids.task_id()
+    returns = [object_id(task_id, i) for i in range(options["num_returns"])]
+    spec = TaskSpec(task_id, name, fn_hash, payload, deps, nested, returns,
+                    options["max_retries"], options["retry_exceptions"], call_site())
+    refs = submitter.submit(spec, keep)
+    return refs[0] if len(refs) == 1 else refs
+
+
+def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+          keep: list[Any]) -> tuple[bytes, list[tuple[bytes, str]], list[bytes]]:
+    if not args and not kwargs:
+        return b"", [], []
+    deps: list[tuple[bytes, str]] = []
+
+    def dep(value: Any) -> Any:
+        if type(value) is ObjectRef:
+            keep.append(value)
+            deps.append((value.binary, value.owner))
+            return ArgRef(len(deps) - 1)
+        return value
+
+    a = [dep(v) for v in args]
+    k = {key: dep(v) for key, v in kwargs.items()}
+    sv, refs = _serialize_args(name, a, k)
+    if sv.total_size > core.inline_threshold:
+        # Large plain arguments go to shared memory once, then travel as dependencies.
+        for i, v in enumerate(a):
+            if type(v) is not ArgRef and serialize(v).total_size > core.inline_threshold // 2:
+                a[i] = dep(core.put(v))
+        for key, v in k.items():
+            if type(v) is not ArgRef and serialize(v).total_size > core.inline_threshold // 2:
+                k[key] = dep(core.put(v))
+        sv, refs = _serialize_args(name, a, k)
+    keep.extend(refs)
+    return sv.to_bytes(), deps, [r.binary for r in refs]
+
+
+def _serialize_args(name: str, a: list[Any], k: dict[str, Any]) -> tuple[Any, list[Any]]:
+    try:
+        with collecting_refs() as refs:
+            sv = serialize((tuple(a), k))
+        return sv, list(refs)
+    except SerializationError as exc:
+        for where, value in [*((f"argument {i}", v) for i, v in enumerate(a)),
+                             *((f"keyword argument {key!r}", v) for key, v in k.items())]:
+            try:
+                serialize(value)
+            except SerializationError as inner:
+                raise SerializationError(
+                    f"{where} of {name}() cannot be serialized: {inner.message}",
+                    inner.type_name, where,
+                ) from exc
+        raise

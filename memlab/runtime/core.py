@@ -1,0 +1,459 @@
+"""The core worker: what every runtime process (driver or worker) runs to own and borrow objects.
+
+Owns this process's reference table, its memory store, its connections to peers and the
+housekeeping thread. Submitting tasks lives in ``submitter``, running them in ``executor``.
+
+Threads::
+
+    user / task thread ── put, get, submit ──► lock ─► table, memory store ─► send (after unlock)
+    reader thread per connection ── messages ──► handlers (never block on the network)
+    housekeeping thread (every 10 ms) ── batched releases, deletes, unpins, events, idle leases
+
+Ordering: every message to a given peer goes through one connection (``conn_to``), so a task's
+reply always reaches its owner before the releases that follow it (the handoff rule, DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from memlab.core.events import EventBuffer
+from memlab.core.ownership import ReferenceTable
+from memlab.exceptions import (
+    ConnectionClosedError,
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+)
+from memlab.ids import IdGenerator, object_id
+from memlab.protocol.transport import Connection, Listener, connect
+from memlab.runtime import object_ref as object_ref_module
+from memlab.runtime.memory_store import FAILED, PENDING, MemoryStore, Slot, run_wakeups
+from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.store_client import StoreClient
+from memlab.runtime.task_spec import call_site
+from memlab.serialization import collecting_refs, deserialize, serialize
+from memlab.runtime.wire import dumps_error, loads_error
+
+log = logging.getLogger("memlab.runtime")
+
+HOUSEKEEPING_PERIOD = 0.01
+DEFAULT_INLINE_THRESHOLD = 100 * 1024
+
+
+class CoreWorker:
+    """Ownership, values and messaging of one runtime process."""
+
+    def __init__(
+        self,
+        proc: str,
+        kind: str,
+        session_dir: str,
+        secret: bytes,
+        node_id: str,
+        events: EventBuffer,
+        inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
+        driver: str = "driver",
+    ) -> None:
+        self.proc = proc
+        self.kind = kind
+        self.session_dir = session_dir
+        self.secret = secret
+        self.node_id = node_id
+        self.driver = driver
+        self.events = events
+        self.inline_threshold = inline_threshold
+        self.lock = threading.RLock()
+        self.table = ReferenceTable(proc)
+        self.mstore = MemoryStore()
+        self.ids = IdGenerator()
+        self.peers: dict[str, Connection] = {}
+        self.dead: dict[str, dict[str, Any]] = {}
+        self._fetching: set[bytes] = set()
+        self._dirty: set[bytes] = set()
+        self._releases: dict[str, list[bytes]] = defaultdict(list)
+        self._deletes: dict[str, list[bytes]] = defaultdict(list)
+        self._connect_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.handlers: dict[str, Any] = {
+            "hello": self._on_hello,
+            "add_borrower": self._on_add_borrower,
+            "release_borrow": self._on_release_borrow,
+            "get_object": self._on_get_object,
+            "object_value": self._on_object_value,
+            "worker_died": self._on_worker_died,
+        }
+        self.on_peer_lost: list[Any] = []
+        self.store: StoreClient | None = None
+        self.listener = Listener(
+            self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
+        )
+        from memlab.runtime.submitter import Submitter
+
+        self.submitter = Submitter(self)
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name=f"memlab-housekeeping-{proc}", daemon=True
+        )
+        self._housekeeper.start()
+        object_ref_module.set_core(self)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def address(self, proc: str) -> str:
+        return os.path.join(self.session_dir, f"{proc}.sock")
+
+    def conn_to(self, peer: str) -> Connection:
+        conn = self.peers.get(peer)
+        if conn is not None and not conn.closed:
+            return conn
+        if peer in self.dead:
+            raise ConnectionClosedError(peer, "the process has died")
+        with self._connect_lock:
+            conn = self.peers.get(peer)
+            if conn is not None and not conn.closed:
+                return conn
+            conn = connect(self.address(peer), self.secret, self.proc, self._dispatch, self._on_close)
+            conn.peer = peer
+            conn.send({"t": "hello", "proc": self.proc, "kind": self.kind, "pid": os.getpid()})
+            self.peers[peer] = conn
+            return conn
+
+    def _on_accept(self, conn: Connection) -> None:
+        pass  # the peer's first message is ``hello``; until then it is anonymous
+
+    def _on_hello(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        conn.peer = h["proc"]
+        self.peers.setdefault(h["proc"], conn)
+
+    def _dispatch(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        handler = self.handlers.get(h["t"])
+        if handler is None:
+            log.warning("%s: unknown message %r from %s", self.proc, h["t"], conn.peer)
+            return
+        handler(conn, h, payload)
+
+    def _on_close(self, conn: Connection, error: BaseException | None) -> None:
+        peer = conn.peer
+        if peer is None:
+            return
+        if self.peers.get(peer) is conn:
+            del self.peers[peer]
+        for callback in self.on_peer_lost:
+            callback(peer, conn)
+
+    # -- refs ----------------------------------------------------------------------------------
+
+    def new_owned_ref(self, oid: bytes) -> ObjectRef:
+        return ObjectRef(oid, self.proc, self)
+
+    def ref_from_wire(self, oid: bytes, owner: str) -> ObjectRef:
+        """A ref was unpickled here: count it and, if new to us, borrow it from its owner."""
+        with self.lock:
+            needs_registration, ins = self.table.add_local(oid, owner)
+            self._apply(ins)
+        ref = ObjectRef(oid, owner, self)
+        if needs_registration:
+            try:
+                reply, _ = self.conn_to(owner).request(
+                    {"t": "add_borrower", "oid": oid, "borrower": self.proc}, timeout=30
+                )
+            except (ConnectionClosedError, TimeoutError):
+                reply = {"ok": False}
+            if not reply.get("ok"):
+                with self.lock:
+                    self.mstore.put_error(oid, OwnerDiedError(oid.hex(), owner))
+        return ref
+
+    def remove_local_ref(self, oid: bytes) -> None:
+        with self.lock:
+            ins = self.table.remove_local(oid)
+            if ins:
+                self._apply(ins)
+
+    def _apply(self, instructions: list[Any]) -> None:
+        """Carry out ownership instructions; called with the lock held, sends nothing directly."""
+        for ins in instructions:
+            op = ins[0]
+            if op == "holders":
+                self._dirty.add(ins[1])
+            elif op == "free":
+                oid, location = ins[1], ins[2]
+                slot = self.mstore.remove(oid)
+                if slot is not None and slot.node is not None:
+                    self._deletes[slot.node].append(oid)
+                elif location is not None:
+                    self._deletes[location].append(oid)
+                self._dirty.discard(oid)
+                self.events.emit("object.freed", object_id=oid.hex())
+            elif op == "release_borrow":
+                self._releases[ins[2]].append(ins[1])
+            elif op == "forget":
+                self.mstore.remove(ins[1])
+                self._fetching.discard(ins[1])
+
+    # -- put / get -----------------------------------------------------------------------------
+
+    def put(self, value: Any) -> ObjectRef:
+        with collecting_refs() as contained:
+            sv = serialize(value)
+        oid = object_id(self.ids.task_id(), 0)
+        size = sv.total_size
+        node = None
+        data = None
+        if size <= self.inline_threshold:
+            data = sv.to_bytes()
+        else:
+            assert self.store is not None
+            self.store.write(oid, sv)
+            node = self.node_id
+        site = call_site()
+        with self.lock:
+            self._apply(self.table.create_owned(oid, call_site=site, state="ready"))
+            if contained:
+                self._apply(self.table.set_contains(oid, [r.binary for r in contained]))
+            self.table.set_ready(oid, node, size)
+            if data is not None:
+                self.mstore.put_inline(oid, data)
+            else:
+                self.mstore.put_stored(oid, node, size)  # type: ignore[arg-type]
+        ev = self.events
+        if ev.enabled:
+            ev.emit("object.created", object_id=oid.hex(), owner=self.proc, task_id=None,
+                    call_site=site, size=size, state="ready")
+            ev.emit("object.ready", object_id=oid.hex(), size=size, inline=node is None, node=node)
+        return ObjectRef(oid, self.proc, self)
+
+    def ensure_fetch(self, oid: bytes, owner: str) -> Slot:
+        """The slot of ``oid``; for a borrowed object, ask its owner for the value once."""
+        slot = self.mstore.slots.get(oid)
+        if slot is not None:
+            return slot
+        slot = self.mstore.add_pending(oid)
+        if owner != self.proc and oid not in self._fetching:
+            self._fetching.add(oid)
+            try:
+                self.conn_to(owner).send({"t": "get_object", "oid": oid})
+            except ConnectionClosedError:
+                run_wakeups(self.mstore.put_error(oid, OwnerDiedError(oid.hex(), owner)))
+        elif owner == self.proc:
+            # Owned but no slot: the value was freed, which a live ref makes impossible.
+            run_wakeups(self.mstore.put_error(oid, ObjectLostError(oid.hex(), "it was freed")))
+        return slot
+
+    def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list[Any]:
+        slots = self._wait_slots(refs, len(refs), timeout)
+        return [self._materialize(ref, slot) for ref, slot in zip(refs, slots)]
+
+    def _wait_slots(self, refs: list[ObjectRef], need: int, timeout: float | None) -> list[Slot]:
+        with self.lock:
+            slots = [self.ensure_fetch(r.binary, r.owner) for r in refs]
+            pending = [r for r, s in zip(refs, slots) if s.state == PENDING]
+            if len(refs) - len(pending) >= need or not pending:
+                return slots
+            event = threading.Event()
+            for r in pending:
+                self.mstore.add_waiter(r.binary, event)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        blocked = self.kind == "worker"
+        if blocked:
+            self.submitter.notify_blocked(True)
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise GetTimeoutError(timeout or 0.0, sum(s.state == PENDING for s in slots))
+                event.wait(remaining)
+                with self.lock:
+                    event.clear()
+                    done = sum(s.state != PENDING for s in slots)
+                    if done >= need:
+                        return slots
+                    for r, s in zip(refs, slots):
+                        if s.state == PENDING:
+                            self.mstore.add_waiter(r.binary, event)
+        finally:
+            if blocked:
+                self.submitter.notify_blocked(False)
+
+    def _materialize(self, ref: ObjectRef, slot: Slot) -> Any:
+        if slot.state == FAILED:
+            raise slot.error  # type: ignore[misc]
+        if slot.data is not None:
+            return deserialize(slot.data)
+        assert self.store is not None
+        found, value = self.store.read(ref.binary)
+        if not found:
+            raise ObjectLostError(ref.hex(), "its copy in shared memory is gone")
+        return value
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        try:
+            slots = self._wait_slots(refs, num_returns, timeout)
+        except GetTimeoutError:
+            with self.lock:
+                slots = [self.ensure_fetch(r.binary, r.owner) for r in refs]
+        ready: list[ObjectRef] = []
+        not_ready: list[ObjectRef] = []
+        for ref, slot in zip(refs, slots):
+            (ready if slot.state != PENDING and len(ready) < num_returns else not_ready).append(ref)
+        return ready, not_ready
+
+    # -- owner-side handlers -------------------------------------------------------------------
+
+    def _on_add_borrower(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        with self.lock:
+            try:
+                self._apply(self.table.add_borrower(h["oid"], h["borrower"]))
+                ok = True
+            except KeyError:
+                ok = False
+        conn.reply(h, {"t": "ack", "ok": ok})
+
+    def _on_release_borrow(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        with self.lock:
+            for oid in h["oids"]:
+                self._apply(self.table.remove_borrower(oid, conn.peer or ""))
+
+    def _on_get_object(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        oid = h["oid"]
+        peer = conn.peer or ""
+
+        def answer(slot: Slot) -> None:
+            self._send_value(peer, oid, slot)
+
+        with self.lock:
+            slot = self.mstore.slots.get(oid)
+            if slot is None:
+                slot = Slot()
+                slot.state = FAILED
+                slot.error = ObjectLostError(oid.hex(), f"its owner {self.proc} no longer has it")
+            elif slot.state == PENDING:
+                self.mstore.when_done(oid, answer)
+                return
+        answer(slot)
+
+    def _send_value(self, peer: str, oid: bytes, slot: Slot) -> None:
+        h: dict[str, Any] = {"t": "object_value", "oid": oid}
+        payload = b""
+        if slot.state == FAILED:
+            h["kind"] = "e"
+            payload = dumps_error(slot.error)  # type: ignore[arg-type]
+        elif slot.data is not None:
+            h["kind"] = "i"
+            payload = slot.data
+        else:
+            h.update(kind="s", node=slot.node, size=slot.size)
+        try:
+            self.conn_to(peer).send(h, payload)
+        except ConnectionClosedError:
+            pass
+
+    def _on_object_value(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        oid = h["oid"]
+        with self.lock:
+            if oid not in self.mstore.slots:
+                return  # nobody here holds it any more
+            kind = h["kind"]
+            if kind == "i":
+                wake = self.mstore.put_inline(oid, payload)
+            elif kind == "s":
+                wake = self.mstore.put_stored(oid, h["node"], h["size"])
+            else:
+                wake = self.mstore.put_error(oid, loads_error(payload))
+        run_wakeups(wake)
+
+    def _on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        self.process_died(h["worker"], h)
+
+    def process_died(self, proc: str, info: dict[str, Any]) -> None:
+        """``proc`` died: it borrows nothing any more, and what it owned is lost (fate-sharing)."""
+        self.dead[proc] = info
+        wake: list[Any] = []
+        with self.lock:
+            self._apply(self.table.remove_borrower_everywhere(proc))
+            for oid, entry in list(self.table.entries.items()):
+                if entry.owner == proc and not entry.owned:
+                    slot = self.mstore.slots.get(oid)
+                    if slot is None or slot.state == PENDING or slot.node is not None:
+                        self.mstore.remove(oid)
+                        wake += self.mstore.put_error(oid, OwnerDiedError(oid.hex(), proc))
+        run_wakeups(wake)
+        self.submitter.on_worker_died(proc, info)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        while not self._stopped.wait(HOUSEKEEPING_PERIOD):
+            try:
+                self.flush()
+            except Exception:  # keep the thread alive whatever one round hits
+                log.exception("%s: housekeeping round failed", self.proc)
+
+    def flush(self) -> None:
+        with self.lock:
+            releases, self._releases = self._releases, defaultdict(list)
+            deletes, self._deletes = self._deletes, defaultdict(list)
+            dirty, self._dirty = self._dirty, set()
+            holders = []
+            for oid in dirty:
+                entry = self.table.get(oid)
+                if entry is not None and entry.owned:
+                    holders.append((oid, entry.holders()))
+        for owner, oids in releases.items():
+            try:
+                self.conn_to(owner).send({"t": "release_borrow", "oids": oids})
+            except ConnectionClosedError:
+                pass
+        for node, oids in deletes.items():
+            self.submitter.send_to_node(node, {"t": "delete", "oids": oids})
+        if self.store is not None:
+            self.store.flush()
+        if self.events.enabled:
+            for oid, held in holders:
+                self.events.emit("object.holders", object_id=oid.hex(), **held)
+        self.submitter.housekeeping()
+        self.flush_events()
+
+    def flush_events(self) -> None:
+        """Workers ship their events to the driver; the driver's collector drains its own."""
+        if self.kind == "driver":
+            return
+        batch = self.events.drain()
+        while batch:
+            chunk, batch = batch[:1000], batch[1000:]
+            try:
+                self.conn_to(self.driver).send({"t": "events", "batch": chunk})
+            except ConnectionClosedError:
+                return
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._housekeeper is not threading.current_thread():
+            self._housekeeper.join(timeout=2)
+        try:
+            self.flush()
+        except Exception:
+            pass
+        if object_ref_module.current_core() is self:
+            object_ref_module.set_core(None)
+        self.listener.close()
+        for conn in list(self.peers.values()):
+            conn.close()
+        if self.store is not None:
+            self.store.close()
+
+    # -- validation (tests) --------------------------------------------------------------------
+
+    def validate(self) -> None:
+        with self.lock:
+            self.table.validate()
+            for oid, entry in self.table.entries.items():
+                if entry.owned and entry.state != "failed":
+                    assert oid in self.mstore.slots, f"owned {oid.hex()} has no slot"

@@ -1,0 +1,231 @@
+"""Running tasks in a worker: arguments in, user code, results out, errors as values.
+
+Owns the worker's function cache and its task queue. Tasks run one at a time on the main
+thread (so a cancel can interrupt user code with KeyboardInterrupt) while the reader threads
+keep answering owner and borrower messages.
+
+Results: a value up to the inline threshold travels in the reply; a larger one is written once
+into the node's shared-memory store under the return's object id. Refs inside a result are lent
+to the caller before the reply goes out: this worker adds the caller as a borrower of refs it
+owns, and asks third-party owners to do the same, so no ref is unheld at any moment.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from memlab.exceptions import (
+    ConnectionClosedError,
+    MemlabError,
+    TaskCancelledError,
+    TaskError,
+)
+from memlab.ids import object_id
+from memlab.runtime.task_spec import ArgRef
+from memlab.runtime.wire import dumps_error
+from memlab.serialization import collecting_refs, deserialize, loads_function, serialize
+
+if TYPE_CHECKING:
+    from memlab.protocol.transport import Connection
+    from memlab.runtime.core import CoreWorker
+
+FUNCTION_CACHE_SIZE = 1024
+
+
+class _ArgumentError(Exception):
+    """Resolving an argument failed; the wrapped memlab error is the task's result."""
+
+
+class Executor:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.functions: OrderedDict[bytes, Any] = OrderedDict()
+        self.current: bytes | None = None
+        self.cancelled: set[bytes] = set()
+        self._main = threading.main_thread().ident
+        core.handlers.update(push=self._on_push, cancel=self._on_cancel)
+
+    def _on_push(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        fn_bytes = None
+        if "fnlen" in h:
+            n = h["fnlen"]
+            fn_bytes, payload = payload[:n], payload[n:]
+        self.queue.put((conn.peer, h, payload, fn_bytes))
+
+    def _on_cancel(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        tid = h["tid"]
+        self.cancelled.add(tid)
+        if self.current == tid and self._main is not None:
+            signal.pthread_kill(self._main, signal.SIGINT)
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            self._execute(*item)
+
+    def _execute(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
+                 ) -> None:
+        core = self.core
+        tid, name, attempt = h["tid"], h["name"], h["att"]
+        reply: dict[str, Any] = {"t": "done", "tid": tid, "att": attempt}
+        if tid in self.cancelled:
+            self._send(caller, reply, error=TaskCancelledError(name, tid.hex()))
+            return
+        fn = self._function(h["fn"], fn_bytes)
+        if fn is None:
+            reply["need_fn"] = True
+            self._send(caller, reply)
+            return
+        ev = core.events
+        if ev.enabled:
+            ev.emit("task.started", task_id=tid.hex(), worker=core.proc, node=core.node_id,
+                    attempt=attempt)
+        args: Any = None
+        result: Any = None
+        try:
+            self.current = tid
+            try:
+                args, kwargs = self._arguments(h, payload)
+                result = fn(*args, **kwargs)
+            finally:
+                self.current = None
+            values = self._split(result, h["nret"])
+            rets, parts = self._store_returns(tid, values, caller)
+            self._send(caller, reply, rets=rets, payload=b"".join(parts))
+        except KeyboardInterrupt as exc:
+            error: BaseException = (TaskCancelledError(name, tid.hex()) if tid in self.cancelled
+                                    else TaskError.from_exception(name, exc, pid=os.getpid(),
+                                                                  worker_id=core.proc))
+            self._send(caller, reply, error=error)
+        except _ArgumentError as exc:
+            self._send(caller, reply, error=exc.args[0])
+        except MemlabError as exc:  # storing the result failed (serialization, store full)
+            self._send(caller, reply, error=exc)
+        except BaseException as exc:
+            self._send(caller, reply, error=TaskError.from_exception(
+                name, exc, pid=os.getpid(), worker_id=core.proc))
+        finally:
+            self.cancelled.discard(tid)
+            del args, result  # the refs they hold are released after the reply, in order
+
+    def _function(self, fn_hash: bytes, fn_bytes: bytes | None) -> Any:
+        fn = self.functions.get(fn_hash)
+        if fn is not None:
+            self.functions.move_to_end(fn_hash)
+            return fn
+        if fn_bytes is None:
+            return None
+        fn = loads_function(fn_bytes)
+        self.functions[fn_hash] = fn
+        if len(self.functions) > FUNCTION_CACHE_SIZE:
+            self.functions.popitem(last=False)
+        return fn
+
+    def _arguments(self, h: dict[str, Any], payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        view = memoryview(payload)
+        pos = 0
+        values: list[Any] = []
+        try:
+            for dep in h["deps"]:
+                if type(dep) is int:
+                    values.append(deserialize(view[pos:pos + dep]))
+                    pos += dep
+                else:
+                    values.append(self._read_stored(dep[0]))
+            if pos == len(view):
+                return (), {}
+            args, kwargs = deserialize(view[pos:])
+        except MemlabError as exc:
+            raise _ArgumentError(exc) from exc
+        if values:
+            args = tuple(values[a.i] if type(a) is ArgRef else a for a in args)
+            kwargs = {k: values[v.i] if type(v) is ArgRef else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _read_stored(self, oid: bytes) -> Any:
+        from memlab.exceptions import ObjectLostError
+
+        assert self.core.store is not None
+        found, value = self.core.store.read(oid)
+        if not found:
+            raise ObjectLostError(oid.hex(), "its copy in shared memory is gone")
+        return value
+
+    @staticmethod
+    def _split(result: Any, nret: int) -> tuple[Any, ...]:
+        if nret == 1:
+            return (result,)
+        try:
+            values = tuple(result)
+        except TypeError:
+            values = None
+        if values is None or len(values) != nret:
+            got = "a non-iterable" if values is None else f"{len(values)} values"
+            raise ValueError(
+                f"the task returned {got} but was declared with num_returns={nret}; return a "
+                f"tuple of exactly {nret} values or change num_returns"
+            )
+        return values
+
+    def _store_returns(self, tid: bytes, values: tuple[Any, ...], caller: str
+                       ) -> tuple[list[Any], list[bytes]]:
+        core = self.core
+        rets: list[Any] = []
+        parts: list[bytes] = []
+        for i, value in enumerate(values):
+            with collecting_refs() as refs:
+                sv = serialize(value)
+            contained = self._lend(refs, caller) if refs else []
+            if sv.total_size <= core.inline_threshold:
+                data = sv.to_bytes()
+                rets.append(["i", len(data), contained])
+                parts.append(data)
+            else:
+                assert core.store is not None
+                core.store.write(object_id(tid, i), sv)
+                rets.append(["s", sv.total_size, contained, core.node_id])
+        return rets, parts
+
+    def _lend(self, refs: list[Any], caller: str) -> list[list[Any]]:
+        core = self.core
+        seen: dict[bytes, str] = {}
+        for ref in refs:
+            seen[ref.binary] = ref.owner
+        for oid, owner in seen.items():
+            if owner == core.proc:
+                with core.lock:
+                    core._apply(core.table.add_borrower(oid, caller))
+            elif owner != caller:
+                core.conn_to(owner).request(
+                    {"t": "add_borrower", "oid": oid, "borrower": caller}, timeout=30
+                )
+        return [[oid, owner] for oid, owner in seen.items()]
+
+    def _send(self, caller: str, reply: dict[str, Any], error: BaseException | None = None,
+              rets: list[Any] | None = None, payload: bytes = b"") -> None:
+        core = self.core
+        if error is not None:
+            reply["err"] = True
+            payload = dumps_error(error)
+        elif rets is not None:
+            reply["rets"] = rets
+        ev = core.events
+        if ev.enabled and "need_fn" not in reply:
+            kind = "task.failed" if error is not None else "task.finished"
+            ev.emit(kind, task_id=reply["tid"].hex(), worker=core.proc, attempt=reply["att"],
+                    **({"error": f"{type(error).__name__}: {error}"[:500]} if error else {}))
+        try:
+            core.conn_to(caller).send(reply, payload)
+        except ConnectionClosedError:
+            pass  # the owner is gone; so is everything it would have done with the result

@@ -1,0 +1,326 @@
+"""The node manager: one process per (simulated) node, holding its store and its worker pool.
+
+Owns the node's shared-memory arena and object store, the worker processes it spawns (their
+leases and their deaths) and the node's event stream. It never runs user code.
+
+Leases: an owner asks for a worker (``lease``); the manager grants an idle one (``granted``) or
+queues the request and asks holders of idle leases to give theirs back (``revoke``). A worker
+blocked in ``get`` frees its slot, so the pool grows by one while it waits (no nested deadlock).
+
+Lifelines: the manager reads its stdin, a pipe from the driver; end of file means the driver
+died, and the manager kills its workers, removes the arena and exits. Workers hold the same
+kind of pipe from the manager. So no process of a session outlives the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from memlab.core.events import EventBuffer
+from memlab.exceptions import ConnectionClosedError, ObjectStoreFullError, WorkerCrashedError
+from memlab.protocol.transport import Connection, Listener, connect
+from memlab.store import Arena, ObjectStore
+
+log = logging.getLogger("memlab.node")
+
+
+class WorkerProc:
+    __slots__ = ("holder", "pid", "popen", "state", "worker_id")
+
+    def __init__(self, worker_id: str, popen: subprocess.Popen[bytes]) -> None:
+        self.worker_id = worker_id
+        self.popen = popen
+        self.pid = popen.pid
+        self.state = "starting"  # starting -> idle <-> leased -> dead
+        self.holder: str | None = None
+
+
+class NodeManager:
+    def __init__(self, config: dict[str, Any], secret: bytes) -> None:
+        self.node_id: str = config["node_id"]
+        self.session_dir: str = config["session_dir"]
+        self.num_workers: int = config["num_workers"]
+        self.config = config
+        self.secret = secret
+        self.events = EventBuffer(self.node_id)
+        self.lock = threading.RLock()
+        self.workers: dict[str, WorkerProc] = {}
+        self.idle: deque[str] = deque()
+        self.pending: deque[tuple[Connection, int]] = deque()
+        self.blocked: set[str] = set()
+        self.stopping = False
+        self._last_stats: dict[str, int] | None = None
+        self.arena = Arena.create(config["arena_path"], config["capacity"])
+        self.store = ObjectStore(self.arena, config["spill_dir"], emit=self.events.emit,
+                                 node_id=self.node_id)
+        self.handlers = {
+            "hello": self._on_hello, "lease": self._on_lease, "return_lease": self._on_return,
+            "create": self._on_create, "seal": self._on_seal, "abort": self._on_abort,
+            "get": self._on_get, "release": self._on_release, "delete": self._on_delete,
+            "blocked": self._on_blocked, "unblocked": self._on_unblocked,
+            "kill_worker": self._on_kill_worker, "shutdown": self._on_shutdown,
+        }
+        path = os.path.join(self.session_dir, f"{self.node_id}.sock")
+        self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
+                                 name=self.node_id)
+        self.driver = connect(os.path.join(self.session_dir, f"{config['driver']}.sock"), secret,
+                              self.node_id, self._dispatch, self._on_close)
+        self.driver.peer = config["driver"]
+
+    # -- life ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.num_workers):
+            self._spawn()
+        self.events.emit("node.started", node_id=self.node_id, pid=os.getpid(),
+                         store_capacity=self.arena.capacity)
+        self.driver.send({"t": "hello", "proc": self.node_id, "kind": "node", "pid": os.getpid(),
+                          "arena": self.arena.path, "capacity": self.arena.capacity})
+        threading.Thread(target=self._housekeeping, name="memlab-node-housekeeping",
+                         daemon=True).start()
+
+    def wait_for_driver_death(self) -> None:
+        """Block on the lifeline from the driver; its end means shut down."""
+        with contextlib.suppress(Exception):
+            sys.stdin.buffer.read()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        with self.lock:
+            if self.stopping:
+                return
+            self.stopping = True
+            procs = list(self.workers.values())
+        for w in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        for w in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.popen.wait(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(Exception):
+            self.store.close()
+        self.arena.unlink()
+        with contextlib.suppress(Exception):
+            self.arena.close()
+        self.listener.close()
+        with contextlib.suppress(Exception):
+            self._flush_events()
+        os._exit(0)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        worker_id = f"w-{os.urandom(4).hex()}"
+        env = dict(os.environ)
+        env.update(
+            MEMLAB_SESSION_DIR=self.session_dir, MEMLAB_NODE=self.node_id,
+            MEMLAB_PROC=worker_id, MEMLAB_ARENA=self.arena.path,
+            MEMLAB_INLINE=str(self.config["inline_threshold"]),
+            MEMLAB_NUM_WORKERS=str(self.config["total_workers"]),
+            MEMLAB_DRIVER=self.config["driver"],
+        )
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
+            env=env, close_fds=True,
+        )
+        assert popen.stdin is not None
+        popen.stdin.write(self.secret.hex().encode() + b"\n")
+        popen.stdin.flush()  # stdin stays open: it is the worker's lifeline
+        w = WorkerProc(worker_id, popen)
+        with self.lock:
+            self.workers[worker_id] = w
+        threading.Thread(target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}",
+                         daemon=True).start()
+
+    def _reap(self, w: WorkerProc) -> None:
+        code = w.popen.wait()
+        with self.lock:
+            w.state = "dead"
+            if w.worker_id in self.idle:
+                self.idle.remove(w.worker_id)
+            self.blocked.discard(w.worker_id)
+            stopping = self.stopping
+        if stopping:
+            return
+        self.store.disconnect(w.worker_id)
+        exitcode, sig = (None, -code) if code < 0 else (code, None)
+        info = {"worker": w.worker_id, "pid": w.pid, "exitcode": exitcode, "signal": sig,
+                "node": self.node_id, "cause": WorkerCrashedError.describe_exit(exitcode, sig)}
+        self.events.emit("worker.died", worker_id=w.worker_id, node=self.node_id, pid=w.pid,
+                         exitcode=exitcode, signal=sig, cause=info["cause"])
+        self._broadcast({"t": "worker_died", **info})
+        with self.lock:
+            alive = sum(x.state != "dead" for x in self.workers.values())
+            del self.workers[w.worker_id]
+            if alive < self.num_workers + len(self.blocked):
+                self._spawn()
+
+    def _broadcast(self, header: dict[str, Any]) -> None:
+        for conn in [*self.listener.connections(), self.driver]:
+            with contextlib.suppress(ConnectionClosedError):
+                conn.send(header)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _dispatch(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        handler = self.handlers.get(h["t"])
+        if handler is not None:
+            handler(conn, h)
+
+    def _on_close(self, conn: Connection, error: BaseException | None) -> None:
+        peer = conn.peer
+        if conn is self.driver:
+            threading.Thread(target=self.shutdown, daemon=True).start()
+            return
+        if peer is None:
+            return
+        self.store.disconnect(peer)
+        with self.lock:
+            self.pending = deque((c, lid) for c, lid in self.pending if c is not conn)
+            for w in self.workers.values():
+                if w.holder == peer and w.state == "leased":
+                    w.state, w.holder = "idle", None
+                    self.idle.append(w.worker_id)
+            self._serve()
+
+    def _on_hello(self, conn: Connection, h: dict[str, Any]) -> None:
+        conn.peer = h["proc"]
+        if h.get("kind") != "worker":
+            return
+        with self.lock:
+            w = self.workers.get(h["proc"])
+            if w is None or w.state != "starting":
+                return
+            w.state = "idle"
+            self.idle.append(w.worker_id)
+            self._serve()
+        self.events.emit("worker.started", worker_id=w.worker_id, node=self.node_id, pid=w.pid)
+
+    def _on_lease(self, conn: Connection, h: dict[str, Any]) -> None:
+        with self.lock:
+            self.pending.append((conn, h["lid"]))
+            self._serve()
+            if self.pending:
+                for w in self.workers.values():
+                    if w.state == "leased" and w.holder != conn.peer and w.holder is not None:
+                        self._send_to(w.holder, {"t": "revoke", "worker": w.worker_id})
+
+    def _serve(self) -> None:
+        while self.pending and self.idle:
+            conn, lid = self.pending.popleft()
+            if conn.closed:
+                continue
+            w = self.workers[self.idle.popleft()]
+            w.state, w.holder = "leased", conn.peer
+            try:
+                conn.send({"t": "granted", "lid": lid, "worker": w.worker_id})
+            except ConnectionClosedError:
+                w.state, w.holder = "idle", None
+                self.idle.appendleft(w.worker_id)
+
+    def _on_return(self, conn: Connection, h: dict[str, Any]) -> None:
+        with self.lock:
+            w = self.workers.get(h["worker"])
+            if w is not None and w.state == "leased" and w.holder == conn.peer:
+                w.state, w.holder = "idle", None
+                self.idle.append(w.worker_id)
+                self._serve()
+
+    def _on_blocked(self, conn: Connection, h: dict[str, Any]) -> None:
+        with self.lock:
+            self.blocked.add(conn.peer or "")
+            alive = sum(w.state != "dead" for w in self.workers.values())
+            if not self.stopping and alive < self.num_workers + len(self.blocked):
+                self._spawn()
+
+    def _on_unblocked(self, conn: Connection, h: dict[str, Any]) -> None:
+        with self.lock:
+            self.blocked.discard(conn.peer or "")
+
+    def _on_kill_worker(self, conn: Connection, h: dict[str, Any]) -> None:
+        w = self.workers.get(h["worker"])
+        if w is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+
+    def _on_shutdown(self, conn: Connection, h: dict[str, Any]) -> None:
+        threading.Thread(target=self.shutdown, daemon=True).start()
+
+    def _send_to(self, peer: str, header: dict[str, Any]) -> None:
+        for conn in [*self.listener.connections(), self.driver]:
+            if conn.peer == peer:
+                with contextlib.suppress(ConnectionClosedError):
+                    conn.send(header)
+                return
+
+    # -- store ---------------------------------------------------------------------------------
+
+    def _on_create(self, conn: Connection, h: dict[str, Any]) -> None:
+        oid = h["oid"]
+        if self.store.object_info(oid) is not None:
+            self.store.delete(oid)  # a retried task writes its result again
+        try:
+            offset = self.store.create(oid, h["size"], conn.peer or "", h.get("primary", True))
+        except ObjectStoreFullError as exc:
+            conn.reply(h, {"t": "created", "full": [exc.requested, exc.capacity, exc.used,
+                                                    exc.pinned, exc.detail]})
+            return
+        conn.reply(h, {"t": "created", "offset": offset})
+
+    def _on_seal(self, conn: Connection, h: dict[str, Any]) -> None:
+        self.store.seal(h["oid"], conn.peer or "")
+        conn.reply(h, {"t": "sealed"})
+
+    def _on_abort(self, conn: Connection, h: dict[str, Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self.store.abort(h["oid"], conn.peer or "")
+
+    def _on_get(self, conn: Connection, h: dict[str, Any]) -> None:
+        try:
+            found = self.store.get(h["oid"], conn.peer or "")
+        except (ObjectStoreFullError, OSError) as exc:
+            log.warning("%s: cannot restore %s: %s", self.node_id, h["oid"].hex(), exc)
+            found = None
+        if found is None:
+            conn.reply(h, {"t": "got"})
+        else:
+            conn.reply(h, {"t": "got", "offset": found[0], "size": found[1]})
+
+    def _on_release(self, conn: Connection, h: dict[str, Any]) -> None:
+        for oid in h["oids"]:
+            self.store.release(oid, conn.peer or "")
+
+    def _on_delete(self, conn: Connection, h: dict[str, Any]) -> None:
+        for oid in h["oids"]:
+            self.store.delete(oid)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        while not self.stopping:
+            time.sleep(0.05)  # a steady tick for batching events, not a wait for a state
+            with contextlib.suppress(Exception):
+                stats = self.store.stats()
+                if stats != self._last_stats:
+                    self._last_stats = stats
+                    self.events.emit("node.store", node_id=self.node_id,
+                                     store_used=stats["used"],
+                                     spilled_bytes=stats["spilled_bytes"],
+                                     num_objects=stats["num_objects"])
+                self._flush_events()
+
+    def _flush_events(self) -> None:
+        batch = self.events.drain()
+        while batch:
+            chunk, batch = batch[:1000], batch[1000:]
+            self.driver.send({"t": "events", "batch": chunk})

@@ -1,0 +1,91 @@
+"""``ObjectRef``: a first-class reference to an immutable object in the shared address space.
+
+A ref is 16 bytes of id plus the owner's process id, so any holder reaches the owner directly
+(there is no central directory). Creating and dropping an instance updates this process's
+reference table (``local`` count); pickling one records it as contained in the value being
+pickled, and unpickling one registers this process as a borrower with the owner before the
+handoff completes (see ``memlab.core.ownership``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memlab.serialization.context import record_ref
+
+# The process's core worker; set by the runtime at start and cleared at shutdown. A module global
+# (not an attribute lookup chain) because ``__del__`` runs on every dropped ref.
+_core: Any = None
+
+
+def set_core(core: Any) -> None:
+    global _core
+    _core = core
+
+
+def current_core() -> Any:
+    return _core
+
+
+class ObjectRef:
+    """A reference to an object that may not exist yet; pass it to tasks or ``memlab.get`` it.
+
+    Refs are hashable and compare by object id. ``ref.hex()`` is the id used by ``memlab.state``.
+    """
+
+    __slots__ = ("__weakref__", "_core", "_id", "_owner")
+
+    def __init__(self, object_id: bytes, owner: str, _core_: Any = None) -> None:
+        # Refs made by the runtime are already counted; ``_core_`` says which table holds them.
+        self._id = object_id
+        self._owner = owner
+        self._core = _core_
+
+    def hex(self) -> str:
+        """The object id as a hex string (as in ``memlab.state.objects()``)."""
+        return self._id.hex()
+
+    @property
+    def binary(self) -> bytes:
+        return self._id
+
+    @property
+    def owner(self) -> str:
+        """The id of the process that owns this object."""
+        return self._owner
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()[:16]}…, owner={self._owner})"
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:
+        record_ref(self)
+        return _rebuild_ref, (self._id, self._owner)
+
+    def __del__(self) -> None:
+        core = self._core
+        if core is not None and core is _core:
+            core.remove_local_ref(self._id)
+
+    def future(self) -> Any:
+        """A ``concurrent.futures.Future`` that completes with the object's value."""
+        return _core.as_future(self)
+
+    def __await__(self) -> Any:
+        import asyncio
+
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
+    core = _core
+    if core is None:
+        from memlab.exceptions import RuntimeNotStartedError
+
+        raise RuntimeNotStartedError()
+    return core.ref_from_wire(object_id, owner)

@@ -1,0 +1,82 @@
+"""The session's footprint on the machine: its private directory, arena names and their cleanup.
+
+Owns the naming scheme that makes leftovers findable: every session directory and every arena
+file carries the driver's pid (``memlab-<pid>-…``), so a later ``init`` removes what a driver
+that died without cleanup left behind (the node managers' lifelines normally do it first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+
+SHM_DIR = "/dev/shm"
+_NAME = re.compile(r"^memlab-(\d+)-")
+
+
+def make_session_dir() -> str:
+    """A new private (0700) directory for the session's sockets and spill files."""
+    path = tempfile.mkdtemp(prefix=f"memlab-{os.getpid()}-", dir=_short_tmp())
+    os.chmod(path, 0o700)
+    return path
+
+
+def arena_path(session_dir: str, node_id: str) -> str:
+    base = SHM_DIR if os.path.isdir(SHM_DIR) else session_dir
+    return os.path.join(base, f"{os.path.basename(session_dir)}-{node_id}")
+
+
+def default_store_memory() -> int:
+    """30% of available memory, as Ray does, bounded by the free space of /dev/shm."""
+    import psutil
+
+    budget = int(psutil.virtual_memory().available * 0.3)
+    with contextlib.suppress(OSError):
+        st = os.statvfs(SHM_DIR)
+        budget = min(budget, int(st.f_bavail * st.f_frsize * 0.8))
+    return max(budget, 64 << 20)
+
+
+def remove_session(session_dir: str, arena_paths: list[str]) -> None:
+    for path in arena_paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def reap_stale_sessions() -> list[str]:
+    """Remove directories and arenas of sessions whose driver is no longer alive."""
+    removed = []
+    for base in {SHM_DIR, _short_tmp()}:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(base):
+                m = _NAME.match(name)
+                if m is None or _alive(int(m.group(1))):
+                    continue
+                path = os.path.join(base, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _short_tmp() -> str:
+    # Unix socket paths are limited to ~107 bytes; a deep $TMPDIR would overflow them.
+    tmp = tempfile.gettempdir()
+    return tmp if len(tmp) < 40 else "/tmp"

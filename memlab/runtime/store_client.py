@@ -1,0 +1,80 @@
+"""Client side of a node's shared-memory object store.
+
+Owns this process's mapping of its node's arena and the pins it holds. Writing a value is
+create (the node manager allocates) -> write in place -> seal, both acknowledged, so the value is
+readable by every process before the owner hears that it exists. Reading pins the region at the
+node manager and returns a zero-copy, read-only view; the pin is released (batched) when the
+last Python object over that view dies (Invariant 3: a region is never reused while viewed).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from memlab.exceptions import ObjectStoreFullError
+from memlab.serialization import SerializedValue, deserialize
+from memlab.store.arena import Arena
+
+
+class StoreClient:
+    def __init__(self, node_id: str, arena_path: str, conn_getter: Any) -> None:
+        self.node_id = node_id
+        self.arena_path = arena_path
+        self._conn_getter = conn_getter  # () -> Connection to the node manager
+        self._arena: Arena | None = None
+        self._lock = threading.Lock()
+        self._releases: list[bytes] = []
+
+    @property
+    def arena(self) -> Arena:
+        if self._arena is None:
+            with self._lock:
+                if self._arena is None:
+                    self._arena = Arena.attach(self.arena_path)
+        return self._arena
+
+    def write(self, oid: bytes, value: SerializedValue, primary: bool = True) -> int:
+        """Store ``value`` under ``oid``; returns its size. Raises ObjectStoreFullError."""
+        conn = self._conn_getter()
+        size = value.total_size
+        reply, _ = conn.request({"t": "create", "oid": oid, "size": size, "primary": primary})
+        if "full" in reply:
+            raise ObjectStoreFullError(*reply["full"])
+        offset = reply["offset"]
+        try:
+            value.write_to(self.arena.view(offset, size))
+        except BaseException:
+            conn.send({"t": "abort", "oid": oid})
+            raise
+        conn.request({"t": "seal", "oid": oid})
+        return size
+
+    def read(self, oid: bytes) -> tuple[bool, Any]:
+        """``(True, value)`` read zero-copy from the store, or ``(False, None)`` if absent."""
+        reply, _ = self._conn_getter().request({"t": "get", "oid": oid})
+        if "offset" not in reply:
+            return False, None
+        offset, size = reply["offset"], reply["size"]
+        holder = self.arena.readonly_array(offset, size)
+        weakref.finalize(holder, self._release_later, oid)
+        return True, deserialize(memoryview(holder), readonly_base=holder)
+
+    def _release_later(self, oid: bytes) -> None:
+        self._releases.append(oid)  # list.append is atomic; flushed by the housekeeping thread
+
+    def flush(self) -> None:
+        if not self._releases:
+            return
+        batch, self._releases = self._releases, []
+        try:
+            self._conn_getter().send({"t": "release", "oids": batch})
+        except Exception:  # the node is gone; its pins went with it
+            pass
+
+    def close(self) -> None:
+        self.flush()
+        if self._arena is not None:
+            self._arena.close()
+            self._arena = None

@@ -1,0 +1,417 @@
+"""Task submission: dependency resolution, worker leases, pushing tasks, replies and retries.
+
+Owns this process's submitted tasks (their specs are the lineage of their returns), the queue of
+tasks whose dependencies are ready, and the worker leases it holds. Following Ray, an owner
+leases a worker from its node manager and pushes tasks straight to it, up to ``MAX_IN_FLIGHT``
+at a time, keeping the lease while it has work and returning it when idle for ``LEASE_LINGER``
+seconds or when the node manager asks for it back (another owner waits).
+
+Life of a task::
+
+    submit ─► waiting on deps ─► queued ─► pushed to a leased worker ─► done / failed
+                                   ▲                 │ worker died, or retryable error
+                                   └──── retried ◄───┘ (while attempts remain)
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from memlab.exceptions import ConnectionClosedError, TaskCancelledError, TaskError, WorkerCrashedError
+from memlab.ids import object_id
+from memlab.runtime.memory_store import FAILED, PENDING, Slot, run_wakeups
+from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.task_spec import TaskSpec
+from memlab.runtime.wire import loads_error
+
+if TYPE_CHECKING:
+    from memlab.protocol.transport import Connection
+    from memlab.runtime.core import CoreWorker
+
+MAX_IN_FLIGHT = 2
+LEASE_LINGER = 0.02
+CRASH_INFO_WAIT = 1.0
+
+
+class Lease:
+    __slots__ = ("idle_since", "inflight", "revoked", "worker")
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.inflight: dict[bytes, TaskSpec] = {}
+        self.idle_since = time.monotonic()
+        self.revoked = False
+
+
+class Submitter:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        self.tasks: dict[bytes, TaskSpec] = {}
+        self.queue: deque[TaskSpec] = deque()
+        self.leases: dict[str, Lease] = {}
+        self.lease_requests = 0
+        self.max_leases = 1
+        self.functions: dict[bytes, bytes] = {}
+        self.shipped: dict[str, set[bytes]] = {}
+        self._lids = itertools.count(1)
+        self._lost: dict[str, tuple[float, list[TaskSpec]]] = {}
+        core.handlers.update(done=self._on_done, granted=self._on_granted, revoke=self._on_revoke)
+        core.on_peer_lost.append(self._on_peer_lost)
+
+    # -- submission ----------------------------------------------------------------------------
+
+    def submit(self, spec: TaskSpec, owners: list[ObjectRef]) -> list[ObjectRef]:
+        core = self.core
+        ev = core.events
+        with core.lock:
+            table = core.table
+            for oid in spec.returns:
+                table.create_owned(oid, call_site=spec.call_site, lineage=spec)
+                core.mstore.add_pending(oid)
+            if spec.held:
+                core._apply(table.add_submitted(spec.held))
+            self.tasks[spec.task_id] = spec
+            self._resolve(spec)
+            to_push = self._pump()
+        if ev.enabled:
+            tid = spec.task_id.hex()
+            ev.emit("task.submitted", task_id=tid, name=spec.name, owner=core.proc,
+                    returns=[o.hex() for o in spec.returns], deps=[d.hex() for d, _ in spec.deps],
+                    call_site=spec.call_site)
+            for oid in spec.returns:
+                ev.emit("object.created", object_id=oid.hex(), owner=core.proc, task_id=tid,
+                        call_site=spec.call_site, size=None, state="pending")
+        self._push_all(to_push)
+        return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
+
+    def _resolve(self, spec: TaskSpec) -> None:
+        spec.resolved = [None] * len(spec.deps)
+        spec.remaining = 0
+        for i, (oid, owner) in enumerate(spec.deps):
+            slot = self.core.ensure_fetch(oid, owner)
+            if slot.state != PENDING:
+                spec.resolved[i] = slot
+            else:
+                spec.remaining += 1
+                self.core.mstore.when_done(oid, self._dep_callback(spec, i))
+        if spec.remaining == 0:
+            self._ready(spec)
+
+    def _dep_callback(self, spec: TaskSpec, i: int) -> Any:
+        def done(slot: Slot) -> None:
+            with self.core.lock:
+                spec.resolved[i] = slot
+                spec.remaining -= 1
+                if spec.remaining == 0 and not spec.cancelled:
+                    self._ready(spec)
+                to_push = self._pump()
+            self._push_all(to_push)
+
+        return done
+
+    def _ready(self, spec: TaskSpec) -> None:
+        for slot in spec.resolved:
+            if slot.state == FAILED:
+                self._fail(spec, slot.error)  # a failed argument fails the task without running it
+                return
+        self.queue.append(spec)
+
+    # -- leases and pushing --------------------------------------------------------------------
+
+    def _pump(self) -> list[tuple[str, TaskSpec]]:
+        to_push: list[tuple[str, TaskSpec]] = []
+        queue = self.queue
+        while queue:
+            lease = self._free_lease()
+            if lease is None:
+                break
+            spec = queue.popleft()
+            if spec.cancelled:
+                continue
+            lease.inflight[spec.task_id] = spec
+            spec.worker = lease.worker
+            to_push.append((lease.worker, spec))
+        wanted = min(len(queue), self.max_leases - len(self.leases)) - self.lease_requests
+        for _ in range(max(0, wanted)):
+            self.lease_requests += 1
+            self.send_to_node(self.core.node_id, {"t": "lease", "lid": next(self._lids)})
+        return to_push
+
+    def _free_lease(self) -> Lease | None:
+        best = None
+        for lease in self.leases.values():
+            n = len(lease.inflight)
+            if n < MAX_IN_FLIGHT and not lease.revoked and (best is None or n < len(best.inflight)):
+                best = lease
+                if n == 0:
+                    break
+        return best
+
+    def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
+        for worker, spec in to_push:
+            self._push(worker, spec)
+
+    def _push(self, worker: str, spec: TaskSpec) -> None:
+        deps: list[Any] = []
+        parts: list[bytes] = []
+        header: dict[str, Any] = {
+            "t": "push", "tid": spec.task_id, "fn": spec.fn_hash, "name": spec.name,
+            "nret": spec.num_returns, "att": spec.attempt, "deps": deps,
+        }
+        shipped = self.shipped.setdefault(worker, set())
+        if spec.fn_hash not in shipped:
+            fn_bytes = self.functions[spec.fn_hash]
+            header["fnlen"] = len(fn_bytes)
+            parts.append(fn_bytes)
+            shipped.add(spec.fn_hash)
+        for (oid, _), slot in zip(spec.deps, spec.resolved):
+            if slot.data is not None:
+                deps.append(len(slot.data))
+                parts.append(slot.data)
+            else:
+                deps.append([oid, slot.node])
+        parts.append(spec.args)
+        try:
+            self.core.conn_to(worker).send(header, b"".join(parts) if len(parts) > 1 else parts[0])
+        except ConnectionClosedError:
+            self._worker_lost(worker, None)
+            return
+        ev = self.core.events
+        if ev.enabled:
+            ev.emit("task.leased", task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt)
+
+    def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        worker = h["worker"]
+        with self.core.lock:
+            self.lease_requests -= 1
+            lease = self.leases[worker] = Lease(worker)
+            to_push = self._pump()
+            if not lease.inflight:
+                self._return_lease(lease)
+        self._push_all(to_push)
+
+    def _on_revoke(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        with self.core.lock:
+            lease = self.leases.get(h["worker"])
+            if lease is not None:
+                lease.revoked = True
+                if not lease.inflight:
+                    self._return_lease(lease)
+
+    def _return_lease(self, lease: Lease) -> None:
+        self.leases.pop(lease.worker, None)
+        self.send_to_node(self.core.node_id, {"t": "return_lease", "worker": lease.worker})
+
+    def send_to_node(self, node: str, header: dict[str, Any]) -> None:
+        try:
+            self.core.conn_to(node).send(header)
+        except ConnectionClosedError:
+            pass
+
+    def notify_blocked(self, blocked: bool) -> None:
+        self.send_to_node(self.core.node_id, {"t": "blocked" if blocked else "unblocked"})
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _on_done(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        core = self.core
+        tid = h["tid"]
+        worker = conn.peer or ""
+        wake: list[Any] = []
+        with core.lock:
+            lease = self.leases.get(worker)
+            if lease is not None:
+                lease.inflight.pop(tid, None)
+                if not lease.inflight:
+                    lease.idle_since = time.monotonic()
+                    if lease.revoked:
+                        self._return_lease(lease)
+            spec = self.tasks.get(tid)
+            if spec is None or spec.worker != worker or spec.attempt != h["att"]:
+                self._drop_stale_results(h)
+            elif h.get("need_fn"):
+                self.shipped.get(worker, set()).discard(spec.fn_hash)
+                spec.worker = None
+                self.queue.appendleft(spec)
+            elif "err" in h:
+                error = loads_error(payload)
+                if spec.cancelled:
+                    error = TaskCancelledError(spec.name, tid.hex())
+                if (spec.retry_exceptions and isinstance(error, TaskError) and spec.may_retry()
+                        and not spec.cancelled):
+                    self._retry(spec, f"the task raised {type(error.cause).__name__}")
+                else:
+                    wake += self._fail(spec, error, worker)
+            else:
+                wake += self._finish(spec, h, payload, worker)
+            to_push = self._pump()
+        run_wakeups(wake)
+        self._push_all(to_push)
+
+    def _finish(self, spec: TaskSpec, h: dict[str, Any], payload: bytes, worker: str) -> list[Any]:
+        core = self.core
+        table = core.table
+        ev = core.events
+        wake: list[Any] = []
+        pos = 0
+        for oid, ret in zip(spec.returns, h["rets"]):
+            kind, size, contained = ret[0], ret[1], ret[2]
+            inners = [inner for inner, _ in contained]
+            for inner, owner in contained:
+                core._apply(table.add_borrowed(inner, owner, None))
+            if table.get(oid) is None:  # every ref to the result is gone: drop it at once
+                if kind == "s":
+                    core._deletes[ret[3]].append(oid)
+                for inner in inners:
+                    core._apply(table.release_if_unused(inner))
+                pos += size if kind == "i" else 0
+                continue
+            if inners:
+                core._apply(table.set_contains(oid, inners))
+            if kind == "i":
+                wake += core.mstore.put_inline(oid, payload[pos:pos + size])
+                pos += size
+                node = None
+            else:
+                node = ret[3]
+                wake += core.mstore.put_stored(oid, node, size)
+            table.set_ready(oid, node, size)
+            if ev.enabled:
+                ev.emit("object.ready", object_id=oid.hex(), size=size, inline=node is None,
+                        node=node)
+        if ev.enabled:
+            ev.emit("task.finished", task_id=spec.task_id.hex(), worker=worker,
+                    attempt=spec.attempt)
+        self._complete(spec)
+        return wake
+
+    def _fail(self, spec: TaskSpec, error: BaseException | None, worker: str | None = None
+              ) -> list[Any]:
+        core = self.core
+        wake: list[Any] = []
+        for oid in spec.returns:
+            if core.table.get(oid) is not None:
+                core.table.set_failed(oid)
+                wake += core.mstore.put_error(oid, error)  # type: ignore[arg-type]
+            core._deletes[core.node_id].append(oid)  # a copy the worker may have written
+        ev = core.events
+        if ev.enabled:
+            kind = "task.cancelled" if isinstance(error, TaskCancelledError) else "task.failed"
+            ev.emit(kind, task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt,
+                    error=f"{type(error).__name__}: {error}"[:500])
+            for oid in spec.returns:
+                ev.emit("object.failed", object_id=oid.hex(), error=type(error).__name__)
+        self._complete(spec)
+        return wake
+
+    def _complete(self, spec: TaskSpec) -> None:
+        self.tasks.pop(spec.task_id, None)
+        spec.resolved = []
+        if spec.held:
+            self.core._apply(self.core.table.remove_submitted(spec.held))
+
+    def _retry(self, spec: TaskSpec, reason: str) -> None:
+        spec.attempt += 1
+        spec.worker = None
+        self.queue.append(spec)
+        ev = self.core.events
+        if ev.enabled:
+            ev.emit("task.retried", task_id=spec.task_id.hex(), attempt=spec.attempt,
+                    reason=reason)
+
+    def _drop_stale_results(self, h: dict[str, Any]) -> None:
+        """A reply to an attempt we gave up on: free what it stored, release what it lent us."""
+        for ret in h.get("rets", ()):
+            if ret[0] == "s":
+                self.core._deletes[ret[3]].append(object_id(h["tid"], h["rets"].index(ret)))
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _on_peer_lost(self, peer: str, conn: Connection) -> None:
+        if peer in self.leases:
+            self._worker_lost(peer, self.core.dead.get(peer))
+
+    def on_worker_died(self, worker: str, info: dict[str, Any]) -> None:
+        self._worker_lost(worker, info)
+        with self.core.lock:
+            pending = self._lost.pop(worker, None)
+            wake: list[Any] = []
+            if pending is not None:
+                for spec in pending[1]:
+                    wake += self._fail(spec, self._crash_error(spec, worker, info), worker)
+            to_push = self._pump()
+        run_wakeups(wake)
+        self._push_all(to_push)
+
+    def _worker_lost(self, worker: str, info: dict[str, Any] | None) -> None:
+        wake: list[Any] = []
+        with self.core.lock:
+            self.shipped.pop(worker, None)
+            lease = self.leases.pop(worker, None)
+            if lease is None:
+                return
+            for spec in lease.inflight.values():
+                if spec.cancelled:
+                    wake += self._fail(spec, TaskCancelledError(spec.name, spec.task_id.hex()),
+                                       worker)
+                elif spec.may_retry():
+                    self._retry(spec, f"worker {worker} died")
+                elif info is not None:
+                    wake += self._fail(spec, self._crash_error(spec, worker, info), worker)
+                else:  # wait briefly for the node manager's word on how it died
+                    self._lost.setdefault(worker, (time.monotonic(), []))[1].append(spec)
+            to_push = self._pump()
+        run_wakeups(wake)
+        self._push_all(to_push)
+
+    def _crash_error(self, spec: TaskSpec, worker: str, info: dict[str, Any] | None
+                     ) -> WorkerCrashedError:
+        info = info or {}
+        return WorkerCrashedError(spec.name, worker, info.get("pid"), info.get("exitcode"),
+                                  info.get("signal"), spec.attempt + 1)
+
+    def cancel(self, oid: bytes, force: bool) -> None:
+        from memlab.ids import task_of
+
+        tid = task_of(oid)
+        wake: list[Any] = []
+        with self.core.lock:
+            spec = self.tasks.get(tid)
+            if spec is None or spec.cancelled:
+                return
+            spec.cancelled = True
+            worker = spec.worker
+            if worker is None:
+                if spec in self.queue:
+                    self.queue.remove(spec)
+                wake = self._fail(spec, TaskCancelledError(spec.name, tid.hex()))
+        run_wakeups(wake)
+        if worker is None:
+            return
+        if force:
+            self.send_to_node(self.core.node_id, {"t": "kill_worker", "worker": worker})
+        else:
+            try:
+                self.core.conn_to(worker).send({"t": "cancel", "tid": tid})
+            except ConnectionClosedError:
+                pass
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        wake: list[Any] = []
+        with self.core.lock:
+            if not self.queue:
+                for lease in list(self.leases.values()):
+                    if not lease.inflight and now - lease.idle_since > LEASE_LINGER:
+                        self._return_lease(lease)
+            for worker, (since, specs) in list(self._lost.items()):
+                if now - since > CRASH_INFO_WAIT:
+                    del self._lost[worker]
+                    for spec in specs:
+                        wake += self._fail(spec, self._crash_error(spec, worker, None), worker)
+        run_wakeups(wake)

@@ -1,0 +1,91 @@
+"""What the owner keeps of a submitted task, and the markers that stand for resolved arguments.
+
+A ``TaskSpec`` is the task's lineage: enough to run it again (function hash, argument bytes,
+dependencies) plus its retry budget and where it runs now. Top-level ObjectRef arguments are
+replaced by ``ArgRef(i)`` markers before the arguments are pickled; the worker swaps each marker
+for the value of dependency ``i`` (read zero-copy when it lives in shared memory).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class ArgRef:
+    """Marker for the value of dependency ``i`` of a task."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return ArgRef, (self.i,)
+
+
+class TaskSpec:
+    __slots__ = (
+        "args",
+        "attempt",
+        "call_site",
+        "cancelled",
+        "deps",
+        "fn_hash",
+        "held",
+        "max_retries",
+        "name",
+        "nested",
+        "num_returns",
+        "remaining",
+        "resolved",
+        "retry_exceptions",
+        "returns",
+        "task_id",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        task_id: bytes,
+        name: str,
+        fn_hash: bytes,
+        args: bytes,
+        deps: list[tuple[bytes, str]],
+        nested: list[bytes],
+        returns: list[bytes],
+        max_retries: int,
+        retry_exceptions: bool,
+        call_site: str | None,
+    ) -> None:
+        self.task_id = task_id
+        self.name = name
+        self.fn_hash = fn_hash
+        self.args = args
+        self.deps = deps  # (object id, owner) of each top-level ref argument
+        self.nested = nested  # ids of refs pickled inside the arguments (borrowed by the worker)
+        self.returns = returns
+        self.num_returns = len(returns)
+        self.max_retries = max_retries
+        self.retry_exceptions = retry_exceptions
+        self.call_site = call_site
+        self.attempt = 0
+        self.worker: str | None = None
+        self.resolved: list[Any] = []
+        self.remaining = 0
+        self.cancelled = False
+        self.held = [d for d, _ in deps] + nested  # counted in the owner's ``tasks`` while pending
+
+    def may_retry(self) -> bool:
+        return self.max_retries < 0 or self.attempt < self.max_retries
+
+
+def call_site(skip_package: str = "memlab") -> str | None:
+    """``file:line`` of the first frame outside memlab: where the user made the ref."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (module == skip_package or module.startswith(skip_package + ".")):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None

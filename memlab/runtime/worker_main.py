@@ -1,0 +1,53 @@
+"""Entry point of a worker process: ``python -m memlab.runtime.worker_main``.
+
+The node manager passes the session's coordinates in the environment and the secret on the
+first line of stdin; stdin then stays open as the lifeline: when the node manager dies, the read
+returns and the worker exits at once, so no worker outlives its node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+
+def _lifeline() -> None:
+    try:
+        sys.stdin.buffer.read()
+    finally:
+        os._exit(0)
+
+
+def main() -> None:
+    secret = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
+    env = os.environ
+    proc, node = env["MEMLAB_PROC"], env["MEMLAB_NODE"]
+    threading.Thread(target=_lifeline, name="memlab-lifeline", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    from memlab.core.events import EventBuffer
+    from memlab.runtime.core import CoreWorker
+    from memlab.runtime.executor import Executor
+    from memlab.runtime.store_client import StoreClient
+
+    core = CoreWorker(proc, "worker", env["MEMLAB_SESSION_DIR"], secret, node,
+                      EventBuffer(proc), inline_threshold=int(env["MEMLAB_INLINE"]),
+                      driver=env["MEMLAB_DRIVER"])
+    core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
+    core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
+    executor = Executor(core)
+    core.on_peer_lost.append(lambda peer, conn: _exit_if_lifeline(peer, node, core.driver))
+    core.conn_to(core.driver)
+    core.conn_to(node)  # the hello to the node manager makes this worker leasable
+    executor.run()
+
+
+def _exit_if_lifeline(peer: str, node: str, driver: str) -> None:
+    if peer in (node, driver):
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
