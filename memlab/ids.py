@@ -1,6 +1,6 @@
 """Identifiers of tasks, objects and processes.
 
-A task id is 12 bytes: an 8-byte random prefix drawn once per process and a 4-byte counter, so
+A task id is 12 bytes: a 4-byte counter and an 8-byte random suffix drawn once per process, so
 ids are unique across the session without coordination and cheap to make on the submit path.
 An object id is its creating task's id followed by a 4-byte return index, so the task that
 made an object (its lineage) is found from the id alone, as in Ray.
@@ -29,7 +29,7 @@ class IdGenerator:
         if os.getpid() != self._pid:  # a forked child must not repeat its parent's ids
             with self._lock:
                 self._prefix, self._pid = os.urandom(8), os.getpid()
-        return self._prefix + (next(self._counter) & 0xFFFFFFFF).to_bytes(4, "little")
+        return (next(self._counter) & 0xFFFFFFFF).to_bytes(4, "little") + self._prefix
 
 
 def object_id(task_id: bytes, index: int) -> bytes:

@@ -104,7 +104,8 @@ class Collector:
         ``max_pending`` events are already waiting, the whole batch is dropped and counted.
 
         Args:
-            batch: Events as drained from that process's ``EventBuffer``.
+            batch: Events as drained from that process's ``EventBuffer``; the collector takes
+                ownership of the list, so the caller must not reuse it.
         """
         if not batch:
             return

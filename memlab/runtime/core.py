@@ -33,7 +33,14 @@ from memlab.exceptions import (
 from memlab.ids import IdGenerator, object_id
 from memlab.protocol.transport import Connection, Listener, connect
 from memlab.runtime import object_ref as object_ref_module
-from memlab.runtime.memory_store import FAILED, PENDING, MemoryStore, Slot, run_wakeups
+from memlab.runtime.memory_store import (
+    FAILED,
+    PENDING,
+    CountdownWaiter,
+    MemoryStore,
+    Slot,
+    run_wakeups,
+)
 from memlab.runtime.object_ref import ObjectRef
 from memlab.runtime.store_client import StoreClient
 from memlab.runtime.task_spec import call_site
@@ -253,29 +260,19 @@ class CoreWorker:
         with self.lock:
             slots = [self.ensure_fetch(r.binary, r.owner) for r in refs]
             pending = [r for r, s in zip(refs, slots) if s.state == PENDING]
-            if len(refs) - len(pending) >= need or not pending:
+            missing = need - (len(refs) - len(pending))
+            if missing <= 0:
                 return slots
-            event = threading.Event()
+            waiter = CountdownWaiter(missing)
             for r in pending:
-                self.mstore.add_waiter(r.binary, event)
-        deadline = None if timeout is None else time.monotonic() + timeout
+                self.mstore.add_waiter(r.binary, waiter)
         blocked = self.kind == "worker"
         if blocked:
             self.submitter.notify_blocked(True)
         try:
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise GetTimeoutError(timeout or 0.0, sum(s.state == PENDING for s in slots))
-                event.wait(remaining)
-                with self.lock:
-                    event.clear()
-                    done = sum(s.state != PENDING for s in slots)
-                    if done >= need:
-                        return slots
-                    for r, s in zip(refs, slots):
-                        if s.state == PENDING:
-                            self.mstore.add_waiter(r.binary, event)
+            if not waiter.wait(timeout):
+                raise GetTimeoutError(timeout or 0.0, sum(s.state == PENDING for s in slots))
+            return slots
         finally:
             if blocked:
                 self.submitter.notify_blocked(False)

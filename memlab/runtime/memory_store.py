@@ -26,7 +26,7 @@ class Slot:
         self.node: str | None = None
         self.size = 0
         self.error: BaseException | None = None
-        self.waiters: list[threading.Event] | None = None
+        self.waiters: list[Any] | None = None
         self.callbacks: list[Callable[[Slot], None]] | None = None
 
 
@@ -71,7 +71,7 @@ class MemoryStore:
         slot.callbacks.append(callback)
         return True
 
-    def add_waiter(self, oid: bytes, event: threading.Event) -> bool:
+    def add_waiter(self, oid: bytes, event: Any) -> bool:
         """Wake ``event`` when ``oid`` is done; False (and no registration) if it already is."""
         slot = self.add_pending(oid)
         if slot.state != PENDING:
@@ -99,8 +99,34 @@ class MemoryStore:
 def run_wakeups(wake: list[Any]) -> None:
     """Run what ``MemoryStore`` returned, after the caller released its lock."""
     for item in wake:
-        if isinstance(item, threading.Event):
-            item.set()
-        else:
+        if type(item) is tuple:
             callback, slot = item
             callback(slot)
+        else:
+            item.set()
+
+
+class CountdownWaiter:
+    """Wakes a waiting thread once ``need`` of the slots it is registered on are done.
+
+    One waiter per ``get``/``wait`` call, decremented by each slot that finishes, so waiting
+    for n objects costs O(n), not a recount of all n on every arrival.
+    """
+
+    __slots__ = ("_event", "_lock", "remaining")
+
+    def __init__(self, need: int) -> None:
+        self.remaining = need
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        if need <= 0:
+            self._event.set()
+
+    def set(self) -> None:
+        with self._lock:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
