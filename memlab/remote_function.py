@@ -18,7 +18,7 @@ from memlab.exceptions import SerializationError
 from memlab.ids import object_id
 from memlab.runtime.object_ref import ObjectRef
 from memlab.runtime.task_spec import ArgRef, TaskSpec, call_site
-from memlab.serialization import collecting_refs, dumps_function, serialize
+from memlab.serialization import dumps_function, serialize
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "num_returns": 1,
@@ -134,9 +134,8 @@ def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 def _serialize_args(name: str, a: list[Any], k: dict[str, Any]) -> tuple[Any, list[Any]]:
     try:
-        with collecting_refs() as refs:
-            sv = serialize((tuple(a), k))
-        return sv, list(refs)
+        sv = serialize((tuple(a), k))
+        return sv, list(sv.contained_refs)
     except SerializationError as exc:
         for where, value in [*((f"argument {i}", v) for i, v in enumerate(a)),
                              *((f"keyword argument {key!r}", v) for key, v in k.items())]:

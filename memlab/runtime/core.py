@@ -44,7 +44,7 @@ from memlab.runtime.memory_store import (
 from memlab.runtime.object_ref import ObjectRef
 from memlab.runtime.store_client import StoreClient
 from memlab.runtime.task_spec import call_site
-from memlab.serialization import collecting_refs, deserialize, serialize
+from memlab.serialization import deserialize, serialize
 from memlab.runtime.wire import dumps_error, loads_error
 
 log = logging.getLogger("memlab.runtime")
@@ -206,8 +206,8 @@ class CoreWorker:
     # -- put / get -----------------------------------------------------------------------------
 
     def put(self, value: Any) -> ObjectRef:
-        with collecting_refs() as contained:
-            sv = serialize(value)
+        sv = serialize(value)
+        contained = sv.contained_refs
         oid = object_id(self.ids.task_id(), 0)
         size = sv.total_size
         node = None

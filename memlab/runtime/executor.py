@@ -28,7 +28,7 @@ from memlab.exceptions import (
 from memlab.ids import object_id
 from memlab.runtime.task_spec import ArgRef
 from memlab.runtime.wire import dumps_error
-from memlab.serialization import collecting_refs, deserialize, loads_function, serialize
+from memlab.serialization import deserialize, loads_function, serialize
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
@@ -184,8 +184,8 @@ class Executor:
         rets: list[Any] = []
         parts: list[bytes] = []
         for i, value in enumerate(values):
-            with collecting_refs() as refs:
-                sv = serialize(value)
+            sv = serialize(value)
+            refs = sv.contained_refs
             contained = self._lend(refs, caller) if refs else []
             if sv.total_size <= core.inline_threshold:
                 data = sv.to_bytes()

@@ -74,8 +74,9 @@ class Submitter:
             if spec.held:
                 core._apply(table.add_submitted(spec.held))
             self.tasks[spec.task_id] = spec
-            self._resolve(spec)
+            wake = self._resolve(spec)
             to_push = self._pump()
+        run_wakeups(wake)
         if ev.enabled:
             tid = spec.task_id.hex()
             ev.emit("task.submitted", task_id=tid, name=spec.name, owner=core.proc,
@@ -87,7 +88,7 @@ class Submitter:
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
 
-    def _resolve(self, spec: TaskSpec) -> None:
+    def _resolve(self, spec: TaskSpec) -> list[Any]:
         spec.resolved = [None] * len(spec.deps)
         spec.remaining = 0
         for i, (oid, owner) in enumerate(spec.deps):
@@ -97,27 +98,28 @@ class Submitter:
             else:
                 spec.remaining += 1
                 self.core.mstore.when_done(oid, self._dep_callback(spec, i))
-        if spec.remaining == 0:
-            self._ready(spec)
+        return self._ready(spec) if spec.remaining == 0 else []
 
     def _dep_callback(self, spec: TaskSpec, i: int) -> Any:
         def done(slot: Slot) -> None:
+            wake: list[Any] = []
             with self.core.lock:
                 spec.resolved[i] = slot
                 spec.remaining -= 1
                 if spec.remaining == 0 and not spec.cancelled:
-                    self._ready(spec)
+                    wake = self._ready(spec)
                 to_push = self._pump()
+            run_wakeups(wake)
             self._push_all(to_push)
 
         return done
 
-    def _ready(self, spec: TaskSpec) -> None:
+    def _ready(self, spec: TaskSpec) -> list[Any]:
         for slot in spec.resolved:
             if slot.state == FAILED:
-                self._fail(spec, slot.error)  # a failed argument fails the task without running it
-                return
+                return self._fail(spec, slot.error)  # a failed argument fails the task unrun
         self.queue.append(spec)
+        return []
 
     # -- leases and pushing --------------------------------------------------------------------
 

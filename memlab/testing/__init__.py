@@ -1,0 +1,42 @@
+"""Tools for testing code that runs on memlab: fault injection and leak checks.
+
+``faults`` kills workers on purpose (from inside a task, at a chosen stage, or from the driver);
+``leaks`` checks that a finished session left no process, socket or shared-memory file.
+
+    from memlab.testing import crash_once
+
+    @memlab.remote(max_retries=1)
+    def flaky(marker):
+        crash_once(marker, "segfault")  # the first attempt dies; the retry returns 42
+        return 42
+"""
+
+from memlab.testing.faults import (
+    CRASH_MODES,
+    EXIT_CODE,
+    CrashOnPickle,
+    CrashOnUnpickle,
+    crash,
+    crash_once,
+    expected_exit,
+    first_attempt,
+    kill_worker,
+    wait_for_file,
+    worker_pids,
+)
+from memlab.testing.leaks import wait_for
+
+__all__ = [
+    "CRASH_MODES",
+    "EXIT_CODE",
+    "CrashOnPickle",
+    "CrashOnUnpickle",
+    "crash",
+    "crash_once",
+    "expected_exit",
+    "first_attempt",
+    "kill_worker",
+    "wait_for",
+    "wait_for_file",
+    "worker_pids",
+]
