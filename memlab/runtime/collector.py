@@ -78,6 +78,8 @@ class Collector:
         self.local = EventBuffer(proc, max_pending=max_pending)
         self.max_pending = max_pending
         self._model = StateModel(max_log=max_log)
+        # Called before every snapshot so the driver's batched events are in it (set by the runtime).
+        self.before_snapshot: Callable[[], None] | None = None
         self._lock = threading.RLock()  # guards _model
         self._batches: deque[list[dict]] = deque()
         self._count_lock = threading.Lock()  # guards _pending_count and _dropped only
@@ -160,11 +162,15 @@ class Collector:
             raise ValueError(
                 f"unknown snapshot {what!r}; use one of {', '.join(sorted(_SNAPSHOTS))}"
             )
+        if self.before_snapshot is not None:
+            self.before_snapshot()
         with self._lock:
             return getattr(self._fold(), what)()
 
     def events(self, since: int | None = None) -> tuple[list[dict], int]:
         """Logged events with ``seq > since`` (all kept ones when None), and the latest seq."""
+        if self.before_snapshot is not None:
+            self.before_snapshot()
         with self._lock:
             return self._fold().events(since)
 

@@ -394,15 +394,10 @@ class CoreWorker:
                 log.exception("%s: housekeeping round failed", self.proc)
 
     def flush(self) -> None:
+        self.flush_holder_events()
         with self.lock:
             releases, self._releases = self._releases, defaultdict(list)
             deletes, self._deletes = self._deletes, defaultdict(list)
-            dirty, self._dirty = self._dirty, set()
-            holders = []
-            for oid in dirty:
-                entry = self.table.get(oid)
-                if entry is not None and entry.owned:
-                    holders.append((oid, entry.holders()))
         for owner, oids in releases.items():
             try:
                 self.conn_to(owner).send({"t": "release_borrow", "oids": oids})
@@ -412,11 +407,22 @@ class CoreWorker:
             self.submitter.send_to_node(node, {"t": "delete", "oids": oids})
         if self.store is not None:
             self.store.flush()
-        if self.events.enabled:
-            for oid, held in holders:
-                self.events.emit("object.holders", object_id=oid.hex(), **held)
         self.submitter.housekeeping()
         self.flush_events()
+
+    def flush_holder_events(self) -> None:
+        """Emit one ``object.holders`` event per owned object whose holders changed."""
+        with self.lock:
+            dirty, self._dirty = self._dirty, set()
+            if not self.events.enabled:
+                return
+            holders = []
+            for oid in dirty:
+                entry = self.table.get(oid)
+                if entry is not None and entry.owned:
+                    holders.append((oid, entry.holders()))
+        for oid, held in holders:
+            self.events.emit("object.holders", object_id=oid.hex(), **held)
 
     def flush_events(self) -> None:
         """Workers ship their events to the driver; the driver's collector drains its own."""

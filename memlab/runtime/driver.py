@@ -84,6 +84,7 @@ class Runtime:
                     self._nodes_ready.notify_all()
 
         self.core.handlers["hello"] = on_hello
+        self.collector.before_snapshot = self.core.flush_holder_events
         self.core.handlers["events"] = lambda conn, h, p: self.collector.ingest(h["batch"])
 
     def start(self) -> Runtime:

@@ -69,7 +69,7 @@ class Submitter:
         with core.lock:
             table = core.table
             for oid in spec.returns:
-                table.create_owned(oid, call_site=spec.call_site, lineage=spec)
+                core._apply(table.create_owned(oid, call_site=spec.call_site, lineage=spec))
                 core.mstore.add_pending(oid)
             if spec.held:
                 core._apply(table.add_submitted(spec.held))

@@ -115,13 +115,8 @@ def test_refs_inside_put_values(rt: Any) -> None:
     got = memlab.get(outer)["inner"]
     assert got.hex() == inner_id
     assert memlab.get(got) == [1, 2, 3]
-    objects = {o["object_id"]: o for o in _objects_now()}
+    objects = {o["object_id"]: o for o in memlab.state.objects()}
     assert objects[inner_id]["holders"]["contained_in"] == [outer.hex()]
-
-
-def _objects_now() -> list[dict]:
-    memlab.api._core("state").flush()
-    return memlab.state.objects()
 
 
 def test_nested_tasks_are_owned_by_the_worker(rt: Any) -> None:
