@@ -68,6 +68,7 @@ class NodeManager:
             "get": self._on_get, "release": self._on_release, "delete": self._on_delete,
             "blocked": self._on_blocked, "unblocked": self._on_unblocked,
             "kill_worker": self._on_kill_worker, "shutdown": self._on_shutdown,
+            "stats": self._on_stats,
         }
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
@@ -295,6 +296,9 @@ class NodeManager:
             conn.reply(h, {"t": "got"})
         else:
             conn.reply(h, {"t": "got", "offset": found[0], "size": found[1]})
+
+    def _on_stats(self, conn: Connection, h: dict[str, Any]) -> None:
+        conn.reply(h, {"t": "stats", **self.store.stats()})
 
     def _on_release(self, conn: Connection, h: dict[str, Any]) -> None:
         for oid in h["oids"]:

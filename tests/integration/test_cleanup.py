@@ -22,7 +22,6 @@ import selectors
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -294,7 +293,7 @@ def kernel(tmp_path: Any) -> Iterator[Any]:
     ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
     km = KernelManager(kernel_name="memlab-test", kernel_spec_manager=ksm,
                        connection_file=str(tmp_path / "kernel.json"))
-    km.start_kernel(cwd=tempfile.gettempdir())
+    km.start_kernel()
     try:
         yield km
     finally:

@@ -1,0 +1,169 @@
+"""Invariants 1-3 with real processes: no premature free, no leak, no reuse under a live view;
+zero-copy reads; bounded capacity with spilling."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pytest
+
+import memlab
+from memlab.testing.leaks import wait_for
+
+MiB = 1 << 20
+
+
+
+def node_stats(rt: Any) -> dict[str, Any]:
+    reply, _ = rt.core.conn_to("node-0").request({"t": "stats"})
+    return reply
+
+
+def arena_range(rt: Any) -> tuple[int, int]:
+    arena = rt.core.store.arena
+    base = arena.readonly_array(0, 1).__array_interface__["data"][0]
+    return base, base + arena.capacity
+
+
+def inside_arena(rt: Any, address: int) -> bool:
+    lo, hi = arena_range(rt)
+    return lo <= address < hi
+
+
+def test_del_frees_shared_memory_within_a_second(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime()
+    base = node_stats(rt)["used"]
+    ref = memlab.put(np.ones(8 * MiB // 8))
+    assert node_stats(rt)["used"] >= base + 8 * MiB
+    del ref
+    wait_for(lambda: node_stats(rt)["used"] == base, 1.0, message="store bytes freed")
+    assert rt.core.table.entries == {}
+
+
+def test_put_get_del_loop_keeps_store_flat(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime()
+    base = node_stats(rt)["used"]
+    for i in range(200):
+        ref = memlab.put(np.full(MiB // 8, i, dtype=np.int64))
+        assert int(memlab.get(ref)[0]) == i
+        del ref
+    gc.collect()
+    wait_for(lambda: node_stats(rt)["used"] == base, 2.0, message="store back to its base")
+    assert len(rt.core.table.entries) == 0
+    assert len(rt.core.mstore.slots) == 0
+
+
+def test_task_results_are_freed_too(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime()
+
+    @memlab.remote
+    def make(i: int) -> np.ndarray:
+        return np.full(MiB // 8, i, dtype=np.int64)
+
+    base = node_stats(rt)["used"]
+    for i in range(30):
+        assert int(memlab.get(make.remote(i))[-1]) == i
+    wait_for(lambda: node_stats(rt)["used"] == base, 2.0, message="task results freed")
+
+
+def test_live_view_keeps_its_region(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime(object_store_memory=64 * MiB)
+    ref = memlab.put(np.full(20 * MiB // 8, 1.0))
+    view = memlab.get(ref)
+    del ref  # the object is freed, but the view still points into the arena
+    wait_for(lambda: rt.core.table.entries == {}, 1.0, message="ref released")
+    others = [memlab.put(np.full(20 * MiB // 8, 2.0)) for _ in range(2)]
+    assert float(view.min()) == float(view.max()) == 1.0, "region reused under a live view"
+    address = view.__array_interface__["data"][0]
+    del view
+    gc.collect()
+    wait_for(lambda: node_stats(rt)["used"] <= 2 * 21 * MiB, 2.0, message="view's region freed")
+    third = memlab.put(np.full(20 * MiB // 8, 3.0))
+    assert inside_arena(rt, address)
+    assert float(memlab.get(third)[0]) == 3.0
+    del others, third
+
+
+def test_zero_copy_reads(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime()
+    structured = np.zeros(200_000, dtype=[("a", "i4"), ("b", "f8"), ("c", "S3")])
+    structured["a"] = np.arange(200_000)
+    table = pa.table({"x": np.arange(500_000), "y": np.random.rand(500_000)})
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": np.arange(500_000, dtype=np.float64)})
+    refs = [memlab.put(v) for v in (structured, table, frame)]
+    got_struct, got_table, got_frame = memlab.get(refs)
+
+    assert got_struct.dtype == structured.dtype and int(got_struct["a"][-1]) == 199_999
+    assert not got_struct.flags.writeable
+    assert inside_arena(rt, got_struct.__array_interface__["data"][0])
+    with pytest.raises(ValueError, match="read-only"):
+        got_struct["a"][0] = 5
+
+    assert got_table.equals(table)
+    assert inside_arena(rt, got_table.column("y").chunk(0).buffers()[1].address)
+
+    column = got_frame["x"].to_numpy()
+    assert inside_arena(rt, column.__array_interface__["data"][0])
+    assert float(column.sum()) == float(frame["x"].sum())
+
+
+def test_large_get_does_not_grow_reader_rss(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime(object_store_memory=1100 * MiB)
+
+    @memlab.remote
+    def make() -> np.ndarray:
+        return np.ones(512 * MiB // 8)
+
+    ref = make.remote()
+    memlab.wait([ref], timeout=60)
+    me = psutil.Process(os.getpid())
+    before = me.memory_info().rss
+    arr = memlab.get(ref)
+    grown = me.memory_info().rss - before
+    assert arr.nbytes == 512 * MiB
+    assert grown < 16 * MiB, f"get grew RSS by {grown / MiB:.0f} MiB"
+    assert inside_arena(rt, arr.__array_interface__["data"][0])
+    del arr, ref
+
+
+def test_full_store_spills_and_restores(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime(object_store_memory=64 * MiB)
+    refs = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(4)]  # 100 MiB > 64 MiB
+    stats = node_stats(rt)
+    assert stats["spilled_bytes"] > 0
+    for i, ref in enumerate(refs):
+        value = memlab.get(ref)
+        assert float(value[0]) == float(value[-1]) == float(i)
+        del value  # let it be spilled again to make room for the next restore
+        gc.collect()
+        rt.core.store.flush()
+    del refs, ref
+    wait_for(lambda: node_stats(rt)["used"] == 0 and node_stats(rt)["spilled_bytes"] == 0, 2.0,
+             message="store and spill empty")
+
+
+def test_store_full_error_names_sizes_and_fix(fresh_runtime: Callable[..., Any]) -> None:
+    rt = fresh_runtime(object_store_memory=64 * MiB)
+    with pytest.raises(memlab.ObjectStoreFullError, match="object_store_memory") as info:
+        memlab.put(np.ones(100 * MiB // 8))
+    assert "MiB" in str(info.value)
+    held = [memlab.put(np.ones(25 * MiB // 8)) for _ in range(2)]
+    views = memlab.get(held)  # pinned: these cannot be spilled
+    with pytest.raises(memlab.ObjectStoreFullError, match="pinned"):
+        memlab.put(np.ones(25 * MiB // 8))
+    assert float(views[0][0]) == 1.0
+    del views
+    gc.collect()
+    rt.core.store.flush()
+    wait_for(lambda: node_stats(rt)["num_pinned"] == 0, 2.0, message="pins released")
+    extra = memlab.put(np.ones(25 * MiB // 8))  # now the store can spill one of them
+    assert float(memlab.get(extra)[0]) == 1.0
+    del held, extra
