@@ -17,6 +17,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check memlab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 demo: $(STAMP)
 	$(PY) -m memlab.demo

@@ -95,11 +95,11 @@ class ReferenceTable:
     # -- events --------------------------------------------------------------------------------
 
     def handle(self, event: tuple[Any, ...]) -> list[Instruction]:
-        """Apply ``(name, *fields)`` where name is a method of this class, e.g. ``("add_local", oid)``."""
+        """Apply ``(name, *fields)``, name being a method of this class: ``("add_local", oid)``."""
         name, *fields = event
         if name.startswith("_") or name in ("handle", "validate", "get"):
             raise ValueError(f"unknown ownership event {name!r}")
-        return getattr(self, name)(*fields)  # type: ignore[no-any-return]
+        return getattr(self, name)(*fields)
 
     def create_owned(
         self,

@@ -78,7 +78,7 @@ class Collector:
         self.local = EventBuffer(proc, max_pending=max_pending)
         self.max_pending = max_pending
         self._model = StateModel(max_log=max_log)
-        # Called before every snapshot so the driver's batched events are in it (set by the runtime).
+        # Called before every snapshot so the driver's batched events are in it (runtime sets it).
         self.before_snapshot: Callable[[], None] | None = None
         self._lock = threading.RLock()  # guards _model
         self._batches: deque[list[dict]] = deque()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -44,8 +43,8 @@ from memlab.runtime.memory_store import (
 from memlab.runtime.object_ref import ObjectRef
 from memlab.runtime.store_client import StoreClient
 from memlab.runtime.task_spec import call_site
-from memlab.serialization import deserialize, serialize
 from memlab.runtime.wire import dumps_error, loads_error
+from memlab.serialization import deserialize, serialize
 
 log = logging.getLogger("memlab.runtime")
 
@@ -124,7 +123,8 @@ class CoreWorker:
             conn = self.peers.get(peer)
             if conn is not None and not conn.closed:
                 return conn
-            conn = connect(self.address(peer), self.secret, self.proc, self._dispatch, self._on_close)
+            conn = connect(self.address(peer), self.secret, self.proc, self._dispatch,
+                           self._on_close)
             conn.peer = peer
             conn.send({"t": "hello", "proc": self.proc, "kind": self.kind, "pid": os.getpid()})
             self.peers[peer] = conn
@@ -222,7 +222,8 @@ class CoreWorker:
         with self.lock:
             self._apply(self.table.create_owned(oid, call_site=site, state="ready"))
             if contained:
-                self._apply(self.table.set_contains(oid, [r.binary for r in contained]))
+                inner: list[bytes] = [r.binary for r in contained]  # type: ignore[attr-defined]
+                self._apply(self.table.set_contains(oid, inner))
             self.table.set_ready(oid, node, size)
             if data is not None:
                 self.mstore.put_inline(oid, data)

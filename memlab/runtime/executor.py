@@ -132,7 +132,8 @@ class Executor:
             self.functions.popitem(last=False)
         return fn
 
-    def _arguments(self, h: dict[str, Any], payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _arguments(self, h: dict[str, Any], payload: bytes
+                   ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         view = memoryview(payload)
         pos = 0
         values: list[Any] = []
@@ -145,7 +146,8 @@ class Executor:
                     values.append(self._read_stored(dep[0]))
             if pos == len(view):
                 return (), {}
-            args, kwargs = deserialize(view[pos:])
+            unpacked: Any = deserialize(view[pos:])
+            args, kwargs = unpacked
         except MemlabError as exc:
             raise _ArgumentError(exc) from exc
         if values:

@@ -59,7 +59,7 @@ class StoreClient:
         offset, size = reply["offset"], reply["size"]
         holder = self.arena.readonly_array(offset, size)
         weakref.finalize(holder, self._release_later, oid)
-        return True, deserialize(memoryview(holder), readonly_base=holder)
+        return True, deserialize(holder.data, readonly_base=holder)
 
     def _release_later(self, oid: bytes) -> None:
         self._releases.append(oid)  # list.append is atomic; flushed by the housekeeping thread

@@ -20,7 +20,12 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from memlab.exceptions import ConnectionClosedError, TaskCancelledError, TaskError, WorkerCrashedError
+from memlab.exceptions import (
+    ConnectionClosedError,
+    TaskCancelledError,
+    TaskError,
+    WorkerCrashedError,
+)
 from memlab.ids import object_id
 from memlab.runtime.memory_store import FAILED, PENDING, Slot, run_wakeups
 from memlab.runtime.object_ref import ObjectRef

@@ -28,10 +28,16 @@ AFTER_EXIT_MARKER = "MEMLAB-AFTER-EXIT"
 
 
 def _report_after_exit(session_dir: str, pids: list[int]) -> None:
-    alive = [p for p in pids if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    print(AFTER_EXIT_MARKER, json.dumps({"alive": alive, "files": session_files(session_dir)}),
-          flush=True)
+    alive = [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
+    print(
+        AFTER_EXIT_MARKER,
+        json.dumps({"alive": alive, "files": session_files(session_dir)}),
+        flush=True,
+    )
 
 
 @memlab.remote
@@ -52,8 +58,18 @@ def main() -> None:
     state.update(dir=runtime.session_dir, pids=pids)
     name = os.path.basename(runtime.session_dir)
     arenas = [os.path.join("/dev/shm", f) for f in os.listdir("/dev/shm") if f.startswith(name)]
-    print(MARKER, json.dumps({"session_dir": runtime.session_dir, "pids": pids,
-                              "arenas": arenas, "driver": os.getpid()}), flush=True)
+    print(
+        MARKER,
+        json.dumps(
+            {
+                "session_dir": runtime.session_dir,
+                "pids": pids,
+                "arenas": arenas,
+                "driver": os.getpid(),
+            }
+        ),
+        flush=True,
+    )
     if mode == "block":
         sys.stdin.read()
 

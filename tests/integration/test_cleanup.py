@@ -2,13 +2,13 @@
 
 Ways a session ends, and who is expected to clean up:
 
-| how it ends                              | who cleans up                         | checked by           |
-| ---------------------------------------- | ------------------------------------- | -------------------- |
-| ``memlab.shutdown()``                    | the driver, before shutdown returns   | test_shutdown_*      |
-| interpreter exit without ``shutdown``    | the driver's atexit hook              | test_atexit_*        |
-| the driver is SIGKILLed                  | node managers (lifeline from driver)  | test_driver_sigkill* |
-| driver and node managers are SIGKILLed   | the next ``memlab.init()`` (reaper)   | test_stale_session*  |
-| the Jupyter kernel is restarted / shut   | as for SIGKILL / atexit               | test_kernel_*        |
+| how it ends                            | who cleans up                       | tests            |
+| -------------------------------------- | ----------------------------------- | ---------------- |
+| ``memlab.shutdown()``                  | the driver, before shutdown returns | test_shutdown_*  |
+| interpreter exit without ``shutdown``  | the driver's atexit hook            | test_atexit_*    |
+| the driver is SIGKILLed                | node managers (driver's lifeline)   | test_driver_*    |
+| driver and node managers SIGKILLed     | the next ``memlab.init()`` (reaper) | test_stale_*     |
+| the Jupyter kernel restarts / shuts    | as for SIGKILL / atexit             | test_kernel_*    |
 
 "Nothing" means: no process of the session and no file of it (its private directory with
 sockets and spill files, its arenas in /dev/shm), within 10 seconds.
@@ -20,6 +20,7 @@ import json
 import os
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -65,6 +66,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _mode(path: str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
 def _my_shm_files() -> list[str]:
     return [f for f in os.listdir(SHM_DIR) if f.startswith(f"memlab-{os.getpid()}-")]
 
@@ -86,8 +91,13 @@ def _read_marked_line(stream: Any, marker: str, timeout: float) -> dict[str, Any
 
 
 def _start_driver(mode: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, DRIVER, mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, bufsize=1)
+    return subprocess.Popen(
+        [sys.executable, DRIVER, mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
 
 
 def _kill_quietly(pids: list[int]) -> None:
@@ -112,6 +122,9 @@ def test_shutdown_removes_every_process_and_shm_file(
     assert len(pids) >= 3, f"expected a node manager and 2 workers, found pids {pids}"
     assert _my_shm_files(), "the session's arena should be in /dev/shm while it runs"
     session_dir = runtime.session_dir
+    # §8: what the session puts on disk is private to the user.
+    assert _mode(session_dir) == 0o700
+    assert {_mode(os.path.join(SHM_DIR, f)) for f in _my_shm_files()} == {0o600}
 
     memlab.shutdown()
 
@@ -125,7 +138,8 @@ def test_shutdown_removes_every_process_and_shm_file(
 
 
 def test_shutdown_is_idempotent_and_bounded_with_a_busy_worker(
-    fresh_runtime: Callable[..., Any], tmp_path: Any,
+    fresh_runtime: Callable[..., Any],
+    tmp_path: Any,
 ) -> None:
     runtime = fresh_runtime()
     started = tmp_path / "started"
@@ -173,6 +187,7 @@ def test_shutdown_removes_spill_files(fresh_runtime: Callable[..., Any]) -> None
         f"3 x 30 MiB in a 64 MiB store should have spilled one into {spill_dir}"
     )
     spilled = [os.path.join(spill_dir, f) for f in os.listdir(spill_dir)]
+    assert _mode(spill_dir) == 0o700 and {_mode(f) for f in spilled} == {0o600}
 
     memlab.shutdown()
 
@@ -240,8 +255,11 @@ def test_stale_session_of_a_sigkilled_driver_is_removed_by_the_next_init(
             os.kill(pid, signal.SIGSTOP)
         _kill_quietly(everyone)
         proc.wait(10)  # reaped: a zombie driver would still count as alive
-    wait_for(lambda: not any(_alive(p) for p in info["pids"]), CLEANUP_TIMEOUT,
-             message="the SIGKILLed session's processes to exit")
+    wait_for(
+        lambda: not any(_alive(p) for p in info["pids"]),
+        CLEANUP_TIMEOUT,
+        message="the SIGKILLed session's processes to exit",
+    )
     left = session_files(info["session_dir"])
     assert info["session_dir"] in left and set(info["arenas"]) <= set(left), (
         "precondition: with every process SIGKILLed nothing could clean up, "
@@ -286,13 +304,21 @@ def kernel(tmp_path: Any) -> Iterator[Any]:
 
     spec_dir = tmp_path / "kernels" / "memlab-test"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "memlab test", "language": "python",
-    }))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "memlab test",
+                "language": "python",
+            }
+        )
+    )
     ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
-    km = KernelManager(kernel_name="memlab-test", kernel_spec_manager=ksm,
-                       connection_file=str(tmp_path / "kernel.json"))
+    km = KernelManager(
+        kernel_name="memlab-test",
+        kernel_spec_manager=ksm,
+        connection_file=str(tmp_path / "kernel.json"),
+    )
     km.start_kernel()
     try:
         yield km
