@@ -25,6 +25,7 @@ import pytest
 
 import memlab
 from memlab.testing.leaks import session_files, wait_for
+
 STORE = 256 << 20  # the shared runtime's store (tests/conftest.py)
 OVER_STORE = 300 << 20
 
@@ -213,9 +214,7 @@ def test_get_of_something_that_is_not_a_ref(rt: Any, tmp_path: Path) -> None:
     still_works()
 
 
-def test_get_timeout_is_a_timeout_error_and_the_tasks_keep_running(
-    rt: Any, tmp_path: Path
-) -> None:
+def test_get_timeout_is_a_timeout_error_and_the_tasks_keep_running(rt: Any, tmp_path: Path) -> None:
     with work_in_flight(tmp_path) as flight:
         start = time.monotonic()
         with pytest.raises(memlab.GetTimeoutError) as info:
@@ -294,9 +293,7 @@ def test_task_returning_the_wrong_number_of_values(rt: Any, tmp_path: Path) -> N
 # -------------------------------------------------------------------------------- options
 
 
-def test_bad_option_values_raise_at_decoration_and_options_time(
-    rt: Any, tmp_path: Path
-) -> None:
+def test_bad_option_values_raise_at_decoration_and_options_time(rt: Any, tmp_path: Path) -> None:
     def plain(x: int) -> int:
         return x
 
@@ -323,9 +320,9 @@ def test_bad_option_values_raise_at_decoration_and_options_time(
 
 
 def test_calling_a_remote_function_directly(rt: Any, tmp_path: Path) -> None:
-    with work_in_flight(tmp_path):
-        with pytest.raises(TypeError, match=r"cannot be called directly; call ident\.remote\("):
-            ident(1)
+    cannot = r"cannot be called directly; call ident\.remote\("
+    with work_in_flight(tmp_path), pytest.raises(TypeError, match=cannot):
+        ident(1)
     still_works()
 
 
@@ -406,8 +403,11 @@ _LIFECYCLE_SCRIPT = textwrap.dedent(
 def test_use_before_init_and_after_shutdown_says_to_call_init(tmp_path: Path) -> None:
     # A child process, so that shutting down does not end this module's shared runtime.
     proc = subprocess.run(
-        [sys.executable, "-c", _LIFECYCLE_SCRIPT], capture_output=True, text=True,
-        timeout=60, cwd=tmp_path,
+        [sys.executable, "-c", _LIFECYCLE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr  # e.g. from ObjectRef.__del__
@@ -419,5 +419,8 @@ def test_use_before_init_and_after_shutdown_says_to_call_init(tmp_path: Path) ->
         assert is_runtime_error, label
         assert "needs a running memlab runtime" in message, (label, message)
         assert "call memlab.init() first" in message, (label, message)
-    wait_for(lambda: not session_files(report["session_dir"]), 10,
-             message="the child's session files removed")
+    wait_for(
+        lambda: not session_files(report["session_dir"]),
+        10,
+        message="the child's session files removed",
+    )

@@ -67,8 +67,11 @@ def exploit_payload(marker: Path) -> bytes:
 
 def runtime_sockets(rt: Any) -> dict[str, str]:
     """The driver's, node-0's and one worker's socket paths, waiting for the workers to listen."""
-    wait_for(lambda: glob.glob(os.path.join(rt.session_dir, "w-*.sock")), 30,
-             message="a worker socket in the session dir")
+    wait_for(
+        lambda: glob.glob(os.path.join(rt.session_dir, "w-*.sock")),
+        30,
+        message="a worker socket in the session dir",
+    )
     worker = sorted(glob.glob(os.path.join(rt.session_dir, "w-*.sock")))[0]
     return {
         "driver": os.path.join(rt.session_dir, "driver.sock"),
@@ -121,8 +124,9 @@ def send_quietly(sock: socket.socket, data: bytes) -> None:
 
 def assert_accepts_authenticated_peer(path: str, secret: bytes) -> None:
     closed = threading.Event()
-    conn = connect(path, secret, "security-test", lambda c, h, p: None,
-                   lambda c, reason: closed.set())
+    conn = connect(
+        path, secret, "security-test", lambda c, h, p: None, lambda c, reason: closed.set()
+    )
     assert not conn.closed
     conn.close()
     assert closed.wait(5)
@@ -143,9 +147,7 @@ def runtime_survives(rt: Any, tmp_path: Path, sockets: dict[str, str]) -> Iterat
     assert {p.pid for p in session_processes()} == before, "a session process died"
     for path in sockets.values():
         assert_accepts_authenticated_peer(path, rt.secret)
-    assert memlab.get([square.remote(i) for i in range(8)], timeout=30) == [
-        i * i for i in range(8)
-    ]
+    assert memlab.get([square.remote(i) for i in range(8)], timeout=30) == [i * i for i in range(8)]
 
 
 # ------------------------------------------------------------------------------- file modes
@@ -195,8 +197,16 @@ def test_pickle_frame_without_the_secret_is_never_unpickled(
     marker = tmp_path / "marker"
     payload = exploit_payload(marker)
     # Shaped like a real task push: a worker would unpickle the payload as the task's function.
-    header = {"t": "push", "tid": b"\x01" * 16, "name": "x", "att": 0, "fn": b"\x02" * 16,
-              "fnlen": len(payload), "deps": [], "nret": 1}
+    header = {
+        "t": "push",
+        "tid": b"\x01" * 16,
+        "name": "x",
+        "att": 0,
+        "fn": b"\x02" * 16,
+        "fnlen": len(payload),
+        "deps": [],
+        "nret": 1,
+    }
     frame = b"".join(bytes(part) for part in encode(header, payload))
     sockets = runtime_sockets(rt)
     with runtime_survives(rt, tmp_path, sockets):
@@ -222,9 +232,7 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def test_silent_peers_are_dropped_within_the_handshake_timeout(
-    rt: Any, tmp_path: Path
-) -> None:
+def test_silent_peers_are_dropped_within_the_handshake_timeout(rt: Any, tmp_path: Path) -> None:
     sockets = runtime_sockets(rt)
     with runtime_survives(rt, tmp_path, sockets):
         silent = {name: unix_socket(path) for name, path in sockets.items()}

@@ -231,6 +231,7 @@ def _alive_workers() -> list[dict[str, Any]]:
 def test_worker_death(fresh_runtime: Any, tmp_path: Path, stage: str, how: str,
                       death: Death) -> None:
     fresh_runtime(num_workers=NUM_WORKERS)
+    dead_pids: set[int] = set()
     for sc in SCENARIOS:
         name = f"{stage}-{how}-{sc.name}"
         since = _last_seq()
@@ -280,21 +281,22 @@ def test_worker_death(fresh_runtime: Any, tmp_path: Path, stage: str, how: str,
                    if e["kind"] == "task.retried" and e["task_id"] == task["task_id"]]
         assert [e["attempt"] for e in retried] == list(range(1, sc.attempts)), retried
 
-        # The pool is refilled: a replacement for every dead worker, and the dead are recorded.
-        dead_pids = {e["pid"] for e in died}
-
-        def refilled(dead_pids: set[int] = dead_pids) -> bool:
-            alive = _alive_workers()
-            pids = set(worker_pids())
-            return (len(alive) >= NUM_WORKERS and {w["pid"] for w in alive} <= pids
-                    and not dead_pids & pids)
-
-        wait_for(refilled, DEADLINE, message=f"{name}: pool back to {NUM_WORKERS} workers")
-        if stage != "nested":  # a worker blocked in get adds one to the pool while it waits
-            assert len(_alive_workers()) == NUM_WORKERS, _alive_workers()
         dead = {w["pid"]: w for w in memlab.state.workers() if w["state"] == "dead"}
-        for pid in dead_pids:
-            assert (dead[pid]["exitcode"], dead[pid]["signal"]) == (death.exitcode, death.signal)
+        for e in died:
+            assert (dead[e["pid"]]["exitcode"], dead[e["pid"]]["signal"]) == (
+                death.exitcode, death.signal), dead[e["pid"]]
+        dead_pids |= {e["pid"] for e in died}
+
+    # The pool is refilled: a replacement for every dead worker, and none of the dead lingers.
+    def refilled() -> bool:
+        alive = _alive_workers()
+        pids = set(worker_pids())
+        return (len(alive) >= NUM_WORKERS and {w["pid"] for w in alive} <= pids
+                and not dead_pids & pids)
+
+    wait_for(refilled, DEADLINE, message=f"pool back to {NUM_WORKERS} workers")
+    if stage != "nested":  # a worker blocked in get adds one to the pool while it waits
+        assert len(_alive_workers()) == NUM_WORKERS, _alive_workers()
 
 
 # ------------------------------------------------------------------------- kills from outside

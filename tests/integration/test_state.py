@@ -1,0 +1,105 @@
+"""``memlab.state`` while a runtime runs: the records front ends rely on, fed by real events."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+import memlab
+from memlab.testing.leaks import wait_for
+
+
+@memlab.remote
+def make(n: int) -> np.ndarray:
+    return np.zeros(n)
+
+
+@memlab.remote
+def nested(x: Any) -> Any:
+    inner = memlab.put("owned by a worker")
+    return [inner]
+
+
+def test_object_records(rt: Any) -> None:
+    small = memlab.put({"a": 1})
+    big = make.remote(50_000)  # 400 KB: in the store
+    memlab.get(big)
+    holder = memlab.put([small])
+
+    def records() -> dict[str, dict]:
+        return {o["object_id"]: o for o in memlab.state.objects()}
+
+    wait_for(lambda: records().get(big.hex(), {}).get("state") == "ready", 5,
+             message="task result ready in state")
+    objs = records()
+    s, b = objs[small.hex()], objs[big.hex()]
+    for record in (s, b):
+        assert set(record) >= {"object_id", "owner", "size", "state", "locations", "call_site",
+                               "holders"}
+        assert record["owner"] == "driver"
+        assert "test_state.py" in record["call_site"]
+    assert s["locations"] == ["owner:driver"]
+    assert b["locations"] == ["node-0"] and b["size"] > 400_000
+    assert s["holders"]["local"] == 1 and s["holders"]["contained_in"] == [holder.hex()]
+    big_hex = big.hex()
+    del big
+    wait_for(lambda: big_hex not in records(), 2, message="freed object leaves the table")
+
+
+def test_tasks_workers_nodes(rt: Any) -> None:
+    ref = make.options(name="state-probe").remote(10)
+    memlab.get(ref)
+    wait_for(lambda: any(t["name"] == "state-probe" and t["state"] == "finished"
+                         for t in memlab.state.tasks()), 5, message="finished task record")
+    task = next(t for t in memlab.state.tasks() if t["name"] == "state-probe")
+    assert task["worker"].startswith("w-") and task["attempt"] == 0
+    def alive() -> list[dict]:
+        return [w for w in memlab.state.workers() if w["state"] == "alive"]
+
+    wait_for(lambda: len(alive()) == 2, 10, message="both workers reported alive")
+    workers = alive()
+    assert len(workers) == 2 and all(w["pid"] > 0 and w["node"] == "node-0" for w in workers)
+    wait_for(lambda: bool(memlab.state.nodes()), 5, message="node record")
+    node = memlab.state.nodes()[0]
+    assert node["node_id"] == "node-0" and node["alive"] is True
+    assert node["store_capacity"] == rt.options.object_store_memory
+    assert {"store_used", "spilled_bytes"} <= set(node)
+
+
+def test_worker_owned_objects_and_graph(rt: Any) -> None:
+    inner = memlab.get(nested.remote(None))[0]
+    wait_for(lambda: any(o["object_id"] == inner.hex() for o in memlab.state.objects()), 5,
+             message="worker-owned object reported")
+    record = next(o for o in memlab.state.objects() if o["object_id"] == inner.hex())
+    assert record["owner"] == inner.owner
+    wait_for(lambda: "driver" in next(
+        (o for o in memlab.state.objects() if o["object_id"] == inner.hex()), record
+    )["holders"]["borrowers"], 5, message="driver shown as borrower")
+    graph = memlab.state.ownership_graph()
+    kinds = {e["kind"] for e in graph["edges"]}
+    assert {"owns", "borrows", "created_by"} <= kinds
+    ids = {n["id"] for n in graph["nodes"]}
+    assert all(e["src"] in ids and e["dst"] in ids for e in graph["edges"])
+
+
+def test_events_and_subscribe(rt: Any) -> None:
+    got: list[dict] = []
+    seen = threading.Event()
+
+    def on_events(batch: list[dict]) -> None:
+        got.extend(batch)
+        if any(e["kind"] == "task.finished" for e in batch):
+            seen.set()
+
+    unsubscribe = memlab.state.subscribe(on_events)
+    try:
+        memlab.get(make.remote(1))
+        assert seen.wait(5), "subscriber saw no task.finished event"
+    finally:
+        unsubscribe()
+    kinds = {e["kind"] for e in memlab.state.events()}
+    assert {"task.submitted", "task.started", "task.finished", "object.created",
+            "object.ready"} <= kinds
+    assert all("ts" in e and "proc" in e for e in got)

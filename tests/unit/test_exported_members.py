@@ -1,0 +1,46 @@
+"""The public surface is deliberate: this test pins it, so a change to it is a conscious one."""
+
+from __future__ import annotations
+
+import pickle
+
+import memlab
+import memlab.exceptions
+
+EXPECTED = {
+    "ActorDiedError", "GetTimeoutError", "MemlabError", "ObjectLostError", "ObjectRef",
+    "ObjectReconstructionFailedError", "ObjectStoreFullError", "OwnerDiedError",
+    "RuntimeConflictError", "RuntimeNotStartedError", "SerializationError",
+    "TaskCancelledError", "TaskError", "WorkerCrashedError", "__version__", "cancel", "get",
+    "init", "is_initialized", "put", "remote", "shutdown", "state", "wait",
+}
+
+
+def test_exports_are_pinned() -> None:
+    assert set(memlab.__all__) == EXPECTED
+    for name in memlab.__all__:
+        assert hasattr(memlab, name), name
+
+
+def test_exceptions_are_reexported_from_one_module() -> None:
+    for name in memlab.__all__:
+        obj = getattr(memlab, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert getattr(memlab.exceptions, name) is obj
+
+
+def test_state_module_api() -> None:
+    for fn in ("objects", "tasks", "workers", "nodes", "events", "ownership_graph", "subscribe"):
+        assert callable(getattr(memlab.state, fn))
+
+
+def test_api_before_init_says_what_to_call() -> None:
+    assert not memlab.is_initialized()
+    for call in (lambda: memlab.put(1), lambda: memlab.state.objects()):
+        try:
+            call()
+        except memlab.RuntimeNotStartedError as exc:
+            assert "memlab.init()" in str(exc)
+            pickle.loads(pickle.dumps(exc))
+        else:
+            raise AssertionError("expected RuntimeNotStartedError")
