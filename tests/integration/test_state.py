@@ -69,7 +69,8 @@ def test_tasks_workers_nodes(rt: Any) -> None:
 
 
 def test_worker_owned_objects_and_graph(rt: Any) -> None:
-    inner = memlab.get(nested.remote(None))[0]
+    outer = nested.remote(None)  # created_by edge: outer -> its task
+    inner = memlab.get(outer)[0]
     wait_for(lambda: any(o["object_id"] == inner.hex() for o in memlab.state.objects()), 5,
              message="worker-owned object reported")
     record = next(o for o in memlab.state.objects() if o["object_id"] == inner.hex())
