@@ -177,6 +177,6 @@ def _check_refs(refs: Sequence[Any], verb: str) -> None:
     for i, r in enumerate(refs):
         if not isinstance(r, ObjectRef):
             raise TypeError(
-                f"memlab.{verb}() got a {type(r).__name__} at position {i}; every item must be "
-                "an ObjectRef returned by f.remote() or memlab.put()"
+                f"memlab.{verb}() got a value of type {type(r).__name__!r} at position {i}; every "
+                "item must be an ObjectRef returned by f.remote() or memlab.put()"
             )

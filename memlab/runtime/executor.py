@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from memlab.exceptions import (
     ConnectionClosedError,
     MemlabError,
+    SerializationError,
     TaskCancelledError,
     TaskError,
 )
@@ -101,7 +102,15 @@ class Executor:
             finally:
                 self.current = None
             values = self._split(result, h["nret"])
-            rets, parts = self._store_returns(tid, values, caller)
+            try:
+                rets, parts = self._store_returns(tid, values, caller)
+            except SerializationError as exc:
+                raise SerializationError(
+                    f"the return value of task {name}() cannot be serialized: an object of type "
+                    f"'{exc.type_name}' does not pickle. Return picklable data instead (convert "
+                    "it, or define __reduce__ or __getstate__/__setstate__ on its class).",
+                    exc.type_name, f"return value of {name}",
+                ) from exc
             self._send(caller, reply, rets=rets, payload=b"".join(parts))
         except KeyboardInterrupt as exc:
             error: BaseException = (TaskCancelledError(name, tid.hex()) if tid in self.cancelled

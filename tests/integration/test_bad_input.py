@@ -150,6 +150,8 @@ def test_unpicklable_return_value_raises_serialization_error_at_get(
     assert "_thread.lock" in message, message
     # It names which value failed: the return value of this task, not an argument.
     assert "returns_lock" in message and "return value" in message, message
+    # ...and gives a fix that fits a return value (advice about arguments would mislead).
+    assert "picklable" in message and "passing it in" not in message, message
     still_works()
 
 
@@ -251,7 +253,7 @@ def test_wait_with_bad_arguments(rt: Any, tmp_path: Path) -> None:
             memlab.wait(ref)
         with pytest.raises(TypeError, match="list of ObjectRefs"):
             memlab.wait("not refs")  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match=r"int at position 1.*ObjectRef"):
+        with pytest.raises(TypeError, match=r"'int' at position 1.*ObjectRef"):
             memlab.wait([ref, 3])
         with pytest.raises(ValueError, match=r"between 0 and len\(refs\)=1, got 2"):
             memlab.wait([ref], num_returns=2)

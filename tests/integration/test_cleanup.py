@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -90,9 +92,24 @@ def _read_marked_line(stream: Any, marker: str, timeout: float) -> dict[str, Any
                 return json.loads(line[len(marker) + 1 :])
 
 
-def _start_driver(mode: str) -> subprocess.Popen[str]:
+@pytest.fixture
+def private_tmp() -> Iterator[str]:
+    """A short private $TMPDIR for a driver under test, so its session directory lives there.
+
+    Any ``memlab.init()`` on this machine (other test runs included) reaps the files of sessions
+    whose driver is dead, in /tmp and /dev/shm. A session directory in this private TMPDIR is out
+    of their reach, so a test sees what the session itself cleaned up, not what a stranger did.
+    """
+    path = tempfile.mkdtemp(prefix="mlc-", dir="/tmp")  # short: socket paths are limited
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _start_driver(mode: str, tmpdir: str | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ) if tmpdir is None else {**os.environ, "TMPDIR": tmpdir}
     return subprocess.Popen(
         [sys.executable, DRIVER, mode],
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -221,8 +238,8 @@ def test_init_after_shutdown_starts_a_new_session(fresh_runtime: Callable[..., A
 # -- the driver ends without shutdown() --------------------------------------------------------
 
 
-def test_atexit_cleans_up_when_the_interpreter_exits_without_shutdown() -> None:
-    with _start_driver("exit") as proc:
+def test_atexit_cleans_up_when_the_interpreter_exits_without_shutdown(private_tmp: str) -> None:
+    with _start_driver("exit", private_tmp) as proc:
         info = _read_marked_line(proc.stdout, MARKER, 60)
         after = _read_marked_line(proc.stdout, AFTER_EXIT_MARKER, 30)
         assert proc.wait(30) == 0
@@ -232,14 +249,17 @@ def test_atexit_cleans_up_when_the_interpreter_exits_without_shutdown() -> None:
     assert_session_gone(info["session_dir"], info["pids"], timeout=CLEANUP_TIMEOUT)
 
 
-def test_driver_sigkill_leaves_no_process_and_no_file() -> None:
-    with _start_driver("block") as proc:
+def test_driver_sigkill_leaves_no_process_and_no_file(private_tmp: str) -> None:
+    with _start_driver("block", private_tmp) as proc:
         info = _read_marked_line(proc.stdout, MARKER, 60)
+        assert info["session_dir"].startswith(private_tmp + os.sep)
         assert info["arenas"] and all(os.path.exists(a) for a in info["arenas"])
         try:
             proc.kill()
-            proc.wait(10)
+            # Not reaped until the check is done: a zombie driver still counts as alive for
+            # other processes' reapers, so only the session itself can remove its arenas.
             assert_session_gone(info["session_dir"], info["pids"], timeout=CLEANUP_TIMEOUT)
+            proc.wait(10)
         finally:
             _kill_quietly(info["pids"])
 
@@ -297,7 +317,7 @@ print({MARKER!r}, json.dumps({{
 
 
 @pytest.fixture
-def kernel(tmp_path: Any) -> Iterator[Any]:
+def kernel(tmp_path: Any, private_tmp: str) -> Iterator[Any]:
     """A Jupyter kernel running this interpreter (so it imports this memlab checkout)."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
@@ -319,7 +339,7 @@ def kernel(tmp_path: Any) -> Iterator[Any]:
         kernel_spec_manager=ksm,
         connection_file=str(tmp_path / "kernel.json"),
     )
-    km.start_kernel()
+    km.start_kernel(env={**os.environ, "TMPDIR": private_tmp})
     try:
         yield km
     finally:
@@ -354,6 +374,7 @@ def _run_in_kernel(km: Any, code: str) -> dict[str, Any]:
 
 def test_kernel_restart_and_shutdown_leave_nothing(kernel: Any) -> None:
     before = _run_in_kernel(kernel, KERNEL_SETUP)
+    assert os.path.dirname(before["session_dir"]) != "/tmp", "the kernel ignored its TMPDIR"
     assert before["pids"] and all(os.path.exists(a) for a in before["arenas"])
     try:
         kernel.restart_kernel(now=True)  # SIGKILL, as the "Restart kernel" button may do

@@ -117,6 +117,16 @@ def unix_socket(path: str) -> socket.socket:
     return sock
 
 
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    sock.settimeout(HANDSHAKE_TIMEOUT)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "the server closed before sending its challenge"
+        data += chunk
+    return data
+
+
 def send_quietly(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         sock.sendall(data)  # the server may drop us before everything is written
@@ -220,16 +230,6 @@ def test_pickle_frame_without_the_secret_is_never_unpickled(
             data, _ = read_until_dropped(sock, HANDSHAKE_TIMEOUT + 3)
         assert data == b""
     assert not marker.exists(), "an unauthenticated payload was unpickled"
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    sock.settimeout(HANDSHAKE_TIMEOUT)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "the server closed before sending its challenge"
-        data += chunk
-    return data
 
 
 def test_silent_peers_are_dropped_within_the_handshake_timeout(rt: Any, tmp_path: Path) -> None:
