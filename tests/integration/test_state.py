@@ -31,10 +31,11 @@ def test_object_records(rt: Any) -> None:
     def records() -> dict[str, dict]:
         return {o["object_id"]: o for o in memlab.state.objects()}
 
-    wait_for(lambda: records().get(big.hex(), {}).get("state") == "ready", 5,
+    big_hex = big.hex()
+    wait_for(lambda: records().get(big_hex, {}).get("state") == "ready", 5,
              message="task result ready in state")
     objs = records()
-    s, b = objs[small.hex()], objs[big.hex()]
+    s, b = objs[small.hex()], objs[big_hex]
     for record in (s, b):
         assert set(record) >= {"object_id", "owner", "size", "state", "locations", "call_site",
                                "holders"}
@@ -43,7 +44,6 @@ def test_object_records(rt: Any) -> None:
     assert s["locations"] == ["owner:driver"]
     assert b["locations"] == ["node-0"] and b["size"] > 400_000
     assert s["holders"]["local"] == 1 and s["holders"]["contained_in"] == [holder.hex()]
-    big_hex = big.hex()
     del big
     wait_for(lambda: big_hex not in records(), 2, message="freed object leaves the table")
 
