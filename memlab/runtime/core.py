@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from memlab.core.events import EventBuffer
@@ -85,6 +85,9 @@ class CoreWorker:
         self._releases: dict[str, list[bytes]] = defaultdict(list)
         self._deletes: dict[str, list[bytes]] = defaultdict(list)
         self._connect_lock = threading.Lock()
+        # Messages decided under the lock and sent after it is released: a send can block on a
+        # full socket, and blocking while holding the lock could deadlock with a peer's reader.
+        self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._stopped = threading.Event()
         self.handlers: dict[str, Any] = {
             "hello": self._on_hello,
@@ -244,14 +247,32 @@ class CoreWorker:
         slot = self.mstore.add_pending(oid)
         if owner != self.proc and oid not in self._fetching:
             self._fetching.add(oid)
-            try:
-                self.conn_to(owner).send({"t": "get_object", "oid": oid})
-            except ConnectionClosedError:
-                run_wakeups(self.mstore.put_error(oid, OwnerDiedError(oid.hex(), owner)))
+            self.send_later(owner, {"t": "get_object", "oid": oid})
         elif owner == self.proc:
             # Owned but no slot: the value was freed, which a live ref makes impossible.
             run_wakeups(self.mstore.put_error(oid, ObjectLostError(oid.hex(), "it was freed")))
         return slot
+
+    def send_later(self, peer: str, header: dict[str, Any]) -> None:
+        """Queue a message (called with the lock held); ``drain_outbox`` sends it."""
+        self._outbox.append((peer, header))
+
+    def drain_outbox(self) -> None:
+        """Send what was queued under the lock; call with the lock released."""
+        outbox = self._outbox
+        while outbox:
+            try:
+                peer, header = outbox.popleft()
+            except IndexError:
+                return
+            try:
+                self.conn_to(peer).send(header)
+            except ConnectionClosedError:
+                if header["t"] == "get_object":
+                    oid = header["oid"]
+                    with self.lock:
+                        wake = self.mstore.put_error(oid, OwnerDiedError(oid.hex(), peer))
+                    run_wakeups(wake)
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list[Any]:
         slots = self._wait_slots(refs, len(refs), timeout)
@@ -263,10 +284,13 @@ class CoreWorker:
             pending = [r for r, s in zip(refs, slots) if s.state == PENDING]
             missing = need - (len(refs) - len(pending))
             if missing <= 0:
+                if self._outbox:
+                    self.drain_outbox()
                 return slots
             waiter = CountdownWaiter(missing)
             for r in pending:
                 self.mstore.add_waiter(r.binary, waiter)
+        self.drain_outbox()
         blocked = self.kind == "worker"
         if blocked:
             self.submitter.notify_blocked(True)
@@ -409,6 +433,7 @@ class CoreWorker:
         if self.store is not None:
             self.store.flush()
         self.submitter.housekeeping()
+        self.drain_outbox()
         self.flush_events()
 
     def flush_holder_events(self) -> None:

@@ -144,7 +144,7 @@ class Submitter:
         wanted = min(len(queue), self.max_leases - len(self.leases)) - self.lease_requests
         for _ in range(max(0, wanted)):
             self.lease_requests += 1
-            self.send_to_node(self.core.node_id, {"t": "lease", "lid": next(self._lids)})
+            self.core.send_later(self.core.node_id, {"t": "lease", "lid": next(self._lids)})
         return to_push
 
     def _free_lease(self) -> Lease | None:
@@ -158,6 +158,8 @@ class Submitter:
         return best
 
     def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
+        if self.core._outbox:
+            self.core.drain_outbox()
         for worker, spec in to_push:
             self._push(worker, spec)
 
@@ -207,10 +209,11 @@ class Submitter:
                 lease.revoked = True
                 if not lease.inflight:
                     self._return_lease(lease)
+        self.core.drain_outbox()
 
     def _return_lease(self, lease: Lease) -> None:
         self.leases.pop(lease.worker, None)
-        self.send_to_node(self.core.node_id, {"t": "return_lease", "worker": lease.worker})
+        self.core.send_later(self.core.node_id, {"t": "return_lease", "worker": lease.worker})
 
     def send_to_node(self, node: str, header: dict[str, Any]) -> None:
         try:

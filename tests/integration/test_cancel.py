@@ -100,6 +100,7 @@ def test_cancel_queued_task_never_runs(fresh_runtime: Any, tmp_path: Path) -> No
              message="both workers busy")
     queued = touch.remote(str(tmp_path / "queued-ran"))
     waiting = touch.remote(str(tmp_path / "waiting-ran"), holders[0])  # its argument is pending
+    sibling = touch.remote(str(tmp_path / "sibling-ran"), holders[0])  # same argument, kept
 
     memlab.cancel(queued)
     memlab.cancel(waiting)
@@ -114,6 +115,8 @@ def test_cancel_queued_task_never_runs(fresh_runtime: Any, tmp_path: Path) -> No
     assert len(set(pids)) == NUM_WORKERS
     assert not (tmp_path / "queued-ran").exists()
     assert not (tmp_path / "waiting-ran").exists()
+    # Cancelling one dependent task leaves the others waiting on the same argument intact.
+    assert memlab.get(sibling, timeout=DEADLINE) == str(tmp_path / "sibling-ran")
     for ref in (queued, waiting):
         _wait_cancelled_in_state(ref)
         assert _events(ref, "task.started") == []

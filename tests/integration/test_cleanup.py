@@ -16,6 +16,7 @@ sockets and spill files, its arenas in /dev/shm), within 10 seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -123,6 +124,15 @@ def _kill_quietly(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _force_cleanup(info: dict[str, Any]) -> None:
+    """After a failed check, leave the machine clean for the next test."""
+    _kill_quietly(info["pids"])
+    for path in info["arenas"]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    shutil.rmtree(info["session_dir"], ignore_errors=True)
 
 
 # -- memlab.shutdown() -------------------------------------------------------------------------
@@ -261,7 +271,7 @@ def test_driver_sigkill_leaves_no_process_and_no_file(private_tmp: str) -> None:
             assert_session_gone(info["session_dir"], info["pids"], timeout=CLEANUP_TIMEOUT)
             proc.wait(10)
         finally:
-            _kill_quietly(info["pids"])
+            _force_cleanup(info)
 
 
 def test_stale_session_of_a_sigkilled_driver_is_removed_by_the_next_init(
@@ -274,17 +284,21 @@ def test_stale_session_of_a_sigkilled_driver_is_removed_by_the_next_init(
         for pid in everyone:
             os.kill(pid, signal.SIGSTOP)
         _kill_quietly(everyone)
-        proc.wait(10)  # reaped: a zombie driver would still count as alive
-    wait_for(
-        lambda: not any(_alive(p) for p in info["pids"]),
-        CLEANUP_TIMEOUT,
-        message="the SIGKILLed session's processes to exit",
-    )
-    left = session_files(info["session_dir"])
-    assert info["session_dir"] in left and set(info["arenas"]) <= set(left), (
-        "precondition: with every process SIGKILLed nothing could clean up, "
-        f"yet only {left} is left"
-    )
+        try:
+            wait_for(
+                lambda: not any(_alive(p) for p in info["pids"]),
+                CLEANUP_TIMEOUT,
+                message="the SIGKILLed session's processes to exit",
+            )
+            # Checked before the driver is reaped: its zombie still counts as alive, so no
+            # other memlab process on this machine reaps the session in the meantime.
+            left = session_files(info["session_dir"])
+            assert info["session_dir"] in left and set(info["arenas"]) <= set(left), (
+                "precondition: with every process SIGKILLed nothing could clean up, "
+                f"yet only {left} is left"
+            )
+        finally:
+            proc.wait(10)  # reaped now: the driver's pid is dead, its session stale
 
     fresh_runtime()
 
@@ -381,7 +395,7 @@ def test_kernel_restart_and_shutdown_leave_nothing(kernel: Any) -> None:
         # The old session must go by itself: nothing of memlab has run in the new kernel yet.
         assert_session_gone(before["session_dir"], before["pids"], timeout=CLEANUP_TIMEOUT)
     finally:
-        _kill_quietly(before["pids"])
+        _force_cleanup(before)
 
     after = _run_in_kernel(kernel, KERNEL_SETUP)
     assert after["session_dir"] != before["session_dir"]
@@ -389,4 +403,4 @@ def test_kernel_restart_and_shutdown_leave_nothing(kernel: Any) -> None:
         kernel.shutdown_kernel(now=False)  # a polite shutdown: the kernel's atexit cleans up
         assert_session_gone(after["session_dir"], after["pids"], timeout=CLEANUP_TIMEOUT)
     finally:
-        _kill_quietly(after["pids"])
+        _force_cleanup(after)
