@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import pickle
+import sys
 from typing import Any
 
 from memlab.exceptions import SerializationError
@@ -69,9 +72,34 @@ class RemoteFunction:
 
     def _pickled_function(self) -> tuple[bytes, bytes]:
         if self._pickled is None:
-            self._pickled = dumps_function(self._function)
+            fn = self._function
+            module = sys.modules.get(fn.__module__)
+            if (fn.__module__ != "__main__" and module is not None
+                    and getattr(module, fn.__qualname__, None) is self):
+                # Importable: ship the name, so the worker uses the module's real globals.
+                self._pickled = pickle.dumps(_ImportedFunction(fn.__module__, fn.__qualname__))
+            else:
+                self._pickled = dumps_function(fn)  # notebook or local code: by value
             self._hash = hashlib.blake2b(self._pickled, digest_size=16).digest()
         return self._hash, self._pickled  # type: ignore[return-value]
+
+
+class _ImportedFunction:
+    """A remote function shipped by name: the worker imports its module."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return _import_function, (self.module, self.qualname)
+
+
+def _import_function(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj._function if isinstance(obj, RemoteFunction) else obj
 
 
 class _BoundOptions:

@@ -120,7 +120,7 @@ class Runtime:
             }
             proc = subprocess.Popen(
                 [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
-                stdin=subprocess.PIPE, close_fds=True,
+                stdin=subprocess.PIPE, close_fds=True, env=self._worker_env(),
             )
             assert proc.stdin is not None
             proc.stdin.write(self.secret.hex().encode() + b"\n")
@@ -138,6 +138,16 @@ class Runtime:
                 if time.monotonic() > deadline:
                     raise MemlabError(f"node managers did not start within {START_TIMEOUT} s")
                 self._nodes_ready.wait(0.05)
+
+    @staticmethod
+    def _worker_env() -> dict[str, str]:
+        # Workers import what the driver can import: functions shipped by name resolve there.
+        env = dict(os.environ)
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        if os.getcwd() not in paths:
+            paths.insert(0, os.getcwd())
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
 
     def shutdown(self) -> None:
         """Stop every process of the session and remove its files; idempotent, bounded."""

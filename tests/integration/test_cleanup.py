@@ -118,17 +118,23 @@ def _start_driver(mode: str, tmpdir: str | None = None) -> subprocess.Popen[str]
     )
 
 
-def _kill_quietly(pids: list[int]) -> None:
+def _kill_session_procs(session_dir: str, pids: list[int]) -> None:
+    """SIGKILL those of ``pids`` that still belong to the session (a pid may have been reused).
+
+    Node managers carry the session directory in their argv, workers in their environment.
+    """
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc = psutil.Process(pid)
+            if session_dir in " ".join(proc.cmdline()) or session_dir in proc.environ().values():
+                proc.kill()
+        except psutil.Error:
             pass
 
 
 def _force_cleanup(info: dict[str, Any]) -> None:
     """After a failed check, leave the machine clean for the next test."""
-    _kill_quietly(info["pids"])
+    _kill_session_procs(info["session_dir"], info["pids"])
     for path in info["arenas"]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -201,7 +207,7 @@ def test_shutdown_is_bounded_when_a_node_manager_hangs(
         memlab.shutdown()
         took = time.monotonic() - t0
     finally:
-        _kill_quietly([node_pid])
+        _kill_session_procs(runtime.session_dir, [node_pid])
     assert took < STOP_TIMEOUT + 3, f"shutdown with a hung node manager took {took:.1f} s"
     assert_session_gone(runtime.session_dir, pids, timeout=CLEANUP_TIMEOUT)
 
@@ -283,7 +289,8 @@ def test_stale_session_of_a_sigkilled_driver_is_removed_by_the_next_init(
         # Freeze the whole session first, so no process sees another die and cleans up.
         for pid in everyone:
             os.kill(pid, signal.SIGSTOP)
-        _kill_quietly(everyone)
+        for pid in everyone:  # all stopped, so none of these pids can have been reused
+            os.kill(pid, signal.SIGKILL)
         try:
             wait_for(
                 lambda: not any(_alive(p) for p in info["pids"]),
