@@ -1,0 +1,204 @@
+"""``make bench``: every workload on every installed backend, side by side, in one run.
+
+Backends alternate within each repetition (A B A B …) so drift on this shared machine hits
+all of them alike; each figure is the median of the repetitions after a warm-up. Prints a table
+(workload × backend) with memlab's ratio to each peer ("better" is normalised so > 1 means
+memlab wins), writes ``benchmarks/results/latest.json`` and, with matplotlib, a PNG chart.
+
+    python benchmarks/run.py              # full run, all installed backends
+    python benchmarks/run.py --quick      # small sizes, memlab only (the test suite runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from multiprocessing import Pipe, Process
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from backends import MiB, available
+
+# name -> (unit, higher_is_better, full size, quick size)
+WORKLOADS: dict[str, tuple[str, bool, int, int]] = {
+    "tasks sync": ("tasks/s", True, 1000, 50),
+    "tasks async": ("tasks/s", True, 2000, 100),
+    "put calls": ("calls/s", True, 5000, 200),
+    "get calls": ("calls/s", True, 20000, 500),
+    "put gigabytes": ("GB/s", True, 512 * MiB, 8 * MiB),
+    "get large": ("ms", False, 512 * MiB, 8 * MiB),
+    "pass large arg": ("ms", False, 256 * MiB, 8 * MiB),
+    "chain 100": ("ms", False, 100, 100),
+}
+
+
+def memcpy_floor(nbytes: int) -> float:
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(3))
+    return nbytes / best / 1e9
+
+
+def sum_floor(nbytes: int) -> float:
+    arr = np.ones(nbytes // 8)
+    arr.sum()
+    return min(_timed(arr.sum) for _ in range(3)) * 1e3
+
+
+def _echo(conn: Any) -> None:
+    while (msg := conn.recv()) is not None:
+        conn.send(msg)
+
+
+def pipe_round_trip(n: int = 2000) -> float:
+    a, b = Pipe()
+    p = Process(target=_echo, args=(b,))
+    p.start()
+    a.send(0)
+    a.recv()
+    t = time.perf_counter()
+    for i in range(n):
+        a.send(i)
+        a.recv()
+    took = (time.perf_counter() - t) / n * 1e6
+    a.send(None)
+    p.join()
+    return took
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
+    makers = available(backend_names)
+    results: dict[str, dict[str, list[float]]] = {}
+    backends = []
+    for make in makers:
+        b = make()
+        startup = b.start()
+        results.setdefault("startup", {}).setdefault(b.name, []).append(startup)
+        results.setdefault("idle memory", {}).setdefault(b.name, []).append(b.idle_memory())
+        backends.append(b)
+    try:
+        for workload, (_, _, full, small) in WORKLOADS.items():
+            size = small if quick else full
+            runners = [b for b in backends if workload in b.supports]
+            for b in runners:  # warm-up, not recorded
+                b.run(workload, size)
+            for _ in range(reps):
+                for b in runners:
+                    results.setdefault(workload, {}).setdefault(b.name, []).append(
+                        b.run(workload, size))
+    finally:
+        for b in backends:
+            b.stop()
+    floors = {
+        "memcpy": memcpy_floor(8 * MiB if quick else 512 * MiB),
+        "sum 256 MiB" if not quick else "sum 8 MiB": sum_floor(8 * MiB if quick else 256 * MiB),
+        "pipe round trip": pipe_round_trip(200 if quick else 2000),
+    }
+    return {"results": results, "floors": floors, "reps": reps, "quick": quick,
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+
+
+UNITS = {**{k: (v[0], v[1]) for k, v in WORKLOADS.items()},
+         "startup": ("s", False), "idle memory": ("MiB", False)}
+
+
+def table(report: dict[str, Any]) -> str:
+    results = report["results"]
+    names = sorted({n for r in results.values() for n in r}, key=lambda n: n != "memlab")
+    peers = [n for n in names if n != "memlab"]
+    head = ["workload", "unit", *names, *(f"vs {p}" for p in peers), "memlab min-max"]
+    rows = [head]
+    for workload, by in results.items():
+        unit, higher = UNITS[workload]
+        med = {n: statistics.median(v) for n, v in by.items()}
+        row = [workload, unit, *(_fmt(med[n]) if n in med else "-" for n in names)]
+        for p in peers:
+            if "memlab" in med and p in med and med[p] and med["memlab"]:
+                ratio = med["memlab"] / med[p] if higher else med[p] / med["memlab"]
+                row.append(f"{ratio:.2f}x")
+            else:
+                row.append("-")
+        spread = by.get("memlab", [])
+        row.append(f"{_fmt(min(spread))}-{_fmt(max(spread))}" if spread else "-")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    floors = ", ".join(f"{k}: {_fmt(v)}" for k, v in report["floors"].items())
+    return "\n".join(lines) + f"\nfloors ({floors}; GB/s, ms, µs)\n" + \
+        "ratios: > 1 means memlab is better (faster, more throughput, less memory)"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def chart(report: dict[str, Any], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    results = report["results"]
+    peers = sorted({n for r in results.values() for n in r} - {"memlab"})
+    if not peers:
+        return
+    fig, ax = plt.subplots(figsize=(10, 5))
+    workloads = list(results)
+    width = 0.8 / len(peers)
+    for i, peer in enumerate(peers):
+        ratios = []
+        for w in workloads:
+            by = results[w]
+            _, higher = UNITS[w]
+            if "memlab" in by and peer in by:
+                m, p = statistics.median(by["memlab"]), statistics.median(by[peer])
+                ratios.append(m / p if higher else p / m)
+            else:
+                ratios.append(0.0)
+        ax.bar([x + i * width for x in range(len(workloads))], ratios, width, label=f"vs {peer}")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(workloads))], workloads, rotation=30,
+                  ha="right")
+    ax.set_ylabel("memlab advantage (x, > 1 is better)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, memlab only")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--backends", default=None, help="comma list: memlab,ray,dask,pool")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    names = (args.backends or ("memlab" if args.quick else "memlab,ray,dask,pool")).split(",")
+    reps = args.reps or (1 if args.quick else 5)
+    report = run(names, reps, args.quick)
+    print(table(report))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    chart(report, os.path.join(args.out, "latest.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
