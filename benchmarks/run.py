@@ -2,7 +2,7 @@
 
 Backends alternate within each repetition (A B A B …) so drift on this shared machine hits
 all of them alike; each figure is the median of the repetitions after a warm-up. Prints a table
-(workload × backend) with memlab's ratio to each peer ("better" is normalised so > 1 means
+(workload x backend) with memlab's ratio to each peer ("better" is normalised so > 1 means
 memlab wins), writes ``benchmarks/results/latest.json`` and, with matplotlib, a PNG chart.
 
     python benchmarks/run.py              # full run, all installed backends
