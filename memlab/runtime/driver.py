@@ -121,6 +121,9 @@ class Runtime:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
                 stdin=subprocess.PIPE, close_fds=True, env=self._worker_env(),
+                # Own session: a kernel restart SIGKILLs the kernel's process group and ipykernel's
+                # shutdown SIGTERMs it; the node manager must outlive both to clean up after them.
+                start_new_session=True,
             )
             assert proc.stdin is not None
             proc.stdin.write(self.secret.hex().encode() + b"\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,9 +94,11 @@ class NodeManager:
         """Block on the lifeline from the driver; its end means shut down."""
         with contextlib.suppress(Exception):
             sys.stdin.buffer.read()
-        self.shutdown()
+        self.shutdown(driver_died=True)
 
-    def shutdown(self) -> None:
+    def shutdown(self, driver_died: bool = False) -> None:
+        """Kill the workers, remove the arena and exit; if the driver died (it can no longer
+        remove the session directory), remove that too."""
         with self.lock:
             if self.stopping:
                 return
@@ -116,6 +119,8 @@ class NodeManager:
         self.listener.close()
         with contextlib.suppress(Exception):
             self._flush_events()
+        if driver_died:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
         os._exit(0)
 
     # -- workers -------------------------------------------------------------------------------
@@ -181,7 +186,7 @@ class NodeManager:
     def _on_close(self, conn: Connection, error: BaseException | None) -> None:
         peer = conn.peer
         if conn is self.driver:
-            threading.Thread(target=self.shutdown, daemon=True).start()
+            threading.Thread(target=self.shutdown, args=(True,), daemon=True).start()
             return
         if peer is None:
             return

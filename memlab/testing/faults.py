@@ -171,8 +171,9 @@ class CrashOnPickle:
         marker: See ``crash_once``; None crashes every time it is pickled.
     """
 
-    def __init__(self, value: Any, how: str = "sigkill",
-                 marker: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, value: Any, how: str = "sigkill", marker: str | os.PathLike[str] | None = None
+    ) -> None:
         _check_how(how)
         self.value = value
         self.how = how
@@ -196,8 +197,9 @@ class CrashOnUnpickle:
         marker: See ``crash_once``; None crashes every time it is unpickled.
     """
 
-    def __init__(self, value: Any, how: str = "sigkill",
-                 marker: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, value: Any, how: str = "sigkill", marker: str | os.PathLike[str] | None = None
+    ) -> None:
         _check_how(how)
         self.value = value
         self.how = how

@@ -69,13 +69,19 @@ def _record(ref: memlab.ObjectRef) -> dict[str, Any] | None:
 def _events(ref: memlab.ObjectRef, kind: str) -> list[dict[str, Any]]:
     record = _record(ref)
     assert record is not None
-    return [e for e in memlab.state.events()
-            if e["kind"] == kind and e.get("task_id") == record["task_id"]]
+    return [
+        e
+        for e in memlab.state.events()
+        if e["kind"] == kind and e.get("task_id") == record["task_id"]
+    ]
 
 
 def _wait_cancelled_in_state(ref: memlab.ObjectRef) -> None:
-    wait_for(lambda: (_record(ref) or {}).get("state") == "cancelled", DEADLINE,
-             message="the task shown as cancelled in memlab.state.tasks()")
+    wait_for(
+        lambda: (_record(ref) or {}).get("state") == "cancelled",
+        DEADLINE,
+        message="the task shown as cancelled in memlab.state.tasks()",
+    )
 
 
 def _other_work_completes() -> None:
@@ -96,8 +102,9 @@ def test_cancel_queued_task_never_runs(fresh_runtime: Any, tmp_path: Path) -> No
     gate = tmp_path / "gate"
     # Two holders run and two wait behind them on the workers, so nothing else can be pushed.
     holders = [hold.remote(str(gate), str(tmp_path / f"started-{i}")) for i in range(4)]
-    wait_for(lambda: len(list(tmp_path.glob("started-*"))) >= 2, DEADLINE,
-             message="both workers busy")
+    wait_for(
+        lambda: len(list(tmp_path.glob("started-*"))) >= 2, DEADLINE, message="both workers busy"
+    )
     queued = touch.remote(str(tmp_path / "queued-ran"))
     waiting = touch.remote(str(tmp_path / "waiting-ran"), holders[0])  # its argument is pending
     sibling = touch.remote(str(tmp_path / "sibling-ran"), holders[0])  # same argument, kept
@@ -143,8 +150,9 @@ def test_cancel_running_task_interrupts_it(fresh_runtime: Any, tmp_path: Path) -
     _pool_is_full()
 
 
-def test_force_cancel_kills_the_worker_and_does_not_retry(fresh_runtime: Any,
-                                                          tmp_path: Path) -> None:
+def test_force_cancel_kills_the_worker_and_does_not_retry(
+    fresh_runtime: Any, tmp_path: Path
+) -> None:
     fresh_runtime(num_workers=NUM_WORKERS)
     log, interrupted = tmp_path / "log", tmp_path / "interrupted"
     ref = sleeper.options(max_retries=3).remote(str(log), str(interrupted))
@@ -192,8 +200,11 @@ def test_cancel_finished_task_is_a_no_op(fresh_runtime: Any) -> None:
     assert memlab.get(ref, timeout=DEADLINE) == 3
     _other_work_completes()
     assert worker_pids() == pids  # force=True killed nothing
-    wait_for(lambda: (_record(ref) or {}).get("state") == "finished", DEADLINE,
-             message="the task shown as finished")
+    wait_for(
+        lambda: (_record(ref) or {}).get("state") == "finished",
+        DEADLINE,
+        message="the task shown as finished",
+    )
     assert _events(ref, "task.cancelled") == []
 
 

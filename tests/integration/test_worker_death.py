@@ -136,8 +136,7 @@ class Scenario:
 SCENARIOS = (
     Scenario("no_retry", max_retries=0, only_first_attempt=False, succeeds=False, attempts=1),
     Scenario("retry_once", max_retries=2, only_first_attempt=True, succeeds=True, attempts=2),
-    Scenario("retry_always", max_retries=1, only_first_attempt=False, succeeds=False,
-             attempts=2),
+    Scenario("retry_always", max_retries=1, only_first_attempt=False, succeeds=False, attempts=2),
 )
 
 
@@ -189,8 +188,9 @@ def _get_while_gate_opens(ref: memlab.ObjectRef, gate: Path) -> Any:
         assert not failures, failures
 
 
-def _launch(stage: str, how: str, marker: str | None, retries: int, name: str, tmp: Path,
-            keep: list[Any]) -> tuple[Callable[[], Any], Callable[[Any], bool]]:
+def _launch(
+    stage: str, how: str, marker: str | None, retries: int, name: str, tmp: Path, keep: list[Any]
+) -> tuple[Callable[[], Any], Callable[[Any], bool]]:
     """Submit the task that crashes at ``stage``; return (how to get it, a check of its value)."""
     if stage == "execution":
         ref = crash_in_body.options(max_retries=retries, name=name).remote(how, marker, 21)
@@ -212,7 +212,8 @@ def _launch(stage: str, how: str, marker: str | None, retries: int, name: str, t
         return lambda: _get_while_gate_opens(ref, gate), lambda v: v == 42
     assert stage == "nested"
     ref = nested_crash.options(max_retries=0, name=f"{name}-outer").remote(
-        how, marker, retries, name)
+        how, marker, retries, name
+    )
     return lambda: memlab.get(ref, timeout=DEADLINE), lambda v: v == 42
 
 
@@ -228,8 +229,9 @@ def _alive_workers() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("stage", "how", "death"), CRASH_TABLE)
-def test_worker_death(fresh_runtime: Any, tmp_path: Path, stage: str, how: str,
-                      death: Death) -> None:
+def test_worker_death(
+    fresh_runtime: Any, tmp_path: Path, stage: str, how: str, death: Death
+) -> None:
     fresh_runtime(num_workers=NUM_WORKERS)
     dead_pids: set[int] = set()
     for sc in SCENARIOS:
@@ -264,8 +266,9 @@ def test_worker_death(fresh_runtime: Any, tmp_path: Path, stage: str, how: str,
                 return False
             events = memlab.state.events(since)
             died = [e for e in events if e["kind"] == "worker.died"]
-            retried = [e for e in events
-                       if e["kind"] == "task.retried" and e["task_id"] == task["task_id"]]
+            retried = [
+                e for e in events if e["kind"] == "task.retried" and e["task_id"] == task["task_id"]
+            ]
             return len(died) >= sc.crashes and len(retried) >= sc.attempts - 1
 
         wait_for(folded, DEADLINE, message=f"{name}: deaths and retries folded into state")
@@ -277,22 +280,26 @@ def test_worker_death(fresh_runtime: Any, tmp_path: Path, stage: str, how: str,
         for e in died:
             assert (e["exitcode"], e["signal"]) == (death.exitcode, death.signal), e
             assert "likely cause" in e["cause"], e
-        retried = [e for e in events
-                   if e["kind"] == "task.retried" and e["task_id"] == task["task_id"]]
+        retried = [
+            e for e in events if e["kind"] == "task.retried" and e["task_id"] == task["task_id"]
+        ]
         assert [e["attempt"] for e in retried] == list(range(1, sc.attempts)), retried
 
         dead = {w["pid"]: w for w in memlab.state.workers() if w["state"] == "dead"}
         for e in died:
             assert (dead[e["pid"]]["exitcode"], dead[e["pid"]]["signal"]) == (
-                death.exitcode, death.signal), dead[e["pid"]]
+                death.exitcode,
+                death.signal,
+            ), dead[e["pid"]]
         dead_pids |= {e["pid"] for e in died}
 
     # The pool is refilled: a replacement for every dead worker, and none of the dead lingers.
     def refilled() -> bool:
         alive = _alive_workers()
         pids = set(worker_pids())
-        return (len(alive) >= NUM_WORKERS and {w["pid"] for w in alive} <= pids
-                and not dead_pids & pids)
+        return (
+            len(alive) >= NUM_WORKERS and {w["pid"] for w in alive} <= pids and not dead_pids & pids
+        )
 
     wait_for(refilled, DEADLINE, message=f"pool back to {NUM_WORKERS} workers")
     if stage != "nested":  # a worker blocked in get adds one to the pool while it waits
@@ -306,7 +313,8 @@ def test_kill_worker_from_driver_retries_the_task(fresh_runtime: Any, tmp_path: 
     fresh_runtime(num_workers=NUM_WORKERS)
     pid_file = tmp_path / "pid"
     ref = block_until_killed.options(max_retries=1).remote(
-        str(tmp_path / "marker"), str(pid_file), str(tmp_path / "never"))
+        str(tmp_path / "marker"), str(pid_file), str(tmp_path / "never")
+    )
     others = [bystander.remote(i) for i in range(4)]
     wait_for_file(pid_file, DEADLINE)
     pid = int(pid_file.read_text())
@@ -322,8 +330,11 @@ def test_kill_worker_from_driver_retries_the_task(fresh_runtime: Any, tmp_path: 
     record = next(w for w in memlab.state.workers() if w["pid"] == pid)
     assert (record["exitcode"], record["signal"]) == (None, 9)
     assert "SIGKILL" in record["cause"]
-    wait_for(lambda: len(_alive_workers()) == NUM_WORKERS and pid not in worker_pids(),
-             DEADLINE, message="a replacement worker started")
+    wait_for(
+        lambda: len(_alive_workers()) == NUM_WORKERS and pid not in worker_pids(),
+        DEADLINE,
+        message="a replacement worker started",
+    )
 
 
 def test_kill_worker_refuses_a_pid_that_is_not_a_worker(fresh_runtime: Any) -> None:
@@ -342,5 +353,6 @@ def test_every_worker_dies_at_once(fresh_runtime: Any) -> None:
             memlab.get(ref, timeout=DEADLINE)
     others = [bystander.remote(i) for i in range(6)]
     assert [int(v[0]) for v in memlab.get(others, timeout=DEADLINE)] == list(range(6))
-    wait_for(lambda: len(_alive_workers()) == NUM_WORKERS, DEADLINE,
-             message="pool back to its size")
+    wait_for(
+        lambda: len(_alive_workers()) == NUM_WORKERS, DEADLINE, message="pool back to its size"
+    )
