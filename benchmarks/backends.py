@@ -56,8 +56,9 @@ class Backend:
         return float(getattr(self, "w_" + workload.replace(" ", "_"))(size))
 
     def idle_memory(self) -> float:
+        """RSS of the runtime's own processes (the driver, shared by all backends, excluded)."""
         time.sleep(1.0)  # let start-up settle: the figure is the steady idle footprint
-        return (_rss_of_children() + psutil.Process(os.getpid()).memory_info().rss) / MiB
+        return _rss_of_children() / MiB
 
 
 class Memlab(Backend):

@@ -80,28 +80,26 @@ def _timed(fn: Any) -> float:
 
 
 def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
-    makers = available(backend_names)
+    backends = [make() for make in available(backend_names)]
     results: dict[str, dict[str, list[float]]] = {}
-    backends = []
-    for make in makers:
-        b = make()
-        startup = b.start()
-        results.setdefault("startup", {}).setdefault(b.name, []).append(startup)
-        results.setdefault("idle memory", {}).setdefault(b.name, []).append(b.idle_memory())
-        backends.append(b)
-    try:
-        for workload, (_, _, full, small) in WORKLOADS.items():
-            size = small if quick else full
-            runners = [b for b in backends if workload in b.supports]
-            for b in runners:  # warm-up, not recorded
-                b.run(workload, size)
-            for _ in range(reps):
-                for b in runners:
-                    results.setdefault(workload, {}).setdefault(b.name, []).append(
-                        b.run(workload, size))
-    finally:
+
+    def record(workload: str, name: str, value: float) -> None:
+        results.setdefault(workload, {}).setdefault(name, []).append(value)
+
+    # One backend runs at a time (no idle runtime steals the other's cores); backends alternate
+    # within each repetition so slow drift of the machine hits them alike.
+    for _ in range(reps):
         for b in backends:
-            b.stop()
+            record("startup", b.name, b.start())
+            try:
+                record("idle memory", b.name, b.idle_memory())
+                for workload, (_, _, full, small) in WORKLOADS.items():
+                    if workload in b.supports:
+                        size = small if quick else full
+                        b.run(workload, size)  # warm-up, not recorded
+                        record(workload, b.name, b.run(workload, size))
+            finally:
+                b.stop()
     floors = {
         "memcpy": memcpy_floor(8 * MiB if quick else 512 * MiB),
         "sum 256 MiB" if not quick else "sum 8 MiB": sum_floor(8 * MiB if quick else 256 * MiB),

@@ -254,8 +254,6 @@ class Connection:
             pending, self._pending = self._pending, {}
             started = self._thread is not None
         # shutdown() wakes the reader (EOF) and any sender blocked in sendall (EPIPE).
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
         with self._send_lock:
             # The fd is really released when the reader's buffered file is closed too.
             self._sock.close()
@@ -282,6 +280,11 @@ class Connection:
                 header, payload = read()
                 rr = header.get("rr")
                 if rr is not None:
+                    if type(rr) is not int:
+                        raise ProtocolError(
+                            f"reply frame carries a non-int 'rr' ({rr!r}); the peer is not "
+                            "speaking the memlab protocol"
+                        )
                     waiter = self._pending.pop(rr, None)
                     if waiter is None:
                         log.debug("%s: dropped reply rr=%r with no waiter (timed out)", self, rr)

@@ -25,8 +25,8 @@ attempt creates the file and then crashes; a retry finds the file and carries on
 task succeeds. The file is created with ``O_EXCL``, so exactly one attempt crashes even when
 attempts race.
 
-Invariant: nothing here kills a process that is not a worker of a memlab runtime started by
-this process (``kill_worker`` checks the pid first).
+Invariant: ``kill_worker`` signals only live workers of a runtime this process started (it
+checks the pid first), so a stale or mistyped pid never reaches an unrelated process.
 """
 
 from __future__ import annotations

@@ -212,3 +212,22 @@ def test_retry_exceptions_reruns_failed_task(rt: Any, tmp_path: Any) -> None:
         return "second attempt"
 
     assert memlab.get(flaky.remote(marker)) == "second attempt"
+
+
+def test_main_module_classes_travel_by_value(rt: Any) -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(
+        "class Point:\n"
+        "    def __init__(self, x, y):\n"
+        "        self.x, self.y = x, y\n"
+        "    def norm2(self):\n"
+        "        return self.x ** 2 + self.y ** 2\n"
+        "def shift(p):\n"
+        "    return Point(p.x + 1, p.y + 1)\n",
+        namespace,
+    )
+    shift = memlab.remote(namespace["shift"])
+    moved = memlab.get(shift.remote(namespace["Point"](1, 2)))
+    assert (moved.x, moved.y, moved.norm2()) == (2, 3, 13)
+    stored = memlab.get(memlab.put(namespace["Point"](3, 4)))
+    assert stored.norm2() == 25

@@ -6,9 +6,12 @@ import array
 import os
 import pickle
 import shutil
+import signal
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -323,6 +326,7 @@ def _frame(header: bytes, payload: bytes = b"") -> bytes:
         pytest.param(_frame(msgpack.packb({"type": "x"})), id="header-without-t"),
         pytest.param(_frame(msgpack.packb({"t": 7})), id="t-not-a-str"),
         pytest.param(_frame(msgpack.packb({"t": "x"}) + b"\x00"), id="trailing-bytes"),
+        pytest.param(_frame(msgpack.packb({"t": "x", "rr": [1]})), id="rr-not-an-int"),
     ],
 )
 def test_malformed_frame_closes_only_that_connection(
@@ -376,6 +380,74 @@ def test_pending_request_fails_when_the_peer_dies(sockdir: str) -> None:
     with pytest.raises(ConnectionClosedError):
         conn.send({"t": "after"})
     listener.close()
+
+
+_DOOMED_PEER = """
+import sys, threading
+from memlab.protocol import Listener
+got = threading.Event()
+listener = Listener(sys.argv[1], bytes.fromhex(sys.argv[2]), lambda c: None,
+                    lambda c, h, p: got.set(), lambda c, r: None)
+print("ready", flush=True)
+got.wait(30)
+print("got", flush=True)
+threading.Event().wait(30)  # never replies; killed by the test
+"""
+
+
+def test_pending_request_fails_when_the_peer_process_is_killed(sockdir: str) -> None:
+    path = os.path.join(sockdir, "peer.sock")
+    peer = subprocess.Popen(
+        [sys.executable, "-c", _DOOMED_PEER, path, SECRET.hex()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert peer.stdout is not None
+        assert peer.stdout.readline().strip() == "ready"
+        rec = Recorder()
+        conn = client(path, rec)
+        outcome: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                conn.request({"t": "never-answered"})
+            except BaseException as exc:
+                outcome.append(exc)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        assert peer.stdout.readline().strip() == "got"
+        peer.send_signal(signal.SIGKILL)
+        asker.join(DEADLINE)
+        assert len(outcome) == 1 and isinstance(outcome[0], ConnectionClosedError)
+        rec.wait(lambda r: len(r.closes) == 1)
+        assert conn.closed
+    finally:
+        peer.kill()
+        peer.wait(DEADLINE)
+        if peer.stdout is not None:
+            peer.stdout.close()
+
+
+def test_request_from_the_reader_thread_is_refused(server: tuple[Listener, Recorder]) -> None:
+    listener, _ = server
+    errors: list[BaseException] = []
+
+    def nested(conn: Connection, header: dict, payload: bytes) -> None:
+        try:
+            conn.request({"t": "nested"}, timeout=1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    rec = Recorder(nested)
+    conn = client(listener.path, rec)
+    wait_until(lambda: len(listener.connections()) == 1)
+    listener.connections()[0].send({"t": "push"})
+    rec.wait(lambda r: len(r.messages) == 1)
+    wait_until(lambda: errors)
+    assert isinstance(errors[0], RuntimeError) and "reader thread" in str(errors[0])
+    conn.close()
 
 
 def test_on_message_raising_does_not_kill_the_connection(
