@@ -65,6 +65,11 @@ class Executor:
         if self.current == tid and self._main is not None:
             signal.pthread_kill(self._main, signal.SIGINT)
 
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        """SIGINT handler: interrupt the running task only if it was cancelled."""
+        if self.current is not None and self.current in self.cancelled:
+            raise KeyboardInterrupt
+
     def stop(self) -> None:
         self.queue.put(None)
 

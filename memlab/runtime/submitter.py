@@ -109,6 +109,8 @@ class Submitter:
         def done(slot: Slot) -> None:
             wake: list[Any] = []
             with self.core.lock:
+                if self.tasks.get(spec.task_id) is not spec:
+                    return  # cancelled or failed while it waited for this argument
                 spec.resolved[i] = slot
                 spec.remaining -= 1
                 if spec.remaining == 0 and not spec.cancelled:

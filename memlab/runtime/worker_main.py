@@ -38,6 +38,10 @@ def main() -> None:
     core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
     core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
     executor = Executor(core)
+    # Workers inherit the node manager's SIG_IGN for SIGINT, but cancel() interrupts a running
+    # task with SIGINT: take it back, for cancelled tasks only (a terminal's Ctrl-C reaches the
+    # whole process group and must not kill workers).
+    signal.signal(signal.SIGINT, executor.on_sigint)
     core.on_peer_lost.append(lambda peer, conn: _exit_if_lifeline(peer, node, core.driver))
     core.conn_to(core.driver)
     core.conn_to(node)  # the hello to the node manager makes this worker leasable
