@@ -212,7 +212,12 @@ class Connection:
         except BaseException:
             self._pending.pop(rid, None)
             raise
-        if not waiter.lock.acquire(True, -1 if timeout is None else timeout):
+        try:
+            arrived = waiter.lock.acquire(True, -1 if timeout is None else max(timeout, 0.0))
+        except BaseException:  # KeyboardInterrupt in a notebook: forget the waiter
+            self._pending.pop(rid, None)
+            raise
+        if not arrived:
             if self._pending.pop(rid, None) is not None:
                 raise TimeoutError(
                     f"no reply from {self._who()} to {header.get('t')!r} (rid {rid}) within "
@@ -254,6 +259,8 @@ class Connection:
             pending, self._pending = self._pending, {}
             started = self._thread is not None
         # shutdown() wakes the reader (EOF) and any sender blocked in sendall (EPIPE).
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         with self._send_lock:
             # The fd is really released when the reader's buffered file is closed too.
             self._sock.close()

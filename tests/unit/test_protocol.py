@@ -85,8 +85,10 @@ def sockdir() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     fds = set(os.listdir("/proc/self/fd"))
+    before = set(threading.enumerate())  # only this test's threads count, not earlier tests'
     yield
-    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("memlab-")])
+    wait_until(lambda: not [t for t in threading.enumerate()
+                            if t.name.startswith("memlab-") and t not in before])
     wait_until(lambda: set(os.listdir("/proc/self/fd")) <= fds)
 
 
