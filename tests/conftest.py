@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import memlab
-from memlab.testing.leaks import SHM_DIR, assert_session_gone, session_processes
+from memlab.testing.leaks import SHM_DIR, assert_session_gone, session_processes, wait_for
 
 STORE = 256 << 20
 
@@ -28,6 +29,8 @@ def stop_and_check(runtime: Any) -> None:
     memlab.shutdown()
     runtime.shutdown()
     assert_session_gone(session_dir, pids)
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("memlab")], 5,
+             message="runtime threads stopped")
 
 
 @pytest.fixture(scope="module")
