@@ -21,11 +21,12 @@ Invariants (checked by ``validate()``):
     3. A spilled object has a spill file and no region; a zombie always has a pin.
     4. Pin counts are per client and positive; a client's pins die with it (``disconnect``).
 
-Memory trade-off: a freed region is handed back to the OS (``Arena.release_memory``) only when
-it is at least ``RELEASE_MEMORY_MIN_BYTES`` (64 MiB). Smaller regions stay resident, so the
-next put into them writes at memcpy speed into already faulted-in pages instead of paying a
-page fault per 4 KiB; the cost is that the node's resident memory can stay up to the arena's
-high-water mark of small objects after they are freed.
+Memory trade-off: by default a freed region stays resident (its pages are already faulted in
+every process that wrote or read it, so the next put of that size runs at memcpy speed instead
+of re-faulting: about 9 GB/s against 1 GB/s for 512 MiB here). The arena's footprint is bounded
+by its capacity and returned to the OS at shutdown. With ``release_threshold`` set, freed
+regions at least that large are handed back at once (``Arena.release_memory``);
+``RELEASE_MEMORY_MIN_BYTES`` is the suggested value.
 
 Thread safety: every public method takes one internal re-entrant lock, so an ``emit``
 callback may call ``stats()`` without deadlocking. Spill and restore file I/O runs under that
@@ -86,8 +87,10 @@ class ObjectStore:
         spill_dir: str,
         emit: Callable[..., None] | None = None,
         node_id: str = "n0",
+        release_threshold: int | None = None,
     ) -> None:
         self.arena = arena
+        self.release_threshold = release_threshold
         self.node_id = node_id
         self.spill_dir = spill_dir
         self._emit_fn = emit
@@ -391,7 +394,7 @@ class ObjectStore:
         assert entry.offset is not None
         block = self._alloc.block_size(entry.offset)
         self._alloc.free(entry.offset)
-        if block >= RELEASE_MEMORY_MIN_BYTES:
+        if self.release_threshold is not None and block >= self.release_threshold:
             self.arena.release_memory(entry.offset, block)
         entry.offset = None
 

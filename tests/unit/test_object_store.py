@@ -388,8 +388,19 @@ def test_disconnect_drops_pins_and_aborts_unsealed_creates(make_store):
     assert store.stats()["used"] == KiB, "w1's unsealed and deleted-pinned regions are freed"
 
 
+def test_regions_stay_resident_by_default(make_store, monkeypatch):
+    store = make_store(capacity=RELEASE_MEMORY_MIN_BYTES + 4 * KiB)
+    calls = []
+    monkeypatch.setattr(store.arena, "release_memory", lambda o, s: calls.append((o, s)))
+    store.create(oid(2), RELEASE_MEMORY_MIN_BYTES, "w1")
+    store.seal(oid(2), "w1")
+    store.delete(oid(2))
+    assert calls == []
+
+
 def test_large_regions_are_released_to_the_os_small_ones_stay(make_store, monkeypatch):
     store = make_store(capacity=RELEASE_MEMORY_MIN_BYTES + 4 * KiB)
+    store.release_threshold = RELEASE_MEMORY_MIN_BYTES
     calls = []
     monkeypatch.setattr(store.arena, "release_memory", lambda o, s: calls.append((o, s)))
     small = store.create(oid(1), KiB, "w1")
