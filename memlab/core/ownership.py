@@ -30,6 +30,11 @@ Instructions::
     ("release_borrow", oid, owner)   tell the owner this process no longer borrows oid
     ("holders", oid)                 an owned object's holders changed (for the event stream)
     ("forget", oid)                  drop a borrowed object's cached value
+    ("dropped", oid, lineage)        an owned entry left the table; its lineage may go too
+
+Lineage pinning: a finished task's owned arguments get ``lineage_refs`` (``pin_lineage``) so
+that, after their values are freed, their entries and lineage stay while the task's results
+may need rebuilding; ``unpin_lineage`` ends that when the results are gone.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class Entry:
         "contained_in",
         "contains",
         "lineage",
+        "lineage_refs",
         "local",
         "location",
         "owned",
@@ -57,6 +63,7 @@ class Entry:
         "size",
         "state",
         "tasks",
+        "value_freed",
     )
 
     def __init__(self, owner: str, owned: bool, call_site: str | None = None) -> None:
@@ -72,6 +79,8 @@ class Entry:
         self.size: int | None = None
         self.state = PENDING
         self.call_site = call_site
+        self.lineage_refs = 0  # finished tasks whose results may need this object rebuilt
+        self.value_freed = False  # kept for lineage only: the value itself is gone
 
     def in_use(self) -> bool:
         return bool(self.local or self.tasks or self.contained_in or self.borrowers)
@@ -228,10 +237,29 @@ class ReferenceTable:
         entry = self.entries.get(oid)
         return [] if entry is None else self._check(oid, entry)
 
+    def pin_lineage(self, oids: list[bytes]) -> list[Instruction]:
+        """A finished task read these owned objects: keep their entries (and lineage) while its
+        results may need rebuilding, even after their values are freed."""
+        for oid in oids:
+            entry = self.entries.get(oid)
+            if entry is not None and entry.owned:
+                entry.lineage_refs += 1
+        return []
+
+    def unpin_lineage(self, oids: list[bytes]) -> list[Instruction]:
+        out: list[Instruction] = []
+        for oid in oids:
+            entry = self.entries.get(oid)
+            if entry is not None and entry.owned and entry.lineage_refs > 0:
+                entry.lineage_refs -= 1
+                out.extend(self._check(oid, entry))
+        return out
+
     def set_ready(self, oid: bytes, location: str | None, size: int | None) -> list[Instruction]:
         entry = self.entries.get(oid)
         if entry is None:
             return []
+        entry.value_freed = False
         entry.state = READY
         entry.location = location
         entry.size = size
@@ -252,7 +280,9 @@ class ReferenceTable:
         """Raise AssertionError if an invariant does not hold."""
         for oid, entry in self.entries.items():
             assert entry.local >= 0 and entry.tasks >= 0, (oid.hex(), entry.local, entry.tasks)
-            assert entry.in_use(), f"entry {oid.hex()} has no holder and should be gone"
+            assert entry.in_use() or entry.lineage_refs > 0, (
+                f"entry {oid.hex()} has no holder and no lineage use and should be gone")
+            assert entry.in_use() or not entry.owned or entry.value_freed, oid.hex()
             assert entry.owned == (entry.owner == self.proc), oid.hex()
             assert not (entry.borrowers and not entry.owned), f"borrowers on borrowed {oid.hex()}"
             for outer in entry.contained_in:
@@ -263,13 +293,29 @@ class ReferenceTable:
     def _check(self, oid: bytes, entry: Entry) -> list[Instruction]:
         if entry.in_use():
             return [("holders", oid)] if entry.owned else []
-        del self.entries[oid]
-        out: list[Instruction]
+        out: list[Instruction] = []
         if entry.owned:
-            out = [("free", oid, entry.location)]
+            if entry.value_freed:
+                if entry.lineage_refs > 0:
+                    return out
+            else:
+                entry.value_freed = True
+                out.append(("free", oid, entry.location))
+            if entry.lineage_refs > 0:
+                out.extend(self._release_contained(oid, entry))
+                return out  # the value is gone; the entry stays for lineage
+            del self.entries[oid]
+            out.append(("dropped", oid, entry.lineage))
         else:
+            del self.entries[oid]
             out = [("release_borrow", oid, entry.owner), ("forget", oid)]
-        for inner in entry.contains:
+        out.extend(self._release_contained(oid, entry))
+        return out
+
+    def _release_contained(self, oid: bytes, entry: Entry) -> list[Instruction]:
+        out: list[Instruction] = []
+        contains, entry.contains = entry.contains, ()
+        for inner in contains:
             child = self.entries.get(inner)
             if child is not None and oid in child.contained_in:
                 child.contained_in.discard(oid)

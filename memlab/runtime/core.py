@@ -79,6 +79,7 @@ class CoreWorker:
         self.mstore = MemoryStore()
         self.ids = IdGenerator()
         self.peers: dict[str, Connection] = {}
+        self.nodes: list[str] = [node_id]  # alive nodes, in the order they joined
         self.dead: dict[str, dict[str, Any]] = {}
         self._fetching: set[bytes] = set()
         self._dirty: set[bytes] = set()
@@ -96,14 +97,17 @@ class CoreWorker:
             "get_object": self._on_get_object,
             "object_value": self._on_object_value,
             "worker_died": self._on_worker_died,
+            "nodes": self._on_nodes,
         }
         self.on_peer_lost: list[Any] = []
         self.store: StoreClient | None = None
         self.listener = Listener(
             self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
         )
+        from memlab.runtime.recovery import Recovery
         from memlab.runtime.submitter import Submitter
 
+        self.recovery = Recovery(self)
         self.submitter = Submitter(self)
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name=f"memlab-housekeeping-{proc}", daemon=True
@@ -129,7 +133,8 @@ class CoreWorker:
             conn = connect(self.address(peer), self.secret, self.proc, self._dispatch,
                            self._on_close)
             conn.peer = peer
-            conn.send({"t": "hello", "proc": self.proc, "kind": self.kind, "pid": os.getpid()})
+            conn.send({"t": "hello", "proc": self.proc, "kind": self.kind, "pid": os.getpid(),
+                       "node": self.node_id})
             self.peers[peer] = conn
             return conn
 
@@ -205,6 +210,8 @@ class CoreWorker:
             elif op == "forget":
                 self.mstore.remove(ins[1])
                 self._fetching.discard(ins[1])
+            elif op == "dropped" and ins[2] is not None:
+                self._apply(self.recovery.lineage_dropped(ins[2]))
 
     # -- put / get -----------------------------------------------------------------------------
 
@@ -219,7 +226,7 @@ class CoreWorker:
             data = sv.to_bytes()
         else:
             assert self.store is not None
-            self.store.write(oid, sv)
+            self.store.write(oid, sv, self.proc)
             node = self.node_id
         site = call_site()
         with self.lock:
@@ -249,8 +256,12 @@ class CoreWorker:
             self._fetching.add(oid)
             self.send_later(owner, {"t": "get_object", "oid": oid})
         elif owner == self.proc:
-            # Owned but no slot: the value was freed, which a live ref makes impossible.
-            run_wakeups(self.mstore.put_error(oid, ObjectLostError(oid.hex(), "it was freed")))
+            entry = self.table.get(oid)
+            if entry is not None and entry.value_freed:
+                # Kept only for lineage (a result being rebuilt needs it): rebuild it too.
+                run_wakeups(self.recovery.objects_lost([oid], freed=True))
+            else:  # owned, no slot and no lineage: the value was freed under a live ref
+                run_wakeups(self.mstore.put_error(oid, ObjectLostError(oid.hex(), "it was freed")))
         return slot
 
     def send_later(self, peer: str, header: dict[str, Any]) -> None:
@@ -303,15 +314,35 @@ class CoreWorker:
                 self.submitter.notify_blocked(False)
 
     def _materialize(self, ref: ObjectRef, slot: Slot) -> Any:
-        if slot.state == FAILED:
-            raise slot.error  # type: ignore[misc]
-        if slot.data is not None:
-            return deserialize(slot.data)
-        assert self.store is not None
-        found, value = self.store.read(ref.binary)
-        if not found:
-            raise ObjectLostError(ref.hex(), "its copy in shared memory is gone")
-        return value
+        for _ in range(10):
+            if slot.state == FAILED:
+                raise slot.error  # type: ignore[misc]
+            if slot.data is not None:
+                return deserialize(slot.data)
+            assert self.store is not None
+            found, value = self.store.read(ref.binary, slot.node)
+            if found:
+                return value
+            slot = self._refresh_lost(ref, slot)
+        raise ObjectLostError(ref.hex(), "its copies kept disappearing while being read")
+
+    def _refresh_lost(self, ref: ObjectRef, slot: Slot) -> Slot:
+        """A read found no copy where the slot said: learn the object's fate and wait again."""
+        oid = ref.binary
+        with self.lock:
+            if self.mstore.slots.get(oid) is slot and slot.state != PENDING:
+                entry = self.table.get(oid)
+                if entry is not None and entry.owned:
+                    wake = self.recovery.objects_lost([oid])
+                else:
+                    self.mstore.remove(oid)
+                    self._fetching.discard(oid)
+                    wake = []
+            else:
+                wake = []
+        run_wakeups(wake)
+        self.submitter.kick()
+        return self._wait_slots([ref], 1, None)[0]
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
@@ -392,7 +423,40 @@ class CoreWorker:
         run_wakeups(wake)
 
     def _on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        self.process_died(h["worker"], h)
+        if h["worker"] not in self.dead:
+            self.process_died(h["worker"], h)
+
+    def _on_nodes(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        """The driver's word on which nodes are alive; nodes that left have died."""
+        gone = [n for n in self.nodes if n not in h["alive"]]
+        self.nodes = list(h["alive"])
+        self.submitter.max_leases = h.get("workers", self.submitter.max_leases)
+        for node in gone:
+            self.node_died(node)
+
+    def node_died(self, node: str) -> None:
+        """Every copy in ``node``'s store is gone: owned objects there are lost (rebuilt from
+        lineage where possible), borrowed ones are asked for again."""
+        self.dead[node] = {"node": node}
+        if node in self.nodes:
+            self.nodes.remove(node)
+        wake: list[Any] = []
+        lost: list[bytes] = []
+        with self.lock:
+            for oid, slot in list(self.mstore.slots.items()):
+                if slot.node != node:
+                    continue
+                entry = self.table.get(oid)
+                if entry is not None and entry.owned:
+                    lost.append(oid)
+                else:
+                    self.mstore.remove(oid)
+                    self._fetching.discard(oid)
+            wake += self.recovery.objects_lost(lost)
+            wake += self.recovery.check_parked()
+        run_wakeups(wake)
+        self.submitter.after_node_died(node)
+        self.submitter.kick()
 
     def process_died(self, proc: str, info: dict[str, Any]) -> None:
         """``proc`` died: it borrows nothing any more, and what it owned is lost (fate-sharing)."""

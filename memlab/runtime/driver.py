@@ -15,25 +15,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import enum
-import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memlab.exceptions import MemlabError
 from memlab.runtime import global_state
 from memlab.runtime.collector import Collector
 from memlab.runtime.core import DEFAULT_INLINE_THRESHOLD, CoreWorker
-from memlab.runtime.session import (
-    arena_path,
-    make_session_dir,
-    reap_stale_sessions,
-    remove_session,
-)
+from memlab.runtime.nodes import HEAD_NODE, Nodes
+from memlab.runtime.session import make_session_dir, reap_stale_sessions, remove_session
 from memlab.runtime.store_client import StoreClient
 
 START_TIMEOUT = 60.0
@@ -66,91 +59,52 @@ class Runtime:
         self.secret = os.urandom(32)
         self.collector = Collector()
         self.collector.local.enabled = options.events
-        self.nodes: dict[str, dict[str, Any]] = {}
-        self.node_procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._arenas: list[str] = []
-        self._nodes_ready = threading.Condition()
         self._stop_lock = threading.Lock()
-        self.core = CoreWorker("driver", "driver", self.session_dir, self.secret, "node-0",
+        self.core = CoreWorker("driver", "driver", self.session_dir, self.secret, HEAD_NODE,
                                self.collector.local, inline_threshold=options.inline_threshold)
+        self.nodes = Nodes(self)
         hello = self.core.handlers["hello"]
+        worker_died = self.core.handlers["worker_died"]
 
         def on_hello(conn: Any, h: dict[str, Any], payload: bytes) -> None:
             hello(conn, h, payload)
-            if h.get("kind") == "node":
-                with self._nodes_ready:
-                    self.nodes[h["proc"]] = {"arena": h["arena"], "capacity": h["capacity"],
-                                             "pid": h["pid"]}
-                    self._nodes_ready.notify_all()
+            self.nodes.on_hello(conn, h)
+
+        def on_worker_died(conn: Any, h: dict[str, Any], payload: bytes) -> None:
+            worker_died(conn, h, payload)
+            self.nodes.broadcast(h, skip=conn)  # owners and stores on every node must know
 
         self.core.handlers["hello"] = on_hello
+        self.core.handlers["worker_died"] = on_worker_died
         self.collector.before_snapshot = self.core.flush_holder_events
         self.core.handlers["events"] = lambda conn, h, p: self.collector.ingest(h["batch"])
 
     def start(self) -> Runtime:
         reap_stale_sessions()
+        opts = self.options
         try:
-            self._start_nodes()
+            per_node = [opts.num_workers // opts.num_nodes
+                        + (k < opts.num_workers % opts.num_nodes) for k in range(opts.num_nodes)]
+            started = [self.nodes.start(n, opts.object_store_memory // opts.num_nodes)
+                       for n in per_node]
+            self.nodes.wait_ready(started, START_TIMEOUT)
         except BaseException:
             self.shutdown()
             raise
-        node0 = self.nodes["node-0"]
-        self.core.store = StoreClient("node-0", node0["arena"],
-                                      lambda: self.core.conn_to("node-0"))
-        self.core.submitter.max_leases = self.options.num_workers
+        head = self.nodes.info[HEAD_NODE]
+        self.core.store = StoreClient(HEAD_NODE, head["arena"],
+                                      lambda: self.core.conn_to(HEAD_NODE))
         self.state = RuntimeState.RUNNING
         global_state.set_runtime(self)
         atexit.register(self.shutdown)
         return self
 
-    def _start_nodes(self) -> None:
-        opts = self.options
-        per_node = [opts.num_workers // opts.num_nodes + (k < opts.num_workers % opts.num_nodes)
-                    for k in range(opts.num_nodes)]
-        capacity = opts.object_store_memory // opts.num_nodes
-        for k in range(opts.num_nodes):
-            node_id = f"node-{k}"
-            path = arena_path(self.session_dir, node_id)
-            self._arenas.append(path)
-            config = {
-                "node_id": node_id, "session_dir": self.session_dir, "num_workers": per_node[k],
-                "total_workers": opts.num_workers, "capacity": capacity, "driver": "driver",
-                "inline_threshold": opts.inline_threshold, "arena_path": path,
-                "spill_dir": os.path.join(self.session_dir, f"spill-{node_id}"),
-            }
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
-                stdin=subprocess.PIPE, close_fds=True, env=self._worker_env(),
-                # Own session: a kernel restart SIGKILLs the kernel's process group and ipykernel's
-                # shutdown SIGTERMs it; the node manager must outlive both to clean up after them.
-                start_new_session=True,
-            )
-            assert proc.stdin is not None
-            proc.stdin.write(self.secret.hex().encode() + b"\n")
-            proc.stdin.flush()  # stays open: the node manager's lifeline to this process
-            self.node_procs[node_id] = proc
-        deadline = time.monotonic() + START_TIMEOUT
-        with self._nodes_ready:
-            while len(self.nodes) < opts.num_nodes:
-                for node_id, proc in self.node_procs.items():
-                    if proc.poll() is not None:
-                        raise MemlabError(
-                            f"the node manager {node_id} exited with code {proc.returncode} "
-                            "during start-up; its error is printed above"
-                        )
-                if time.monotonic() > deadline:
-                    raise MemlabError(f"node managers did not start within {START_TIMEOUT} s")
-                self._nodes_ready.wait(0.05)
-
-    @staticmethod
-    def _worker_env() -> dict[str, str]:
-        # Workers import what the driver can import: functions shipped by name resolve there.
-        env = dict(os.environ)
-        paths = [p for p in sys.path if p and os.path.isdir(p)]
-        if os.getcwd() not in paths:
-            paths.insert(0, os.getcwd())
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        return env
+    def add_node(self, num_workers: int = 1, object_store_memory: int | None = None) -> str:
+        """Start one more simulated node; returns its id once it is ready."""
+        capacity = object_store_memory or self.options.object_store_memory // self.options.num_nodes
+        node_id = self.nodes.start(num_workers, capacity)
+        self.nodes.wait_ready([node_id], START_TIMEOUT)
+        return node_id
 
     def shutdown(self) -> None:
         """Stop every process of the session and remove its files; idempotent, bounded."""
@@ -162,11 +116,11 @@ class Runtime:
             atexit.unregister(self.shutdown)
         if global_state.current_runtime() is self:
             global_state.set_runtime(None)
-        for node_id in self.node_procs:
+        for node_id in list(self.nodes.alive):
             with contextlib.suppress(Exception):
                 self.core.conn_to(node_id).send({"t": "shutdown"})
         deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.node_procs.values():
+        for proc in list(self.nodes.procs.values()):
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -176,7 +130,7 @@ class Runtime:
                 proc.stdin.close()  # type: ignore[union-attr]
         self.core.close()
         self.collector.close()
-        remove_session(self.session_dir, self._arenas)
+        remove_session(self.session_dir, list(self.nodes.arenas.values()))
         self.state = RuntimeState.STOPPED
 
     def describe(self) -> dict[str, Any]:

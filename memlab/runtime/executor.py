@@ -157,7 +157,7 @@ class Executor:
                     values.append(deserialize(view[pos:pos + dep]))
                     pos += dep
                 else:
-                    values.append(self._read_stored(dep[0]))
+                    values.append(self._read_stored(dep[0], dep[1]))
             if pos == len(view):
                 return (), {}
             unpacked: Any = deserialize(view[pos:])
@@ -169,11 +169,11 @@ class Executor:
             kwargs = {k: values[v.i] if type(v) is ArgRef else v for k, v in kwargs.items()}
         return args, kwargs
 
-    def _read_stored(self, oid: bytes) -> Any:
+    def _read_stored(self, oid: bytes, node: str) -> Any:
         from memlab.exceptions import ObjectLostError
 
         assert self.core.store is not None
-        found, value = self.core.store.read(oid)
+        found, value = self.core.store.read(oid, node)
         if not found:
             raise ObjectLostError(oid.hex(), "its copy in shared memory is gone")
         return value
@@ -209,7 +209,7 @@ class Executor:
                 parts.append(data)
             else:
                 assert core.store is not None
-                core.store.write(object_id(tid, i), sv)
+                core.store.write(object_id(tid, i), sv, caller)
                 rets.append(["s", sv.total_size, contained, core.node_id])
         return rets, parts
 

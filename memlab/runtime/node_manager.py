@@ -60,6 +60,10 @@ class NodeManager:
         self.blocked: set[str] = set()
         self.stopping = False
         self._last_stats: dict[str, int] | None = None
+        self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
+        self.copies: dict[bytes, set[str]] = {}  # our primaries -> nodes we gave a copy to
+        self._nms: dict[str, Connection] = {}
+        self._pull_lock = threading.Lock()
         self.arena = Arena.create(config["arena_path"], config["capacity"])
         self.store = ObjectStore(self.arena, config["spill_dir"], emit=self.events.emit,
                                  node_id=self.node_id)
@@ -69,7 +73,8 @@ class NodeManager:
             "get": self._on_get, "release": self._on_release, "delete": self._on_delete,
             "blocked": self._on_blocked, "unblocked": self._on_unblocked,
             "kill_worker": self._on_kill_worker, "shutdown": self._on_shutdown,
-            "stats": self._on_stats,
+            "stats": self._on_stats, "pull": self._on_pull, "fetch": self._on_fetch,
+            "worker_died": self._on_worker_died,
         }
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
@@ -159,6 +164,7 @@ class NodeManager:
         if stopping:
             return
         self.store.disconnect(w.worker_id)
+        self._drop_owned_by(w.worker_id)
         exitcode, sig = (None, -code) if code < 0 else (code, None)
         info = {"worker": w.worker_id, "pid": w.pid, "exitcode": exitcode, "signal": sig,
                 "node": self.node_id, "cause": WorkerCrashedError.describe_exit(exitcode, sig)}
@@ -275,6 +281,8 @@ class NodeManager:
         oid = h["oid"]
         if self.store.object_info(oid) is not None:
             self.store.delete(oid)  # a retried task writes its result again
+        if "owner" in h:
+            self.owner_of[oid] = h["owner"]
         try:
             offset = self.store.create(oid, h["size"], conn.peer or "", h.get("primary", True))
         except ObjectStoreFullError as exc:
@@ -310,8 +318,78 @@ class NodeManager:
             self.store.release(oid, conn.peer or "")
 
     def _on_delete(self, conn: Connection, h: dict[str, Any]) -> None:
-        for oid in h["oids"]:
+        self._delete(h["oids"])
+
+    def _delete(self, oids: list[bytes]) -> None:
+        forward: dict[str, list[bytes]] = {}
+        for oid in oids:
             self.store.delete(oid)
+            self.owner_of.pop(oid, None)
+            for node in self.copies.pop(oid, ()):
+                forward.setdefault(node, []).append(oid)
+        for node, batch in forward.items():  # secondary copies go with their primary
+            with contextlib.suppress(Exception):
+                self._nm(node).send({"t": "delete", "oids": batch})
+
+    def _drop_owned_by(self, owner: str) -> None:
+        """Fate-sharing: objects whose owner died are unreachable; remove their copies."""
+        self._delete([oid for oid, o in list(self.owner_of.items()) if o == owner])
+
+    def _on_worker_died(self, conn: Connection, h: dict[str, Any]) -> None:
+        self._drop_owned_by(h["worker"])
+
+    # -- copies between nodes ------------------------------------------------------------------
+
+    def _nm(self, node: str) -> Connection:
+        conn = self._nms.get(node)
+        if conn is None or conn.closed:
+            conn = connect(os.path.join(self.session_dir, f"{node}.sock"), self.secret,
+                           self.node_id, self._dispatch, self._on_close)
+            conn.peer = node
+            conn.send({"t": "hello", "proc": self.node_id, "kind": "node"})
+            self._nms[node] = conn
+        return conn
+
+    def _on_pull(self, conn: Connection, h: dict[str, Any]) -> None:
+        """A process on this node needs an object whose primary copy is on another node."""
+        oid = h["oid"]
+        with self._pull_lock:
+            ok = self.store.contains(oid) or self._copy_from(h["from"], oid)
+        conn.reply(h, {"t": "pulled", "ok": ok})
+
+    def _copy_from(self, node: str, oid: bytes) -> bool:
+        try:
+            reply, data = self._nm(node).request({"t": "fetch", "oid": oid}, timeout=120)
+        except Exception:  # the node is gone or unreachable: the object is lost to us
+            return False
+        if "missing" in reply:
+            return False
+        try:
+            offset = self.store.create(oid, len(data), self.node_id, primary=False)
+        except (ObjectStoreFullError, ValueError):
+            return False
+        self.arena.view(offset, len(data))[:] = data
+        self.store.seal(oid, self.node_id)
+        if reply.get("owner"):
+            self.owner_of[oid] = reply["owner"]
+        return True
+
+    def _on_fetch(self, conn: Connection, h: dict[str, Any]) -> None:
+        oid = h["oid"]
+        client = f"fetch:{conn.peer}"
+        try:
+            found = self.store.get(oid, client)
+        except (ObjectStoreFullError, OSError):
+            found = None
+        if found is None:
+            conn.reply(h, {"t": "fetched", "missing": True})
+            return
+        try:
+            data = bytes(self.arena.view(*found))
+        finally:
+            self.store.release(oid, client)
+        self.copies.setdefault(oid, set()).add(conn.peer or "")
+        conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid)}, data)
 
     # -- events --------------------------------------------------------------------------------
 

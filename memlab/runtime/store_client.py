@@ -35,11 +35,15 @@ class StoreClient:
                     self._arena = Arena.attach(self.arena_path)
         return self._arena
 
-    def write(self, oid: bytes, value: SerializedValue, primary: bool = True) -> int:
-        """Store ``value`` under ``oid``; returns its size. Raises ObjectStoreFullError."""
+    def write(self, oid: bytes, value: SerializedValue, owner: str) -> int:
+        """Store ``value`` under ``oid`` for ``owner``; returns its size.
+
+        Raises:
+            ObjectStoreFullError: even spilling cannot make room.
+        """
         conn = self._conn_getter()
         size = value.total_size
-        reply, _ = conn.request({"t": "create", "oid": oid, "size": size, "primary": primary})
+        reply, _ = conn.request({"t": "create", "oid": oid, "size": size, "owner": owner})
         if "full" in reply:
             raise ObjectStoreFullError(*reply["full"])
         offset = reply["offset"]
@@ -51,9 +55,18 @@ class StoreClient:
         conn.request({"t": "seal", "oid": oid})
         return size
 
-    def read(self, oid: bytes) -> tuple[bool, Any]:
-        """``(True, value)`` read zero-copy from the store, or ``(False, None)`` if absent."""
-        reply, _ = self._conn_getter().request({"t": "get", "oid": oid})
+    def read(self, oid: bytes, node: str | None = None) -> tuple[bool, Any]:
+        """``(True, value)`` read zero-copy from this node's store, or ``(False, None)``.
+
+        When the primary copy lives on another ``node``, this node's manager first pulls a
+        secondary copy (once; later readers on this node find it in place).
+        """
+        conn = self._conn_getter()
+        if node is not None and node != self.node_id:
+            reply, _ = conn.request({"t": "pull", "oid": oid, "from": node})
+            if not reply.get("ok"):
+                return False, None
+        reply, _ = conn.request({"t": "get", "oid": oid})
         if "offset" not in reply:
             return False, None
         offset, size = reply["offset"], reply["size"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import (
     ConnectionClosedError,
+    ObjectLostError,
     TaskCancelledError,
     TaskError,
     WorkerCrashedError,
@@ -42,10 +43,11 @@ CRASH_INFO_WAIT = 1.0
 
 
 class Lease:
-    __slots__ = ("idle_since", "inflight", "revoked", "worker")
+    __slots__ = ("idle_since", "inflight", "node", "revoked", "worker")
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, node: str) -> None:
         self.worker = worker
+        self.node = node
         self.inflight: dict[bytes, TaskSpec] = {}
         self.idle_since = time.monotonic()
         self.revoked = False
@@ -58,6 +60,8 @@ class Submitter:
         self.queue: deque[TaskSpec] = deque()
         self.leases: dict[str, Lease] = {}
         self.lease_requests = 0
+        self.requests_by_node: dict[str, int] = {}
+        self._next_node = 0
         self.max_leases = 1
         self.functions: dict[bytes, bytes] = {}
         self.shipped: dict[str, set[bytes]] = {}
@@ -144,9 +148,16 @@ class Submitter:
             spec.worker = lease.worker
             to_push.append((lease.worker, spec))
         wanted = min(len(queue), self.max_leases - len(self.leases)) - self.lease_requests
+        nodes = self.core.nodes
         for _ in range(max(0, wanted)):
+            if not nodes:
+                break
+            # Spread leases over the alive nodes, round robin (each node has its own workers).
+            node = nodes[self._next_node % len(nodes)]
+            self._next_node += 1
             self.lease_requests += 1
-            self.core.send_later(self.core.node_id, {"t": "lease", "lid": next(self._lids)})
+            self.requests_by_node[node] = self.requests_by_node.get(node, 0) + 1
+            self.core.send_later(node, {"t": "lease", "lid": next(self._lids)})
         return to_push
 
     def _free_lease(self) -> Lease | None:
@@ -196,9 +207,12 @@ class Submitter:
 
     def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         worker = h["worker"]
+        node = conn.peer or self.core.node_id
         with self.core.lock:
-            self.lease_requests -= 1
-            lease = self.leases[worker] = Lease(worker)
+            if self.requests_by_node.get(node, 0) > 0:
+                self.requests_by_node[node] -= 1
+                self.lease_requests -= 1
+            lease = self.leases[worker] = Lease(worker, node)
             to_push = self._pump()
             if not lease.inflight:
                 self._return_lease(lease)
@@ -215,7 +229,7 @@ class Submitter:
 
     def _return_lease(self, lease: Lease) -> None:
         self.leases.pop(lease.worker, None)
-        self.core.send_later(self.core.node_id, {"t": "return_lease", "worker": lease.worker})
+        self.core.send_later(lease.node, {"t": "return_lease", "worker": lease.worker})
 
     def send_to_node(self, node: str, header: dict[str, Any]) -> None:
         try:
@@ -249,10 +263,17 @@ class Submitter:
                 spec.worker = None
                 self.queue.appendleft(spec)
             elif "err" in h:
-                error = loads_error(payload)
+                error: BaseException | None = loads_error(payload)
                 if spec.cancelled:
                     error = TaskCancelledError(spec.name, tid.hex())
-                if (spec.retry_exceptions and isinstance(error, TaskError) and spec.may_retry()
+                if type(error) is ObjectLostError and not spec.cancelled:
+                    rerun = core.recovery.argument_lost(spec, error)
+                    if rerun is not None:
+                        wake += rerun
+                        error = None
+                if error is None:
+                    pass
+                elif (spec.retry_exceptions and isinstance(error, TaskError) and spec.may_retry()
                         and not spec.cancelled):
                     self._retry(spec, f"the task raised {type(error.cause).__name__}")
                 else:
@@ -274,7 +295,10 @@ class Submitter:
             inners = [inner for inner, _ in contained]
             for inner, owner in contained:
                 core._apply(table.add_borrowed(inner, owner, None))
-            if table.get(oid) is None:  # every ref to the result is gone: drop it at once
+            entry = table.get(oid)
+            if entry is None or (entry.value_freed and not entry.in_use()):
+                # Every ref to the result is gone (or it was rebuilt only as an argument
+                # that is no longer needed): drop it at once.
                 if kind == "s":
                     core._deletes[ret[3]].append(oid)
                 for inner in inners:
@@ -294,9 +318,13 @@ class Submitter:
             if ev.enabled:
                 ev.emit("object.ready", object_id=oid.hex(), size=size, inline=node is None,
                         node=node)
+                if spec.rebuilding:
+                    ev.emit("object.reconstructed", object_id=oid.hex(), task_id=spec.task_id.hex())
         if ev.enabled:
             ev.emit("task.finished", task_id=spec.task_id.hex(), worker=worker,
                     attempt=spec.attempt)
+        spec.rebuilding = False
+        self.core.recovery.task_finished(spec)
         self._complete(spec)
         return wake
 
@@ -308,7 +336,8 @@ class Submitter:
             if core.table.get(oid) is not None:
                 core.table.set_failed(oid)
                 wake += core.mstore.put_error(oid, error)  # type: ignore[arg-type]
-            core._deletes[core.node_id].append(oid)  # a copy the worker may have written
+            for node in core.nodes:  # a copy the worker may have written
+                core._deletes[node].append(oid)
         ev = core.events
         if ev.enabled:
             kind = "task.cancelled" if isinstance(error, TaskCancelledError) else "task.failed"
@@ -341,6 +370,14 @@ class Submitter:
                 self.core._deletes[ret[3]].append(object_id(h["tid"], h["rets"].index(ret)))
 
     # -- failures ------------------------------------------------------------------------------
+
+    def after_node_died(self, node: str) -> None:
+        """Leases on the dead node's workers are gone, and so are requests it never granted."""
+        with self.core.lock:
+            self.lease_requests -= self.requests_by_node.pop(node, 0)
+            workers = [w for w, lease in self.leases.items() if lease.node == node]
+        for worker in workers:
+            self._worker_lost(worker, self.core.dead.get(worker))
 
     def _on_peer_lost(self, peer: str, conn: Connection) -> None:
         if peer in self.leases:
@@ -413,10 +450,18 @@ class Submitter:
 
     # -- housekeeping --------------------------------------------------------------------------
 
+    def kick(self) -> None:
+        """Push what became runnable outside a message handler (rebuilds, node changes)."""
+        with self.core.lock:
+            to_push = self._pump()
+        self._push_all(to_push)
+
     def housekeeping(self) -> None:
         now = time.monotonic()
         wake: list[Any] = []
         with self.core.lock:
+            if self.core.recovery.parked:
+                wake += self.core.recovery.check_parked()
             if not self.queue:
                 for lease in list(self.leases.values()):
                     if not lease.inflight and now - lease.idle_since > LEASE_LINGER:
@@ -426,4 +471,6 @@ class Submitter:
                     del self._lost[worker]
                     for spec in specs:
                         wake += self._fail(spec, self._crash_error(spec, worker, None), worker)
+            to_push = self._pump()
         run_wakeups(wake)
+        self._push_all(to_push)

@@ -33,10 +33,16 @@ class TaskSpec:
         "deps",
         "fn_hash",
         "held",
+        "lineage_bytes",
+        "lineage_evicted",
+        "live_returns",
+        "lost_retries",
         "max_retries",
         "name",
         "nested",
         "num_returns",
+        "pinned",
+        "rebuilding",
         "remaining",
         "resolved",
         "retry_exceptions",
@@ -74,6 +80,12 @@ class TaskSpec:
         self.resolved: list[Any] = []
         self.remaining = 0
         self.cancelled = False
+        self.rebuilding = False  # re-running to rebuild lost results
+        self.pinned: list[bytes] = []  # owned arguments kept for this task's lineage
+        self.live_returns = 0
+        self.lineage_bytes = 0
+        self.lineage_evicted = False
+        self.lost_retries = 0
         self.held = [d for d, _ in deps] + nested  # counted in the owner's ``tasks`` while pending
 
     def may_retry(self) -> bool:

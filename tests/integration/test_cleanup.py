@@ -200,7 +200,7 @@ def test_shutdown_is_bounded_when_a_node_manager_hangs(
     runtime = fresh_runtime()
     assert memlab.get(square.remote(4)) == 16
     pids = [p.pid for p in session_processes()]
-    (node_pid,) = [n["pid"] for n in runtime.nodes.values()]
+    (node_pid,) = [n["pid"] for n in runtime.nodes.info.values()]
     os.kill(node_pid, signal.SIGSTOP)  # it can neither answer nor exit
     try:
         t0 = time.monotonic()

@@ -175,7 +175,7 @@ def test_session_dir_sockets_and_arena_are_private(rt: Any) -> None:
         assert stat.S_ISSOCK(info.st_mode), path
         assert stat.S_IMODE(info.st_mode) == 0o600, (path, oct(info.st_mode))
         assert info.st_uid == os.getuid(), path
-    arena = rt.nodes["node-0"]["arena"]
+    arena = rt.nodes.info["node-0"]["arena"]
     assert arena.startswith("/dev/shm/") and os.path.basename(rt.session_dir) in arena
     info = os.stat(arena)
     assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)

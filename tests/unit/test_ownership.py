@@ -20,7 +20,7 @@ def table() -> Iterator[ReferenceTable]:
 
 
 def ops(instructions: list[tuple]) -> list[tuple]:
-    return [i for i in instructions if i[0] != "holders"]
+    return [i for i in instructions if i[0] not in ("holders", "dropped")]
 
 
 def test_last_local_ref_frees_the_object(table: ReferenceTable) -> None:
@@ -112,6 +112,34 @@ def test_counts_never_go_negative(table: ReferenceTable) -> None:
     assert table.get(A).tasks == 0
     table.remove_local(A)
     assert table.remove_local(A) == []
+
+
+def test_lineage_pin_keeps_entry_after_value_is_freed(table: ReferenceTable) -> None:
+    table.create_owned(A, call_site=None, lineage="task-a", state="ready")
+    table.set_ready(A, "node-1", 100)
+    table.pin_lineage([A])  # a finished task read A; its result may need A rebuilt
+    out = table.remove_local(A)
+    assert ops(out) == [("free", A, "node-1")]
+    entry = table.get(A)
+    assert entry is not None and entry.value_freed and entry.lineage == "task-a"
+    table.add_submitted([A])  # a re-run of the dependent task needs A again
+    assert table.get(A).in_use()
+    table.set_ready(A, "node-0", 100)  # rebuilt
+    assert not table.get(A).value_freed
+    assert ops(table.remove_submitted([A])) == [("free", A, "node-0")]
+    out = table.unpin_lineage([A])
+    assert ("dropped", A, "task-a") in out and table.get(A) is None
+
+
+def test_lineage_only_entry_releases_its_contained_refs(table: ReferenceTable) -> None:
+    table.create_owned(A, call_site=None, state="ready")
+    table.create_owned(B, call_site=None, state="ready")
+    table.set_contains(B, [A])
+    table.pin_lineage([B])
+    table.remove_local(A)
+    out = ops(table.remove_local(B))
+    assert out == [("free", B, None), ("free", A, None)]
+    assert table.get(A) is None and table.get(B) is not None
 
 
 @pytest.mark.parametrize("seed", range(20))
