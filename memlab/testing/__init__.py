@@ -11,6 +11,7 @@
         return 42
 """
 
+from memlab.testing.cluster import ChaosReport, add_node, chaos, kill_node, kill_owner, nodes_alive
 from memlab.testing.faults import (
     CRASH_MODES,
     EXIT_CODE,
@@ -29,13 +30,19 @@ from memlab.testing.leaks import wait_for
 __all__ = [
     "CRASH_MODES",
     "EXIT_CODE",
+    "ChaosReport",
     "CrashOnPickle",
     "CrashOnUnpickle",
+    "add_node",
+    "chaos",
     "crash",
     "crash_once",
     "expected_exit",
     "first_attempt",
+    "kill_node",
+    "kill_owner",
     "kill_worker",
+    "nodes_alive",
     "wait_for",
     "wait_for_file",
     "worker_pids",

@@ -237,20 +237,30 @@ def worker_pids() -> list[int]:
     return sorted(p.pid for p in children if _is_worker(p))
 
 
-def kill_worker(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to worker ``pid`` of this process's runtime (in the driver).
+def kill_worker(target: int | str | None = None, sig: int = signal.SIGKILL) -> int | str:
+    """Kill a worker of this process's runtime (in the driver); returns what was killed.
 
     The runtime sees an unexpected death: tasks running there are retried or fail with
-    ``WorkerCrashedError``, and the node manager starts a replacement.
+    ``WorkerCrashedError``, objects the worker owned fail with ``OwnerDiedError``, and the
+    node manager starts a replacement.
 
     Args:
-        pid: A worker's pid, e.g. from ``worker_pids()`` or ``os.getpid()`` in a task.
+        target: a worker id (``"w-…"``, as in ``memlab.state.workers()``), a worker's pid
+            (from ``worker_pids()`` or ``os.getpid()`` in a task), or None for a random worker.
         sig: The signal to send (default SIGKILL).
 
     Raises:
         ValueError: ``pid`` is not a live worker of a runtime started by this process; this
             guard keeps a stale or mistyped pid from killing an unrelated process.
     """
+    if not isinstance(target, int):
+        from memlab.runtime.global_state import current_runtime
+
+        runtime = current_runtime()
+        if runtime is None:
+            raise ValueError("no runtime runs in this process; call memlab.init() first")
+        return runtime.nodes.kill_worker(target)
+    pid = target
     if pid not in worker_pids():
         raise ValueError(
             f"pid {pid} is not a live memlab worker of this process's runtime; pass a pid "
@@ -258,3 +268,4 @@ def kill_worker(pid: int, sig: int = signal.SIGKILL) -> None:
         )
     with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
         os.kill(pid, sig)
+    return pid
