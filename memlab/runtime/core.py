@@ -466,10 +466,10 @@ class CoreWorker:
             self._apply(self.table.remove_borrower_everywhere(proc))
             for oid, entry in list(self.table.entries.items()):
                 if entry.owner == proc and not entry.owned:
-                    slot = self.mstore.slots.get(oid)
-                    if slot is None or slot.state == PENDING or slot.node is not None:
-                        self.mstore.remove(oid)
-                        wake += self.mstore.put_error(oid, OwnerDiedError(oid.hex(), proc))
+                    # Fate-sharing: even a value cached here is unreachable through its owner.
+                    self.mstore.remove(oid)
+                    self._fetching.add(oid)  # never ask the dead owner for it again
+                    wake += self.mstore.put_error(oid, OwnerDiedError(oid.hex(), proc))
         run_wakeups(wake)
         self.submitter.on_worker_died(proc, info)
 

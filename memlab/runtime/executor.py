@@ -50,7 +50,18 @@ class Executor:
         self.current: bytes | None = None
         self.cancelled: set[bytes] = set()
         self._main = threading.main_thread().ident
+        self.current_caller: str | None = None
+        self.dead_callers: set[str] = set()
         core.handlers.update(push=self._on_push, cancel=self._on_cancel)
+        core.on_peer_lost.append(self._caller_lost)
+
+    def _caller_lost(self, peer: str, conn: Connection) -> None:
+        """The owner of queued or running tasks died: they are cancelled (fate-sharing)."""
+        self.dead_callers.add(peer)
+        tid = self.current
+        if tid is not None and self.current_caller == peer and self._main is not None:
+            self.cancelled.add(tid)
+            signal.pthread_kill(self._main, signal.SIGINT)
 
     def _on_push(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         fn_bytes = None
@@ -85,6 +96,8 @@ class Executor:
         core = self.core
         tid, name, attempt = h["tid"], h["name"], h["att"]
         reply: dict[str, Any] = {"t": "done", "tid": tid, "att": attempt}
+        if caller in self.dead_callers:
+            return  # its owner died: nobody wants the result
         if tid in self.cancelled:
             self._send(caller, reply, error=TaskCancelledError(name, tid.hex()))
             return
@@ -101,6 +114,7 @@ class Executor:
         result: Any = None
         try:
             self.current = tid
+            self.current_caller = caller
             try:
                 args, kwargs = self._arguments(h, payload)
                 result = fn(*args, **kwargs)
