@@ -13,7 +13,19 @@ The public surface follows Ray's names so code and habits carry over::
 """
 
 from memlab import state
-from memlab.api import cancel, get, init, is_initialized, put, remote, shutdown, wait
+from memlab.actor import ActorHandle
+from memlab.api import (
+    cancel,
+    get,
+    get_actor,
+    init,
+    is_initialized,
+    kill,
+    put,
+    remote,
+    shutdown,
+    wait,
+)
 from memlab.exceptions import (
     ActorDiedError,
     GetTimeoutError,
@@ -35,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActorDiedError",
+    "ActorHandle",
     "GetTimeoutError",
     "MemlabError",
     "ObjectLostError",
@@ -51,8 +64,10 @@ __all__ = [
     "__version__",
     "cancel",
     "get",
+    "get_actor",
     "init",
     "is_initialized",
+    "kill",
     "put",
     "remote",
     "shutdown",

@@ -109,16 +109,23 @@ def remote(*args: Any, **options: Any) -> Any:
         return _make_remote(args[0], {})
     if args:
         raise TypeError("use @memlab.remote or @memlab.remote(option=value, ...)")
-    validate_options(options)
-    return lambda fn: _make_remote(fn, options)
+
+    def decorate(target: Any) -> Any:
+        return _make_remote(target, options)
+
+    if not ({"max_restarts", "max_task_retries", "max_concurrency"} & set(options)):
+        validate_options({k: v for k, v in options.items() if k != "name"})
+    return decorate
 
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise TypeError(
-            f"@memlab.remote on a class ({target.__name__}) makes an actor, which this version "
-            "does not support yet; wrap the work in a remote function instead"
-        )
+        from memlab.actor import ActorClass
+
+        return ActorClass(target, options)
+    if not callable(target):
+        raise TypeError(f"@memlab.remote takes a function or a class, got "
+                        f"{type(target).__name__}")
     return RemoteFunction(target, options)
 
 
@@ -171,6 +178,33 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> None:
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"memlab.cancel() takes an ObjectRef, got {type(ref).__name__}")
     _core("cancel()").submitter.cancel(ref.binary, force)
+
+
+def get_actor(name: str) -> Any:
+    """The handle of the actor created with ``Cls.options(name=name).remote(...)``.
+
+    Raises:
+        ValueError: no actor has that name.
+    """
+    import cloudpickle
+
+    core = _core("get_actor()")
+    data = core.actors.lookup_name(name)
+    if data is None:
+        raise ValueError(f"no actor is named {name!r}; create one with "
+                         f"Cls.options(name={name!r}).remote(...)")
+    return cloudpickle.loads(data)
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kill an actor's worker at once. Calls in flight fail with ``ActorDiedError``; with
+    ``no_restart=False`` it is restarted if ``max_restarts`` allows."""
+    from memlab.actor import ActorHandle
+
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"memlab.kill() takes an ActorHandle, got {type(actor).__name__}; "
+                        "to stop a task use memlab.cancel(ref, force=True)")
+    _core("kill()").actors.kill(actor._actor_id, actor._owner, no_restart)
 
 
 def _check_refs(refs: Sequence[Any], verb: str) -> None:

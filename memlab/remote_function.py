@@ -160,6 +160,26 @@ def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     return sv.to_bytes(), deps, [r.binary for r in refs]
 
 
+def pack_nested(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                keep: list[Any]) -> tuple[bytes, list[bytes]]:
+    """Arguments for actor work: every ref travels as a ref (the worker resolves top-level
+    ones itself); large plain values go to shared memory once."""
+    if not args and not kwargs:
+        return b"", []
+    a, k = list(args), dict(kwargs)
+    sv, refs = _serialize_args(name, a, k)
+    if sv.total_size > core.inline_threshold:
+        for i, v in enumerate(a):
+            if type(v) is not ObjectRef and serialize(v).total_size > core.inline_threshold // 2:
+                a[i] = core.put(v)
+        for key, v in k.items():
+            if type(v) is not ObjectRef and serialize(v).total_size > core.inline_threshold // 2:
+                k[key] = core.put(v)
+        sv, refs = _serialize_args(name, a, k)
+    keep.extend(refs)
+    return sv.to_bytes(), [r.binary for r in refs]
+
+
 def _serialize_args(name: str, a: list[Any], k: dict[str, Any]) -> tuple[Any, list[Any]]:
     try:
         sv = serialize((tuple(a), k))

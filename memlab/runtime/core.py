@@ -104,11 +104,13 @@ class CoreWorker:
         self.listener = Listener(
             self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
         )
+        from memlab.runtime.actors import ActorManager
         from memlab.runtime.recovery import Recovery
         from memlab.runtime.submitter import Submitter
 
         self.recovery = Recovery(self)
         self.submitter = Submitter(self)
+        self.actors = ActorManager(self)
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name=f"memlab-housekeeping-{proc}", daemon=True
         )
@@ -205,6 +207,8 @@ class CoreWorker:
                     self._deletes[location].append(oid)
                 self._dirty.discard(oid)
                 self.events.emit("object.freed", object_id=oid.hex())
+                if oid in self.actors.by_creation:
+                    self.actors.out_of_scope(oid)
             elif op == "release_borrow":
                 self._releases[ins[2]].append(ins[1])
             elif op == "forget":
@@ -472,6 +476,8 @@ class CoreWorker:
                     wake += self.mstore.put_error(oid, OwnerDiedError(oid.hex(), proc))
         run_wakeups(wake)
         self.submitter.on_worker_died(proc, info)
+        self.actors.worker_died(proc, info)
+        self.actors.owner_died(proc)
 
     # -- housekeeping --------------------------------------------------------------------------
 

@@ -52,7 +52,9 @@ class Executor:
         self._main = threading.main_thread().ident
         self.current_caller: str | None = None
         self.dead_callers: set[str] = set()
-        core.handlers.update(push=self._on_push, cancel=self._on_cancel)
+        self._actor_host: Any = None
+        core.handlers.update(push=self._on_push, cancel=self._on_cancel,
+                             actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)
 
     def _caller_lost(self, peer: str, conn: Connection) -> None:
@@ -93,33 +95,48 @@ class Executor:
 
     def _execute(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
                  ) -> None:
-        core = self.core
-        tid, name, attempt = h["tid"], h["name"], h["att"]
-        reply: dict[str, Any] = {"t": "done", "tid": tid, "att": attempt}
+        if h["t"] != "push":
+            self.actor_host().handle(caller, h, payload, fn_bytes)
+            return
+        tid = h["tid"]
+        reply: dict[str, Any] = {"t": "done", "tid": tid, "att": h["att"]}
         if caller in self.dead_callers:
             return  # its owner died: nobody wants the result
         if tid in self.cancelled:
-            self._send(caller, reply, error=TaskCancelledError(name, tid.hex()))
+            self._send(caller, reply, error=TaskCancelledError(h["name"], tid.hex()))
             return
         fn = self._function(h["fn"], fn_bytes)
         if fn is None:
             reply["need_fn"] = True
             self._send(caller, reply)
             return
+
+        def call() -> Any:
+            args, kwargs = self._arguments(h, payload)
+            return fn(*args, **kwargs)
+
+        self.invoke(caller, h, call, main_thread=True)
+
+    def invoke(self, caller: str, h: dict[str, Any], call: Any, main_thread: bool) -> None:
+        """Run ``call`` as task ``h`` for ``caller``; store its results and reply, errors
+        included. ``main_thread`` marks runs that a cancel may interrupt with SIGINT."""
+        core = self.core
+        tid, name, attempt = h["tid"], h["name"], h["att"]
+        reply: dict[str, Any] = {"t": "done", "tid": tid, "att": attempt}
         ev = core.events
         if ev.enabled:
             ev.emit("task.started", task_id=tid.hex(), worker=core.proc, node=core.node_id,
                     attempt=attempt)
-        args: Any = None
         result: Any = None
         try:
-            self.current = tid
-            self.current_caller = caller
+            if main_thread:
+                self.current = tid
+                self.current_caller = caller
             try:
-                args, kwargs = self._arguments(h, payload)
-                result = fn(*args, **kwargs)
+                result = call()
             finally:
-                self.current = None
+                if main_thread:
+                    self.current = None
             values = self._split(result, h["nret"])
             try:
                 rets, parts = self._store_returns(tid, values, caller)
@@ -138,14 +155,21 @@ class Executor:
             self._send(caller, reply, error=error)
         except _ArgumentError as exc:
             self._send(caller, reply, error=exc.args[0])
-        except MemlabError as exc:  # storing the result failed (serialization, store full)
+        except MemlabError as exc:  # storing the result failed, or an actor is unusable
             self._send(caller, reply, error=exc)
         except BaseException as exc:
             self._send(caller, reply, error=TaskError.from_exception(
                 name, exc, pid=os.getpid(), worker_id=core.proc))
         finally:
             self.cancelled.discard(tid)
-            del args, result  # the refs they hold are released after the reply, in order
+            del result  # the refs it holds are released after the reply, in order
+
+    def actor_host(self) -> Any:
+        if self._actor_host is None:
+            from memlab.runtime.actor_host import ActorHost
+
+            self._actor_host = ActorHost(self)
+        return self._actor_host
 
     def _function(self, fn_hash: bytes, fn_bytes: bytes | None) -> Any:
         fn = self.functions.get(fn_hash)
@@ -250,11 +274,8 @@ class Executor:
             payload = dumps_error(error)
         elif rets is not None:
             reply["rets"] = rets
-        ev = core.events
-        if ev.enabled and "need_fn" not in reply:
-            kind = "task.failed" if error is not None else "task.finished"
-            ev.emit(kind, task_id=reply["tid"].hex(), worker=core.proc, attempt=reply["att"],
-                    **({"error": f"{type(error).__name__}: {error}"[:500]} if error else {}))
+        # The task's end is reported by its owner (task.finished / failed / cancelled), which
+        # alone knows whether it will be retried; one source keeps the event stream consistent.
         try:
             core.conn_to(caller).send(reply, payload)
         except ConnectionClosedError:

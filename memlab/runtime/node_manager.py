@@ -35,14 +35,16 @@ log = logging.getLogger("memlab.node")
 
 
 class WorkerProc:
-    __slots__ = ("holder", "pid", "popen", "state", "worker_id")
+    __slots__ = ("actor_request", "holder", "pid", "popen", "state", "worker_id")
 
     def __init__(self, worker_id: str, popen: subprocess.Popen[bytes]) -> None:
         self.worker_id = worker_id
         self.popen = popen
         self.pid = popen.pid
-        self.state = "starting"  # starting -> idle <-> leased -> dead
+        self.state = "starting"  # starting -> idle <-> leased -> dead; or starting -> actor
         self.holder: str | None = None
+        # (connection, lease id) of the owner that asked for this worker to host an actor
+        self.actor_request: tuple[Connection, int] | None = None
 
 
 class NodeManager:
@@ -74,7 +76,7 @@ class NodeManager:
             "blocked": self._on_blocked, "unblocked": self._on_unblocked,
             "kill_worker": self._on_kill_worker, "shutdown": self._on_shutdown,
             "stats": self._on_stats, "pull": self._on_pull, "fetch": self._on_fetch,
-            "worker_died": self._on_worker_died,
+            "worker_died": self._on_worker_died, "actor_lease": self._on_actor_lease,
         }
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
@@ -130,7 +132,7 @@ class NodeManager:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, actor_request: tuple[Connection, int] | None = None) -> None:
         worker_id = f"w-{os.urandom(4).hex()}"
         env = dict(os.environ)
         env.update(
@@ -148,6 +150,7 @@ class NodeManager:
         popen.stdin.write(self.secret.hex().encode() + b"\n")
         popen.stdin.flush()  # stdin stays open: it is the worker's lifeline
         w = WorkerProc(worker_id, popen)
+        w.actor_request = actor_request
         with self.lock:
             self.workers[worker_id] = w
         threading.Thread(target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}",
@@ -172,10 +175,13 @@ class NodeManager:
                          exitcode=exitcode, signal=sig, cause=info["cause"])
         self._broadcast({"t": "worker_died", **info})
         with self.lock:
-            alive = sum(x.state != "dead" for x in self.workers.values())
             del self.workers[w.worker_id]
-            if alive < self.num_workers + len(self.blocked):
+            if self._pool_size() < self.num_workers + len(self.blocked):
                 self._spawn()
+
+    def _pool_size(self) -> int:
+        """Live workers that serve task leases (actor workers are extra and never pooled)."""
+        return sum(x.state != "dead" and x.actor_request is None for x in self.workers.values())
 
     def _broadcast(self, header: dict[str, Any]) -> None:
         for conn in [*self.listener.connections(), self.driver]:
@@ -203,6 +209,10 @@ class NodeManager:
                 if w.holder == peer and w.state == "leased":
                     w.state, w.holder = "idle", None
                     self.idle.append(w.worker_id)
+                elif w.holder == peer and w.state == "actor":
+                    # Actors fate-share with their owner.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(w.pid, signal.SIGKILL)
             self._serve()
 
     def _on_hello(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -213,9 +223,17 @@ class NodeManager:
             w = self.workers.get(h["proc"])
             if w is None or w.state != "starting":
                 return
-            w.state = "idle"
-            self.idle.append(w.worker_id)
-            self._serve()
+            if w.actor_request is not None:
+                w.state = "actor"
+                owner, lid = w.actor_request
+                w.holder = owner.peer
+                with contextlib.suppress(ConnectionClosedError):
+                    owner.send({"t": "granted", "lid": lid, "worker": w.worker_id,
+                                "actor": True})
+            else:
+                w.state = "idle"
+                self.idle.append(w.worker_id)
+                self._serve()
         self.events.emit("worker.started", worker_id=w.worker_id, node=self.node_id, pid=w.pid)
 
     def _on_lease(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -248,11 +266,16 @@ class NodeManager:
                 self.idle.append(w.worker_id)
                 self._serve()
 
+    def _on_actor_lease(self, conn: Connection, h: dict[str, Any]) -> None:
+        """An owner creates an actor: it gets a worker of its own, outside the task pool."""
+        with self.lock:
+            if not self.stopping:
+                self._spawn(actor_request=(conn, h["lid"]))
+
     def _on_blocked(self, conn: Connection, h: dict[str, Any]) -> None:
         with self.lock:
             self.blocked.add(conn.peer or "")
-            alive = sum(w.state != "dead" for w in self.workers.values())
-            if not self.stopping and alive < self.num_workers + len(self.blocked):
+            if not self.stopping and self._pool_size() < self.num_workers + len(self.blocked):
                 self._spawn()
 
     def _on_unblocked(self, conn: Connection, h: dict[str, Any]) -> None:

@@ -73,8 +73,15 @@ class Submitter:
     # -- submission ----------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec, owners: list[ObjectRef]) -> list[ObjectRef]:
+        return self.register(spec, queue=True)
+
+    def register(self, spec: TaskSpec, queue: bool = False) -> list[ObjectRef]:
+        """Make the task's results owned refs and count what it holds; ``queue`` also
+        resolves its arguments and runs it (actor work is sent by the actor manager)."""
         core = self.core
         ev = core.events
+        wake: list[Any] = []
+        to_push: list[tuple[str, TaskSpec]] = []
         with core.lock:
             table = core.table
             for oid in spec.returns:
@@ -83,8 +90,9 @@ class Submitter:
             if spec.held:
                 core._apply(table.add_submitted(spec.held))
             self.tasks[spec.task_id] = spec
-            wake = self._resolve(spec)
-            to_push = self._pump()
+            if queue:
+                wake = self._resolve(spec)
+                to_push = self._pump()
         run_wakeups(wake)
         if ev.enabled:
             tid = spec.task_id.hex()
@@ -183,8 +191,15 @@ class Submitter:
             "t": "push", "tid": spec.task_id, "fn": spec.fn_hash, "name": spec.name,
             "nret": spec.num_returns, "att": spec.attempt, "deps": deps,
         }
+        if spec.actor is not None:
+            aid, kind, detail = spec.actor
+            header["aid"] = aid
+            if kind == "create":
+                header.update(t="actor_create", **detail)
+            else:
+                header.update(t="actor_call", method=detail)
         shipped = self.shipped.setdefault(worker, set())
-        if spec.fn_hash not in shipped:
+        if spec.fn_hash and spec.fn_hash not in shipped:
             fn_bytes = self.functions[spec.fn_hash]
             header["fnlen"] = len(fn_bytes)
             parts.append(fn_bytes)
@@ -200,12 +215,17 @@ class Submitter:
             self.core.conn_to(worker).send(header, b"".join(parts) if len(parts) > 1 else parts[0])
         except ConnectionClosedError:
             self._worker_lost(worker, None)
+            if spec.actor is not None:
+                self.core.actors.worker_died(worker, self.core.dead.get(worker))
             return
         ev = self.core.events
         if ev.enabled:
             ev.emit("task.leased", task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt)
 
     def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        if h.get("actor"):
+            self.core.actors.on_granted(conn, h)
+            return
         worker = h["worker"]
         node = conn.peer or self.core.node_id
         with self.core.lock:
@@ -338,6 +358,8 @@ class Submitter:
                 wake += core.mstore.put_error(oid, error)  # type: ignore[arg-type]
             for node in core.nodes:  # a copy the worker may have written
                 core._deletes[node].append(oid)
+        if spec.actor is not None and spec.actor[1] == "create":
+            core.actors.creation_failed(spec, error)
         ev = core.events
         if ev.enabled:
             kind = "task.cancelled" if isinstance(error, TaskCancelledError) else "task.failed"
@@ -350,6 +372,8 @@ class Submitter:
 
     def _complete(self, spec: TaskSpec) -> None:
         self.tasks.pop(spec.task_id, None)
+        if spec.actor is not None:
+            self.core.actors.done(spec)
         spec.resolved = []
         if spec.held:
             self.core._apply(self.core.table.remove_submitted(spec.held))

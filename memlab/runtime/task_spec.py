@@ -26,6 +26,7 @@ class ArgRef:
 
 class TaskSpec:
     __slots__ = (
+        "actor",
         "args",
         "attempt",
         "call_site",
@@ -80,6 +81,7 @@ class TaskSpec:
         self.resolved: list[Any] = []
         self.remaining = 0
         self.cancelled = False
+        self.actor: tuple[Any, ...] | None = None  # (actor id, "create" | "call", detail)
         self.rebuilding = False  # re-running to rebuild lost results
         self.pinned: list[bytes] = []  # owned arguments kept for this task's lineage
         self.live_returns = 0

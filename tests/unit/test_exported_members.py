@@ -8,11 +8,11 @@ import memlab
 import memlab.exceptions
 
 EXPECTED = {
-    "ActorDiedError", "GetTimeoutError", "MemlabError", "ObjectLostError", "ObjectRef",
-    "ObjectReconstructionFailedError", "ObjectStoreFullError", "OwnerDiedError",
+    "ActorDiedError", "ActorHandle", "GetTimeoutError", "MemlabError", "ObjectLostError",
+    "ObjectRef", "ObjectReconstructionFailedError", "ObjectStoreFullError", "OwnerDiedError",
     "RuntimeConflictError", "RuntimeNotStartedError", "SerializationError",
     "TaskCancelledError", "TaskError", "WorkerCrashedError", "__version__", "cancel", "get",
-    "init", "is_initialized", "put", "remote", "shutdown", "state", "wait",
+    "get_actor", "init", "kill", "is_initialized", "put", "remote", "shutdown", "state", "wait",
 }
 
 

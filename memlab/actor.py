@@ -1,0 +1,200 @@
+"""Actors: ``@memlab.remote`` on a class. ``Cls.remote(...)`` starts one on a worker of its own
+and returns an ``ActorHandle``; ``handle.method.remote(...)`` returns ObjectRefs, as tasks do.
+
+Options (``Cls.options(...)``): ``name`` (find it with ``memlab.get_actor``), ``max_restarts``
+(default 0; -1 unlimited), ``max_task_retries`` (resend calls in flight after a restart;
+default 0; -1 unlimited), ``max_concurrency`` (default 1: calls run one at a time, in order).
+Handles pickle: pass them to tasks and other actors. The actor lives while a handle does (named
+actors until killed), and fate-shares with the process that created it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+import sys
+from typing import Any
+
+import cloudpickle
+
+from memlab.ids import object_id
+from memlab.runtime.actors import ActorRecord
+from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.task_spec import TaskSpec, call_site
+
+ACTOR_OPTIONS: dict[str, Any] = {
+    "name": None,
+    "max_restarts": 0,
+    "max_task_retries": 0,
+    "max_concurrency": 1,
+}
+
+
+def validate_actor_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set(ACTOR_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown actor option(s) {sorted(unknown)}; valid options are "
+                        f"{sorted(ACTOR_OPTIONS)}")
+    for key in ("max_restarts", "max_task_retries"):
+        value = options.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+            raise ValueError(f"{key} must be an int >= 0, or -1 for unlimited; got {value!r}")
+    concurrency = options.get("max_concurrency", 1)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValueError(f"max_concurrency must be a positive int, got {concurrency!r}")
+    name = options.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"an actor name must be a non-empty str, got {name!r}")
+    return options
+
+
+class ActorClass:
+    """A class whose instances run as actors: ``Cls.remote(*args)`` returns an ActorHandle."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = {**ACTOR_OPTIONS, **validate_actor_options(options)}
+        self._pickled: tuple[bytes, bytes] | None = None
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor class {self._cls.__name__!r} cannot be instantiated directly; "
+                        f"call {self._cls.__name__}.remote(...) to start an actor")
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return _create(self, args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundActorClass:
+        return _BoundActorClass(self, {**self._options, **validate_actor_options(options)})
+
+    def _pickled_class(self) -> tuple[bytes, bytes]:
+        if self._pickled is None:
+            cls = self._cls
+            module = sys.modules.get(cls.__module__)
+            if (cls.__module__ != "__main__" and module is not None
+                    and getattr(module, cls.__qualname__, None) is self):
+                from memlab.remote_function import _ImportedFunction
+
+                data = pickle.dumps(_ImportedFunction(cls.__module__, cls.__qualname__))
+            else:
+                data = cloudpickle.dumps(cls, protocol=5)
+            self._pickled = (hashlib.blake2b(data, digest_size=16).digest(), data)
+        return self._pickled
+
+
+class _BoundActorClass:
+    def __init__(self, actor_class: ActorClass, options: dict[str, Any]) -> None:
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return _create(self._actor_class, args, kwargs, self._options)
+
+
+def _methods(cls: type) -> tuple[str, ...]:
+    return tuple(sorted(n for n, m in inspect.getmembers(cls, callable) if not n.startswith("_")))
+
+
+def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
+            options: dict[str, Any]) -> ActorHandle:
+    from memlab.api import _core
+    from memlab.remote_function import pack_nested
+
+    core = _core(f"{ac.__name__}.remote()")
+    cls_hash, cls_bytes = ac._pickled_class()
+    core.submitter.functions.setdefault(cls_hash, cls_bytes)
+    cls_name = ac._cls.__name__
+    keep: list[Any] = []
+    payload, nested = pack_nested(core, f"{cls_name}.__init__", args, kwargs, keep)
+    tid = core.ids.task_id()
+    spec = TaskSpec(tid, f"{cls_name}.__init__", cls_hash, payload, [], nested,
+                    [object_id(tid, 0)], 0, False, call_site())
+    spec.actor = (tid, "create", {"cls": cls_name, "maxc": options["max_concurrency"]})
+    (creation_ref,) = core.submitter.register(spec)
+    handle = ActorHandle(tid, core.proc, cls_name, _methods(ac._cls),
+                         options["max_task_retries"], creation_ref)
+    name = options["name"]
+    if name is not None:
+        if not core.actors.register_name(name, cloudpickle.dumps(handle)):
+            raise ValueError(f"an actor named {name!r} already exists; pick another name, or "
+                             f"get it with memlab.get_actor({name!r})")
+        core.actors.named_handles[name] = handle
+    core.actors.created(ActorRecord(tid, cls_name, spec, options))
+    return handle
+
+
+class ActorHandle:
+    """A reference to an actor: call ``handle.method.remote(...)``; pass it anywhere."""
+
+    def __init__(self, actor_id: bytes, owner: str, cls_name: str, methods: tuple[str, ...],
+                 max_task_retries: int, creation_ref: ObjectRef) -> None:
+        self._actor_id = actor_id
+        self._owner = owner
+        self._cls_name = cls_name
+        self._methods = methods
+        self._max_task_retries = max_task_retries
+        self._creation_ref = creation_ref
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._methods:
+            raise AttributeError(f"actor {self._cls_name} has no method {name!r}; its methods "
+                                 f"are {list(self._methods)}")
+        return ActorMethod(self, name)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return ActorHandle, (self._actor_id, self._owner, self._cls_name, self._methods,
+                             self._max_task_retries, self._creation_ref)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self._cls_name}, {self._actor_id.hex()[:12]}…, owner={self._owner})"
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int = 1) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self._handle, self._name, args, kwargs, self._num_returns)
+
+    def options(self, num_returns: int = 1) -> ActorMethod:
+        if not isinstance(num_returns, int) or num_returns < 1:
+            raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+        return ActorMethod(self._handle, self._name, num_returns)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor methods cannot be called directly; use "
+                        f"handle.{self._name}.remote(...)")
+
+
+def _call(handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+          num_returns: int) -> Any:
+    from memlab.api import _core
+    from memlab.remote_function import pack_nested
+
+    core = _core(f"{handle._cls_name}.{method}.remote()")
+    name = f"{handle._cls_name}.{method}"
+    keep: list[Any] = []
+    payload, nested = pack_nested(core, name, args, kwargs, keep)
+    tid = core.ids.task_id()
+    spec = TaskSpec(tid, name, b"", payload, [], nested,
+                    [object_id(tid, i) for i in range(num_returns)],
+                    handle._max_task_retries, False, call_site())
+    spec.actor = (handle._actor_id, "call", method)
+    spec.held.append(handle._creation_ref.binary)  # the actor lives while calls are pending
+    refs = core.submitter.register(spec)
+    core.actors.call(spec, handle._owner, handle._cls_name)
+    return refs[0] if num_returns == 1 else refs
