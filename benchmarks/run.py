@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backends import MiB, available
+from recovery import measure as measure_recovery
 
 # name -> (unit, higher_is_better, full size, quick size)
 WORKLOADS: dict[str, tuple[str, bool, int, int]] = {
@@ -100,6 +101,10 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
                         record(workload, b.name, b.run(workload, size))
             finally:
                 b.stop()
+    if "memlab" in backend_names:
+        rec = measure_recovery(length=20 if quick else 100, reps=1 if quick else reps)
+        results["chain fresh"] = {"memlab": rec["fresh ms"]}
+        results["recovery"] = {"memlab": rec["rebuilt ms"]}
     floors = {
         "memcpy": memcpy_floor(8 * MiB if quick else 512 * MiB),
         "sum 256 MiB" if not quick else "sum 8 MiB": sum_floor(8 * MiB if quick else 256 * MiB),
@@ -110,7 +115,8 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
 
 
 UNITS = {**{k: (v[0], v[1]) for k, v in WORKLOADS.items()},
-         "startup": ("s", False), "idle memory": ("MiB", False)}
+         "startup": ("s", False), "idle memory": ("MiB", False),
+         "chain fresh": ("ms", False), "recovery": ("ms", False)}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -136,6 +142,12 @@ def table(report: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     floors = ", ".join(f"{k}: {_fmt(v)}" for k, v in report["floors"].items())
+    if "recovery" in results:
+        fresh = statistics.median(results["chain fresh"]["memlab"])
+        rebuilt = statistics.median(results["recovery"]["memlab"])
+        lines.append(f"recovery: node kill to first correct result of the rebuilt chain "
+                     f"{rebuilt:.0f} ms = {rebuilt / fresh:.2f} x its fresh time {fresh:.0f} ms "
+                     f"(target <= 1.5 x fresh + 100 ms = {1.5 * fresh + 100:.0f} ms)")
     return "\n".join(lines) + f"\nfloors ({floors}; GB/s, ms, µs)\n" + \
         "ratios: > 1 means memlab is better (faster, more throughput, less memory)"
 
