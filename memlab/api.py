@@ -113,16 +113,29 @@ def remote(*args: Any, **options: Any) -> Any:
     def decorate(target: Any) -> Any:
         return _make_remote(target, options)
 
-    if not ({"max_restarts", "max_task_retries", "max_concurrency"} & set(options)):
+    if not (_ACTOR_ONLY & set(options)):
         validate_options({k: v for k, v in options.items() if k != "name"})
     return decorate
+
+
+_ACTOR_ONLY = {"max_restarts", "max_task_retries", "max_concurrency"}
+_TASK_ONLY = {"num_returns", "max_retries", "retry_exceptions"}
 
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
         from memlab.actor import ActorClass
 
+        wrong = sorted(_TASK_ONLY & set(options))
+        if wrong:
+            raise TypeError(f"{wrong} are options of remote functions, not of actor classes "
+                            f"like {target.__name__}; actors take {sorted(_ACTOR_ONLY)} and name")
         return ActorClass(target, options)
+    wrong = sorted(_ACTOR_ONLY & set(options))
+    if wrong:
+        raise TypeError(f"{wrong} are actor options: they apply to classes, but "
+                        f"{getattr(target, '__name__', target)!r} is a "
+                        f"{type(target).__name__}; put @memlab.remote(...) on a class")
     if not callable(target):
         raise TypeError(f"@memlab.remote takes a function or a class, got "
                         f"{type(target).__name__}")

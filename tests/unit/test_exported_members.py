@@ -44,3 +44,16 @@ def test_api_before_init_says_what_to_call() -> None:
             pickle.loads(pickle.dumps(exc))
         else:
             raise AssertionError("expected RuntimeNotStartedError")
+
+
+def test_actor_options_on_a_function_and_task_options_on_a_class_are_refused() -> None:
+    import pytest
+
+    with pytest.raises(TypeError, match="actor options"):
+        memlab.remote(max_restarts=2)(lambda x: x)
+    with pytest.raises(TypeError, match="options of remote functions"):
+        memlab.remote(num_returns=2)(type("C", (), {}))
+    with pytest.raises(ValueError, match="max_restarts must be an int >= 0, or -1"):
+        memlab.remote(max_restarts=-2)(type("K", (), {}))
+    with pytest.raises(TypeError, match="cannot be instantiated directly"):
+        memlab.remote(type("D", (), {}))()
