@@ -34,6 +34,7 @@ def init(
     *,
     inline_threshold: int | None = None,
     events: bool | None = None,
+    lineage_budget: int | None = None,
 ) -> Any:
     """Start the runtime, or return the running one when the arguments agree with it.
 
@@ -45,18 +46,22 @@ def init(
         inline_threshold: values up to this many bytes travel inline instead of through shared
             memory (default 100 KiB).
         events: emit the event stream that dashboards read (default True).
+        lineage_budget: bytes of task lineage each owner keeps for rebuilding lost objects
+            (default 1 GiB); past it the oldest lineage is dropped.
 
     Raises:
         RuntimeConflictError: a runtime runs with different arguments; call
             ``memlab.shutdown()`` first.
     """
     from memlab.runtime.driver import Runtime, RuntimeOptions
+    from memlab.runtime.recovery import DEFAULT_LINEAGE_BUDGET
     from memlab.runtime.session import default_store_memory
 
     asked = {"num_workers": num_workers, "num_nodes": num_nodes,
              "object_store_memory": object_store_memory, "inline_threshold": inline_threshold,
-             "events": events}
-    for key in ("num_workers", "num_nodes", "object_store_memory", "inline_threshold"):
+             "events": events, "lineage_budget": lineage_budget}
+    for key in ("num_workers", "num_nodes", "object_store_memory", "inline_threshold",
+                "lineage_budget"):
         value = asked[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < (0 if key == "inline_threshold" else 1)):
@@ -79,6 +84,7 @@ def init(
             object_store_memory=object_store_memory or default_store_memory(),
             inline_threshold=100 * 1024 if inline_threshold is None else inline_threshold,
             events=True if events is None else events,
+            lineage_budget=DEFAULT_LINEAGE_BUDGET if lineage_budget is None else lineage_budget,
         )
         if options.num_nodes > options.num_workers:
             raise ValueError(f"num_nodes={options.num_nodes} needs at least as many workers; "

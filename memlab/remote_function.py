@@ -99,7 +99,11 @@ def _import_function(module: str, qualname: str) -> Any:
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):
         obj = getattr(obj, part)
-    return obj._function if isinstance(obj, RemoteFunction) else obj
+    if isinstance(obj, RemoteFunction):
+        return obj._function
+    from memlab.actor import ActorClass
+
+    return obj._cls if isinstance(obj, ActorClass) else obj
 
 
 class _BoundOptions:

@@ -288,7 +288,12 @@ class StateModel:
             return
         attempt = ev.get("attempt", rec["attempt"])
         if rec["state"] in _TERMINAL_TASK_STATES and attempt == rec["attempt"]:
-            return  # a late start of an attempt that already ended
+            # A late start of an attempt that already ended (the owner's "finished" overtook the
+            # worker's batched "started"): keep the end, but learn where and when it ran.
+            rec["node"] = rec["node"] or ev.get("node")
+            rec["worker"] = rec["worker"] or ev.get("worker")
+            rec["started_at"] = rec["started_at"] or ev.get("ts")
+            return
         self._unsettle_task(rec)
         rec.update(state="running", worker=ev.get("worker"), node=ev.get("node"), attempt=attempt)
         rec["started_at"] = ev.get("ts")

@@ -28,7 +28,7 @@ import os
 import time
 from typing import Any
 
-from memlab.exceptions import AuthenticationError
+from memlab.exceptions import AuthenticationError, ConnectionClosedError
 
 __all__ = ["MAGIC", "client_handshake", "server_handshake"]
 
@@ -49,8 +49,13 @@ def _check_secret(secret: bytes) -> None:
         )
 
 
-def _recv_exact(sock: Any, size: int, deadline: float, step: str) -> bytes:
-    """Read exactly size bytes before deadline, or raise AuthenticationError naming the step."""
+def _recv_exact(sock: Any, size: int, deadline: float, step: str,
+                closed: type[Exception] = AuthenticationError) -> bytes:
+    """Read exactly size bytes before deadline, or raise AuthenticationError naming the step.
+
+    ``closed`` is raised instead when the peer closes or resets the connection: for the
+    server's challenge, which it sends before checking anything, that means the server died.
+    """
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -70,8 +75,13 @@ def _recv_exact(sock: Any, size: int, deadline: float, step: str) -> bytes:
                 "process - check that both sides belong to the same session"
             ) from exc
         except OSError as exc:
+            if closed is not AuthenticationError and isinstance(exc, ConnectionError):
+                raise closed("server",
+                             f"it reset the connection during the handshake: {exc}") from exc
             raise AuthenticationError(f"handshake failed while reading {step}: {exc}") from exc
         if not n:
+            if closed is not AuthenticationError:
+                raise closed("server", f"it closed the connection before {step}")
             raise AuthenticationError(
                 f"peer closed the connection during the handshake ({step}, {got} of {size} "
                 "bytes); it probably holds a different session secret"
@@ -129,7 +139,8 @@ def client_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     """
     _check_secret(secret)
     deadline = time.monotonic() + timeout
-    challenge = _recv_exact(sock, len(MAGIC) + _NONCE, deadline, "the server challenge")
+    challenge = _recv_exact(sock, len(MAGIC) + _NONCE, deadline, "the server challenge",
+                            closed=ConnectionClosedError)
     if not hmac.compare_digest(challenge[: len(MAGIC)], MAGIC):
         raise AuthenticationError(
             f"server did not open with the {MAGIC!r} handshake; it is not a memlab server or "

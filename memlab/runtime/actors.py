@@ -52,6 +52,7 @@ class ActorRecord:
         self.restarts = 0
         self.reason = ""
         self.no_restart = False
+        self.start_failures = 0
         self.watchers: set[str] = set()
 
 
@@ -77,13 +78,14 @@ class ActorManager:
         self.views: dict[bytes, ActorView] = {}
         self.by_creation: dict[bytes, bytes] = {}  # creation object id -> actor id
         self._lids = itertools.count(1)
-        self._starting: dict[int, bytes] = {}
+        self._starting: dict[int, tuple[bytes, str]] = {}  # lease id -> (actor, node asked)
         self._node_turn = 0
         self.names: dict[str, bytes] = {}  # driver only: name -> pickled handle
         self.named_handles: dict[str, Any] = {}  # owner: named actors live until killed
         core.handlers.update(actor_where=self._on_where, actor_at=self._on_at,
                              actor_kill=self._on_kill, actor_name=self._on_name,
-                             actor_lookup=self._on_lookup)
+                             actor_lookup=self._on_lookup,
+                             actor_start_failed=self._on_start_failed)
         core.on_peer_lost.append(self._peer_lost)
 
     def _peer_lost(self, peer: str, conn: Connection) -> None:
@@ -134,14 +136,35 @@ class ActorManager:
         node = nodes[self._node_turn % len(nodes)]
         self._node_turn += 1
         lid = next(self._lids)
-        self._starting[lid] = record.actor_id
+        self._starting[lid] = (record.actor_id, node)
         self.core.send_later(node, {"t": "actor_lease", "lid": lid})
+
+    def start_failed(self, lid: int, reason: str) -> None:
+        """The node could not give the actor a worker (it died starting, or the node died)."""
+        with self.core.lock:
+            started = self._starting.pop(lid, None)
+            record = self.records.get(started[0]) if started else None
+            if record is not None and record.state != "dead":
+                record.start_failures += 1
+                if record.start_failures > 3:
+                    run_wakeups(self._die(record, f"its worker failed to start: {reason}"))
+                else:
+                    self._start(record)
+        self.core.drain_outbox()
+
+    def node_died(self, node: str) -> None:
+        for lid, (_, asked) in list(self._starting.items()):
+            if asked == node:
+                self.start_failed(lid, f"node {node} died")
+
+    def _on_start_failed(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        self.start_failed(h["lid"], h.get("reason", "its worker exited before it was ready"))
 
     def on_granted(self, conn: Connection, h: dict[str, Any]) -> None:
         """A worker of its own is ready for an actor: construct it there, then serve calls."""
         with self.core.lock:
-            aid = self._starting.pop(h["lid"], None)
-            record = self.records.get(aid) if aid is not None else None
+            started = self._starting.pop(h["lid"], None)
+            record = self.records.get(started[0]) if started is not None else None
             if record is None or record.state == "dead":
                 self.core.send_later(conn.peer or "", {"t": "kill_worker", "worker": h["worker"]})
                 to_push: list[Any] = []
@@ -300,7 +323,9 @@ class ActorManager:
                     continue
                 view.worker, view.state = None, "unknown"
                 retry: list[TaskSpec] = []
-                for spec in view.inflight.values():
+                inflight = list(view.inflight.values())
+                view.inflight.clear()
+                for spec in inflight:
                     if spec.may_retry():
                         spec.attempt += 1
                         retry.append(spec)
@@ -309,7 +334,6 @@ class ActorManager:
                             view.cls_name, view.actor_id.hex(),
                             f"its worker {worker} died while the call ran ({cause}); "
                             "set max_task_retries to resend calls after a restart"))
-                view.inflight.clear()
                 view.pending.extendleft(reversed(retry))
             for record in self.records.values():
                 if record.worker == worker and record.state != "dead":

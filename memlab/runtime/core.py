@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import defaultdict, deque
 from typing import Any
 
@@ -98,6 +99,7 @@ class CoreWorker:
             "object_value": self._on_object_value,
             "worker_died": self._on_worker_died,
             "nodes": self._on_nodes,
+            "object_missing": self._on_object_missing,
         }
         self.on_peer_lost: list[Any] = []
         self.store: StoreClient | None = None
@@ -290,8 +292,9 @@ class CoreWorker:
                     run_wakeups(wake)
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         slots = self._wait_slots(refs, len(refs), timeout)
-        return [self._materialize(ref, slot) for ref, slot in zip(refs, slots)]
+        return [self._materialize(ref, slot, deadline) for ref, slot in zip(refs, slots)]
 
     def _wait_slots(self, refs: list[ObjectRef], need: int, timeout: float | None) -> list[Slot]:
         with self.lock:
@@ -317,7 +320,7 @@ class CoreWorker:
             if blocked:
                 self.submitter.notify_blocked(False)
 
-    def _materialize(self, ref: ObjectRef, slot: Slot) -> Any:
+    def _materialize(self, ref: ObjectRef, slot: Slot, deadline: float | None = None) -> Any:
         for _ in range(10):
             if slot.state == FAILED:
                 raise slot.error  # type: ignore[misc]
@@ -327,26 +330,42 @@ class CoreWorker:
             found, value = self.store.read(ref.binary, slot.node)
             if found:
                 return value
-            slot = self._refresh_lost(ref, slot)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            slot = self._refresh_lost(ref, slot, remaining)
         raise ObjectLostError(ref.hex(), "its copies kept disappearing while being read")
 
-    def _refresh_lost(self, ref: ObjectRef, slot: Slot) -> Slot:
+    def _refresh_lost(self, ref: ObjectRef, slot: Slot, timeout: float | None) -> Slot:
         """A read found no copy where the slot said: learn the object's fate and wait again."""
         oid = ref.binary
+        wake: list[Any] = []
         with self.lock:
             if self.mstore.slots.get(oid) is slot and slot.state != PENDING:
                 entry = self.table.get(oid)
                 if entry is not None and entry.owned:
                     wake = self.recovery.objects_lost([oid])
                 else:
-                    self.mstore.remove(oid)
-                    self._fetching.discard(oid)
-                    wake = []
-            else:
-                wake = []
+                    self.mark_missing(oid, ref.owner, slot.node)
         run_wakeups(wake)
         self.submitter.kick()
-        return self._wait_slots([ref], 1, None)[0]
+        return self._wait_slots([ref], 1, timeout)[0]
+
+    def mark_missing(self, oid: bytes, owner: str, node: str | None) -> None:
+        """A borrowed object's copy was not where its owner said (lock held): tell the owner,
+        which rebuilds it, and ask for it again."""
+        self.send_later(owner, {"t": "object_missing", "oid": oid, "node": node})
+        self.mstore.remove(oid)
+        self._fetching.discard(oid)
+
+    def _on_object_missing(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        oid = h["oid"]
+        with self.lock:
+            slot = self.mstore.slots.get(oid)
+            entry = self.table.get(oid)
+            stale = (slot is not None and entry is not None and entry.owned
+                     and slot.state != PENDING and slot.node == h["node"])
+            wake = self.recovery.objects_lost([oid]) if stale else []
+        run_wakeups(wake)
+        self.submitter.kick()
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
@@ -444,6 +463,8 @@ class CoreWorker:
         self.dead[node] = {"node": node}
         if node in self.nodes:
             self.nodes.remove(node)
+        self.submitter.after_node_died(node)  # before rebuilding: no rebuild goes to a dead lease
+        self.actors.node_died(node)
         wake: list[Any] = []
         lost: list[bytes] = []
         with self.lock:
@@ -457,9 +478,7 @@ class CoreWorker:
                     self.mstore.remove(oid)
                     self._fetching.discard(oid)
             wake += self.recovery.objects_lost(lost)
-            wake += self.recovery.check_parked()
         run_wakeups(wake)
-        self.submitter.after_node_died(node)
         self.submitter.kick()
 
     def process_died(self, proc: str, info: dict[str, Any]) -> None:
@@ -554,5 +573,6 @@ class CoreWorker:
         with self.lock:
             self.table.validate()
             for oid, entry in self.table.entries.items():
-                if entry.owned and entry.state != "failed":
+                # An entry kept only for lineage has no value, so no slot, until a rebuild.
+                if entry.owned and entry.state != "failed" and not entry.value_freed:
                     assert oid in self.mstore.slots, f"owned {oid.hex()} has no slot"

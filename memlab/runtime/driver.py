@@ -47,6 +47,7 @@ class RuntimeOptions:
     object_store_memory: int
     inline_threshold: int = DEFAULT_INLINE_THRESHOLD
     events: bool = True
+    lineage_budget: int = 1 << 30
 
 
 class Runtime:
@@ -62,6 +63,7 @@ class Runtime:
         self._stop_lock = threading.Lock()
         self.core = CoreWorker("driver", "driver", self.session_dir, self.secret, HEAD_NODE,
                                self.collector.local, inline_threshold=options.inline_threshold)
+        self.core.recovery.budget = options.lineage_budget
         self.nodes = Nodes(self)
         hello = self.core.handlers["hello"]
         worker_died = self.core.handlers["worker_died"]
@@ -72,6 +74,8 @@ class Runtime:
 
         def on_worker_died(conn: Any, h: dict[str, Any], payload: bytes) -> None:
             worker_died(conn, h, payload)
+            with self.nodes.cond:
+                self.nodes.workers.pop(h["worker"], None)
             self.nodes.broadcast(h, skip=conn)  # owners and stores on every node must know
 
         self.core.handlers["hello"] = on_hello

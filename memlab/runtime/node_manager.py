@@ -141,6 +141,7 @@ class NodeManager:
             MEMLAB_INLINE=str(self.config["inline_threshold"]),
             MEMLAB_NUM_WORKERS=str(self.config["total_workers"]),
             MEMLAB_DRIVER=self.config["driver"],
+            MEMLAB_LINEAGE_BUDGET=str(self.config.get("lineage_budget", 1 << 30)),
         )
         popen = subprocess.Popen(
             [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
@@ -158,6 +159,11 @@ class NodeManager:
 
     def _reap(self, w: WorkerProc) -> None:
         code = w.popen.wait()
+        if w.actor_request is not None and w.state == "starting":
+            owner, lid = w.actor_request  # it died before it could host the actor: say so
+            with contextlib.suppress(ConnectionClosedError):
+                owner.send({"t": "actor_start_failed", "lid": lid,
+                            "reason": f"worker {w.worker_id} exited with status {code}"})
         with self.lock:
             w.state = "dead"
             if w.worker_id in self.idle:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,7 @@ class Nodes:
             "total_workers": self.total_workers(extra=num_workers), "capacity": capacity,
             "driver": "driver", "inline_threshold": rt.options.inline_threshold,
             "arena_path": path, "spill_dir": os.path.join(rt.session_dir, f"spill-{node_id}"),
+            "lineage_budget": rt.options.lineage_budget,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
@@ -129,6 +131,7 @@ class Nodes:
                 del self.workers[w]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.arenas[node_id])  # the node's shared memory dies with it
+        shutil.rmtree(os.path.join(rt.session_dir, f"spill-{node_id}"), ignore_errors=True)
         for info in dead.values():
             with contextlib.suppress(ProcessLookupError, TypeError):
                 os.kill(info["pid"], signal.SIGKILL)

@@ -9,16 +9,15 @@ they are lost too, recursively, because finished tasks pin their owned arguments
 (``ReferenceTable.pin_lineage``). A ``put`` object has no lineage: ``ObjectLostError``. When the
 budget is spent or the lineage was evicted: ``ObjectReconstructionFailedError``.
 
-A task that fails with ``ObjectLostError`` while reading an argument is parked until the
-argument's node is known dead (then the argument is rebuilt and the task re-run without using
-an attempt) or ``LOST_ARGUMENT_WAIT`` passes (then the error stands).
+A task that fails with ``ObjectLostError`` while reading an argument gets that argument rebuilt
+(by this owner, or by the argument's owner when it is borrowed) and runs again without using an
+attempt, up to five times.
 
 Every method is called with the core's lock held and returns wake-ups to run after it.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from memlab.runtime.task_spec import TaskSpec
 
 DEFAULT_LINEAGE_BUDGET = 1 << 30  # bytes of kept task specs, as Ray's default
-LOST_ARGUMENT_WAIT = 3.0
 SPEC_OVERHEAD = 256  # bytes a kept spec costs beyond its argument bytes
 
 
@@ -39,7 +37,6 @@ class Recovery:
         self.budget = budget
         self.kept: OrderedDict[bytes, TaskSpec] = OrderedDict()
         self.kept_bytes = 0
-        self.parked: dict[bytes, tuple[float, TaskSpec, BaseException]] = {}
 
     # -- lineage bookkeeping -------------------------------------------------------------------
 
@@ -156,18 +153,14 @@ class Recovery:
     # -- tasks whose arguments vanished --------------------------------------------------------
 
     def argument_lost(self, spec: TaskSpec, error: BaseException) -> list[Any] | None:
-        """A task could not read an argument. Re-run it (returns wake-ups) if an argument's
-        node is dead, park it if that may still turn out so, or None: the error stands."""
+        """A task could not read an argument: rebuild it (or have its owner rebuild it) and
+        run the task again without using an attempt; None if that cannot help."""
         if spec.lost_retries >= 5:
             return None
-        on_dead = self._args_on_dead_nodes(spec)
-        if on_dead:
-            return self._rerun(spec, on_dead)
-        if any(slot is not None and slot.node is not None for slot in spec.resolved):
-            self.parked[spec.task_id] = (time.monotonic() + LOST_ARGUMENT_WAIT, spec, error)
-            spec.worker = None
-            return []
-        return None
+        missing = getattr(error, "object_id", None)
+        lost = [(oid, owner) for oid, owner in spec.deps if oid.hex() == missing]
+        lost = lost or self._args_on_dead_nodes(spec)
+        return self._rerun(spec, lost) if lost else None
 
     def _args_on_dead_nodes(self, spec: TaskSpec) -> list[tuple[bytes, str]]:
         dead = self.core.dead
@@ -179,24 +172,11 @@ class Recovery:
         spec.lost_retries += 1
         spec.worker = None
         wake: list[Any] = []
-        for oid, owner in lost:
+        for (oid, owner), slot in zip(spec.deps, spec.resolved):
+            if (oid, owner) not in lost:
+                continue
             if owner == core.proc:
                 wake += self.objects_lost([oid])
-            else:  # ask its owner again: it rebuilds the object or says it is gone
-                core.mstore.remove(oid)
-                core._fetching.discard(oid)
+            else:  # its owner rebuilds it (or says it is gone); ask again
+                core.mark_missing(oid, owner, slot.node if slot is not None else None)
         return wake + core.submitter._resolve(spec)
-
-    def check_parked(self) -> list[Any]:
-        """Re-run parked tasks whose argument's node died; fail those that waited too long."""
-        wake: list[Any] = []
-        now = time.monotonic()
-        for tid, (deadline, spec, error) in list(self.parked.items()):
-            on_dead = self._args_on_dead_nodes(spec)
-            if on_dead:
-                del self.parked[tid]
-                wake += self._rerun(spec, on_dead)
-            elif now > deadline:
-                del self.parked[tid]
-                wake += self.core.submitter._fail(spec, error)
-        return wake

@@ -137,8 +137,19 @@ class Submitter:
         for slot in spec.resolved:
             if slot.state == FAILED:
                 return self._fail(spec, slot.error)  # a failed argument fails the task unrun
+        if self._rewait(spec):
+            return []
         self.queue.append(spec)
         return []
+
+    def _rewait(self, spec: TaskSpec) -> bool:
+        """An argument resolved earlier was lost since (it is being rebuilt): wait for it
+        again. True if the task must wait."""
+        for i, ((oid, _), slot) in enumerate(zip(spec.deps, spec.resolved)):
+            if slot is not None and slot.state == PENDING:
+                spec.remaining += 1
+                self.core.mstore.when_done(oid, self._dep_callback(spec, i))
+        return spec.remaining > 0
 
     # -- leases and pushing --------------------------------------------------------------------
 
@@ -150,7 +161,7 @@ class Submitter:
             if lease is None:
                 break
             spec = queue.popleft()
-            if spec.cancelled:
+            if spec.cancelled or (spec.deps and self._rewait(spec)):
                 continue
             lease.inflight[spec.task_id] = spec
             spec.worker = lease.worker
@@ -176,6 +187,11 @@ class Submitter:
                 best = lease
                 if n == 0:
                     break
+        if best is not None and best.inflight and (
+                len(self.leases) + self.lease_requests < self.max_leases):
+            # Queue behind a busy worker only when no other worker can be had: a short task
+            # must not wait for a long one while a worker idles.
+            return None
         return best
 
     def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
@@ -484,8 +500,6 @@ class Submitter:
         now = time.monotonic()
         wake: list[Any] = []
         with self.core.lock:
-            if self.core.recovery.parked:
-                wake += self.core.recovery.check_parked()
             if not self.queue:
                 for lease in list(self.leases.values()):
                     if not lease.inflight and now - lease.idle_since > LEASE_LINGER:

@@ -37,6 +37,7 @@ def main() -> None:
                       driver=env["MEMLAB_DRIVER"])
     core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
     core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
+    core.recovery.budget = int(env.get("MEMLAB_LINEAGE_BUDGET", 1 << 30))
     executor = Executor(core)
     # Workers inherit the node manager's SIG_IGN for SIGINT, but cancel() interrupts a running
     # task with SIGINT: take it back, for cancelled tasks only (a terminal's Ctrl-C reaches the

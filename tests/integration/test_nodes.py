@@ -1,0 +1,242 @@
+"""Simulated nodes: each has its own store and workers, tasks spread over them, values cross.
+
+``memlab.init(num_nodes=K)`` starts K node managers on one machine. These tests check what a
+user sees of them (``memlab.state.nodes()``, where tasks ran), that a value made on one node
+and needed on another gets a secondary copy there which goes when its primary is freed, and
+that losing a node and adding one keeps the cluster serving.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import memlab
+import memlab.state
+from memlab.ids import task_of
+from memlab.testing import add_node, kill_node, nodes_alive, wait_for
+
+STORE = 256 << 20
+NODES = ("node-0", "node-1")
+BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it lives in a store
+DEADLINE = 20.0
+EVENTS_DEADLINE = 5.0
+
+
+@memlab.remote
+def where(i: int) -> tuple[int, str]:
+    # Long enough that a batch of these keeps several workers busy at once.
+    time.sleep(0.05)
+    return i, os.environ["MEMLAB_NODE"]
+
+
+@memlab.remote
+def big(i: int) -> np.ndarray:
+    return np.full(BIG, i, dtype=np.float64)
+
+
+@memlab.remote
+def read_big(a: np.ndarray) -> tuple[float, str]:
+    return float(a.sum()), os.environ["MEMLAB_NODE"]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def store_stats(rt: Any, node: str) -> dict[str, Any]:
+    """The node manager's own account of its store (not the event-fed model)."""
+    reply, _ = rt.core.conn_to(node).request({"t": "stats"}, timeout=10)
+    return reply
+
+
+def primary(ref: memlab.ObjectRef) -> str | None:
+    """The node holding the primary copy of a ready object, per ``memlab.state``."""
+    for rec in memlab.state.objects():
+        if rec["object_id"] == ref.hex():
+            return rec["locations"][0] if rec["locations"] else None
+    return None
+
+
+def made_on(node: str, tries: int = 10) -> tuple[memlab.ObjectRef, int]:
+    """A ``big`` result whose primary copy is on ``node``; returns the ref and its fill value.
+
+    Tasks are submitted in batches: a batch needs several leases, and leases are spread over
+    the nodes round robin, so some results land on each node. The others are freed.
+    """
+    for attempt in range(tries):
+        refs = [big.remote(attempt * 8 + i) for i in range(8)]
+        memlab.wait(refs, num_returns=len(refs), timeout=DEADLINE)
+        for i, ref in enumerate(refs):
+            if primary(ref) == node:
+                return ref, attempt * 8 + i
+    raise AssertionError(f"no task result landed on {node} in {tries} batches")
+
+
+def stores_empty(rt: Any, nodes: tuple[str, ...] = NODES) -> bool:
+    return all(
+        store_stats(rt, n)["num_objects"] == 0 and store_stats(rt, n)["used"] == 0 for n in nodes
+    )
+
+
+# -------------------------------------------------------------------------------------- tests
+
+
+def test_state_lists_each_node_alive_with_its_store(fresh_runtime: Any) -> None:
+    fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+
+    def listed() -> bool:
+        recs = {n["node_id"]: n for n in memlab.state.nodes()}
+        return set(NODES) <= set(recs) and all(
+            recs[n]["alive"] and recs[n]["store_capacity"] for n in NODES
+        )
+
+    wait_for(listed, DEADLINE, message="both nodes listed alive in memlab.state.nodes()")
+    recs = {n["node_id"]: n for n in memlab.state.nodes()}
+    assert set(recs) == set(NODES)
+    for node in NODES:
+        assert recs[node]["store_capacity"] == STORE // 2  # the memory is split between nodes
+        assert recs[node]["store_used"] == 0
+        assert recs[node]["num_objects"] == 0
+        assert isinstance(recs[node]["pid"], int)
+    assert recs["node-0"]["pid"] != recs["node-1"]["pid"]  # one node manager each
+    assert nodes_alive() == list(NODES)
+
+
+def finished_records(refs: list[memlab.ObjectRef]) -> list[dict[str, Any]]:
+    """The task records of ``refs``' tasks once all are finished and name their worker."""
+    task_ids = {task_of(r.binary).hex() for r in refs}
+    found: list[dict[str, Any]] = []
+
+    def recorded() -> bool:
+        found[:] = [t for t in memlab.state.tasks() if t["task_id"] in task_ids]
+        return len(found) == len(refs) and all(
+            t["state"] == "finished" and t["worker"] for t in found
+        )
+
+    wait_for(recorded, DEADLINE, message=f"{len(refs)} finished task records with their worker")
+    return found
+
+
+def test_tasks_run_on_workers_of_both_nodes(fresh_runtime: Any) -> None:
+    fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    refs = [where.remote(i) for i in range(16)]
+    results = memlab.get(refs, timeout=DEADLINE)
+    assert [i for i, _ in results] == list(range(16))
+    assert {node for _, node in results} == set(NODES)
+
+    # The dashboard's view agrees: each task record names its worker, and those workers
+    # belong to both nodes.
+    tasks = finished_records(refs)
+    node_of = {w["worker_id"]: w["node"] for w in memlab.state.workers()}
+    assert {node_of[t["worker"]] for t in tasks} == set(NODES)
+    assert {w["node"] for w in memlab.state.workers()} == set(NODES)
+
+
+def test_task_records_name_the_node_they_ran_on(fresh_runtime: Any) -> None:
+    fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    refs = [where.remote(i) for i in range(8)]
+    ran_on = dict(memlab.get(refs, timeout=DEADLINE))
+    by_task = {task_of(r.binary).hex(): i for i, r in enumerate(refs)}
+
+    finished_records(refs)
+
+    def nodes_recorded() -> bool:
+        tasks = [t for t in memlab.state.tasks() if t["task_id"] in by_task]
+        return all(t["node"] is not None for t in tasks)
+
+    # Workers' events reach the driver within a few housekeeping rounds (10 ms each).
+    wait_for(nodes_recorded, EVENTS_DEADLINE, message="every finished task record names its node")
+    node_of = {w["worker_id"]: w["node"] for w in memlab.state.workers()}
+    for t in finished_records(refs):
+        assert t["node"] == ran_on[by_task[t["task_id"]]] == node_of[t["worker"]]
+
+
+def test_value_needed_on_another_node_gets_a_secondary_copy_freed_with_it(
+    fresh_runtime: Any,
+) -> None:
+    rt = fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    ref, value = made_on("node-1")
+    wait_for(
+        lambda: store_stats(rt, "node-1")["num_objects"] == 1,
+        DEADLINE,
+        message="node-1 holds the primary copy",
+    )
+    assert store_stats(rt, "node-0")["num_objects"] == 0
+
+    # Readers on node-0 pull a copy into node-0's store (batches spread over both nodes).
+    for _ in range(10):
+        results = memlab.get([read_big.remote(ref) for _ in range(8)], timeout=DEADLINE)
+        assert all(total == value * BIG for total, _ in results)
+        if "node-0" in {node for _, node in results}:
+            break
+    else:
+        raise AssertionError("no reader task ran on node-0 in 10 batches")
+    stats0 = store_stats(rt, "node-0")
+    assert stats0["num_objects"] == 1, "node-0's store should hold a secondary copy"
+    assert stats0["used"] >= BIG * 8
+    assert store_stats(rt, "node-1")["num_objects"] == 1  # the primary stays where it was made
+    assert primary(ref) == "node-1"
+
+    # Freeing the object removes the primary and, with it, the secondary copy.
+    del ref
+    wait_for(
+        lambda: stores_empty(rt), DEADLINE, message="both stores empty after the object was freed"
+    )
+
+
+def test_killed_node_leaves_and_an_added_node_serves(fresh_runtime: Any) -> None:
+    fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    assert memlab.get(where.remote(0), timeout=DEADLINE)[0] == 0
+    wait_for(
+        lambda: len({w["node"] for w in memlab.state.workers()}) == 2,
+        DEADLINE,
+        message="workers of both nodes started",
+    )
+    doomed = {w["worker_id"] for w in memlab.state.workers() if w["node"] == "node-1"}
+
+    kill_node("node-1")
+    assert nodes_alive() == ["node-0"]
+
+    def node1_dead() -> bool:
+        recs = {n["node_id"]: n for n in memlab.state.nodes()}
+        workers = {w["worker_id"]: w for w in memlab.state.workers()}
+        return not recs["node-1"]["alive"] and all(workers[w]["state"] == "dead" for w in doomed)
+
+    wait_for(node1_dead, DEADLINE, message="node-1 and its workers shown dead")
+    results = memlab.get([where.remote(i) for i in range(8)], timeout=DEADLINE)
+    assert results == [(i, "node-0") for i in range(8)]  # only node-0 is left to run them
+
+    with pytest.raises(ValueError, match="node-1"):
+        kill_node("node-1")  # already dead
+
+    added = add_node(num_workers=2)
+    assert added not in NODES
+    assert nodes_alive() == ["node-0", added]
+    wait_for(
+        lambda: any(n["node_id"] == added and n["alive"] for n in memlab.state.nodes()),
+        DEADLINE,
+        message=f"{added} listed alive",
+    )
+    # New work spreads onto the added node, and values still cross between nodes.
+    for _ in range(10):
+        results = memlab.get([where.remote(i) for i in range(8)], timeout=DEADLINE)
+        if added in {node for _, node in results}:
+            break
+    else:
+        raise AssertionError(f"no task ran on the added node {added}")
+    ref, value = made_on(added)
+    assert memlab.get(ref, timeout=DEADLINE).sum() == value * BIG  # the driver is on node-0
+
+
+def test_head_node_cannot_be_killed(fresh_runtime: Any) -> None:
+    fresh_runtime(num_nodes=2, num_workers=2, object_store_memory=STORE)
+    with pytest.raises(ValueError, match=r"node-0.*head node"):
+        kill_node("node-0")
+    with pytest.raises(ValueError, match="no alive node"):
+        kill_node("node-7")
+    assert nodes_alive() == list(NODES)
+    assert memlab.get(where.remote(1), timeout=DEADLINE)[0] == 1
