@@ -375,6 +375,8 @@ class StateModel:
         rec = self._actors.setdefault(
             aid, {"actor_id": aid, "name": None, "worker": None, "state": "alive", "restarts": 0}
         )
+        if rec["state"] == "dead" and ev["kind"] != "actor.died":
+            return  # dead is final: a worker's late actor.created must not revive it
         for key in ("name", "worker"):
             if ev.get(key) is not None:
                 rec[key] = ev[key]

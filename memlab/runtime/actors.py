@@ -23,6 +23,7 @@ A call in flight when the actor's worker dies is resent after the restart while
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +92,25 @@ class ActorManager:
     def _peer_lost(self, peer: str, conn: Connection) -> None:
         if any(v.worker == peer for v in self.views.values()) or any(
                 r.worker == peer for r in self.records.values()):
-            self.worker_died(peer, self.core.dead.get(peer))
+            self.lost(peer)
+
+    def lost(self, worker: str) -> None:
+        """The connection to ``worker`` closed. The node manager's ``worker_died`` (exit code,
+        signal, likely cause) normally follows at once and reaches ``worker_died`` through
+        ``process_died``; wait for it briefly, so the ActorDiedError can say why it died."""
+        info = self.core.dead.get(worker)
+        if info is not None:
+            self.worker_died(worker, info)
+            return
+        from memlab.runtime.submitter import CRASH_INFO_WAIT
+
+        timer = threading.Timer(CRASH_INFO_WAIT, self._no_word, args=(worker,))
+        timer.daemon = True
+        timer.start()
+
+    def _no_word(self, worker: str) -> None:
+        if worker not in self.core.dead:  # else process_died handled it, with the cause
+            self.worker_died(worker, None)
 
     # -- names (the driver keeps the registry) -------------------------------------------------
 
@@ -193,6 +212,9 @@ class ActorManager:
     def creation_failed(self, spec: TaskSpec, error: BaseException | None) -> None:
         record = self.records.get(spec.actor[0]) if spec.actor else None
         if record is not None and record.state != "dead":
+            if record.worker is not None and record.node is not None:
+                # The worker is alive but hosts no instance: it is no use to anyone.
+                self.core.send_later(record.node, {"t": "kill_worker", "worker": record.worker})
             self._die(record, f"its constructor failed: {error}")
 
     def _die(self, record: ActorRecord, reason: str) -> list[Any]:
@@ -246,6 +268,8 @@ class ActorManager:
         record.reason = "every handle to it went out of scope"
         if record.worker is not None and record.node is not None:
             self.core.send_later(record.node, {"t": "kill_worker", "worker": record.worker})
+        else:  # still starting or restarting: on_granted kills the worker it gets
+            run_wakeups(self._die(record, record.reason))
 
     # -- caller side ---------------------------------------------------------------------------
 
@@ -325,6 +349,7 @@ class ActorManager:
                 retry: list[TaskSpec] = []
                 inflight = list(view.inflight.values())
                 view.inflight.clear()
+                self.core.submitter.forget_results(worker, inflight)
                 for spec in inflight:
                     if spec.may_retry():
                         spec.attempt += 1
@@ -368,10 +393,14 @@ class ActorManager:
             for view in self.views.values():
                 if view.owner == owner and view.state != "dead":
                     view.state, view.reason = "dead", f"its owner {owner} died"
+                    if self.core.events.enabled:  # its owner cannot say so any more
+                        self.core.events.emit("actor.died", actor_id=view.actor_id.hex(),
+                                              name=view.cls_name, worker=None,
+                                              reason=view.reason)
                     self._flush(view)
 
     def send_failed(self, worker: str) -> None:
         try:
             self.core.conn_to(worker)
         except ConnectionClosedError:
-            self.worker_died(worker, None)
+            self.lost(worker)

@@ -15,6 +15,7 @@ reply always reaches its owner before the releases that follow it (the handoff r
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -323,7 +324,7 @@ class CoreWorker:
     def _materialize(self, ref: ObjectRef, slot: Slot, deadline: float | None = None) -> Any:
         for _ in range(10):
             if slot.state == FAILED:
-                raise slot.error  # type: ignore[misc]
+                raise _fresh(slot.error)
             if slot.data is not None:
                 return deserialize(slot.data)
             assert self.store is not None
@@ -576,3 +577,13 @@ class CoreWorker:
                 # An entry kept only for lineage has no value, so no slot, until a rebuild.
                 if entry.owned and entry.state != "failed" and not entry.value_freed:
                     assert oid in self.mstore.slots, f"owned {oid.hex()} has no slot"
+
+
+def _fresh(error: BaseException | None) -> BaseException:
+    """A copy of a stored error to raise: raising the stored one would hang this frame's
+    traceback (and every ref its locals hold) on the slot for as long as the slot lives."""
+    assert error is not None
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error

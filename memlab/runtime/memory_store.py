@@ -18,12 +18,13 @@ PENDING, READY, FAILED = 0, 1, 2
 
 
 class Slot:
-    __slots__ = ("callbacks", "data", "error", "node", "size", "state", "waiters")
+    __slots__ = ("callbacks", "data", "error", "node", "size", "state", "waiters", "writer")
 
     def __init__(self) -> None:
         self.state = PENDING
         self.data: bytes | None = None
         self.node: str | None = None
+        self.writer: str | None = None  # the worker that wrote the stored copy, if a task did
         self.size = 0
         self.error: BaseException | None = None
         self.waiters: list[Any] | None = None
@@ -45,9 +46,10 @@ class MemoryStore:
         slot.data, slot.size, slot.node = data, len(data), None
         return self._finish(slot, READY)
 
-    def put_stored(self, oid: bytes, node: str, size: int) -> list[Any]:
+    def put_stored(self, oid: bytes, node: str, size: int, writer: str | None = None
+                   ) -> list[Any]:
         slot = self.add_pending(oid)
-        slot.data, slot.size, slot.node = None, size, node
+        slot.data, slot.size, slot.node, slot.writer = None, size, node, writer
         return self._finish(slot, READY)
 
     def put_error(self, oid: bytes, error: BaseException) -> list[Any]:
@@ -60,6 +62,7 @@ class MemoryStore:
         slot = self.slots.get(oid)
         if slot is not None:
             slot.state, slot.data, slot.node, slot.error = PENDING, None, None, None
+            slot.writer = None
 
     def when_done(self, oid: bytes, callback: Callable[[Slot], None]) -> bool:
         """Register ``callback`` for when ``oid`` is ready or failed; False if it already is."""

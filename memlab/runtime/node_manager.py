@@ -63,6 +63,7 @@ class NodeManager:
         self.stopping = False
         self._last_stats: dict[str, int] | None = None
         self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
+        self.writer_of: dict[bytes, str] = {}  # object -> the worker that wrote this copy
         self.copies: dict[bytes, set[str]] = {}  # our primaries -> nodes we gave a copy to
         self._nms: dict[str, Connection] = {}
         self._pull_lock = threading.Lock()
@@ -77,6 +78,7 @@ class NodeManager:
             "kill_worker": self._on_kill_worker, "shutdown": self._on_shutdown,
             "stats": self._on_stats, "pull": self._on_pull, "fetch": self._on_fetch,
             "worker_died": self._on_worker_died, "actor_lease": self._on_actor_lease,
+            "delete_written": self._on_delete_written, "object_info": self._on_object_info,
         }
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
@@ -312,6 +314,7 @@ class NodeManager:
             self.store.delete(oid)  # a retried task writes its result again
         if "owner" in h:
             self.owner_of[oid] = h["owner"]
+        self.writer_of[oid] = conn.peer or ""
         try:
             offset = self.store.create(oid, h["size"], conn.peer or "", h.get("primary", True))
         except ObjectStoreFullError as exc:
@@ -339,6 +342,12 @@ class NodeManager:
         else:
             conn.reply(h, {"t": "got", "offset": found[0], "size": found[1]})
 
+    def _on_object_info(self, conn: Connection, h: dict[str, Any]) -> None:
+        info = self.store.object_info(h["oid"]) or {}
+        conn.reply(h, {"t": "info", "owner": self.owner_of.get(h["oid"]),
+                       "writer": self.writer_of.get(h["oid"]),
+                       **{k: v for k, v in info.items() if k != "pins"}})
+
     def _on_stats(self, conn: Connection, h: dict[str, Any]) -> None:
         conn.reply(h, {"t": "stats", **self.store.stats()})
 
@@ -354,11 +363,16 @@ class NodeManager:
         for oid in oids:
             self.store.delete(oid)
             self.owner_of.pop(oid, None)
+            self.writer_of.pop(oid, None)
             for node in self.copies.pop(oid, ()):
                 forward.setdefault(node, []).append(oid)
         for node, batch in forward.items():  # secondary copies go with their primary
             with contextlib.suppress(Exception):
                 self._nm(node).send({"t": "delete", "oids": batch})
+
+    def _on_delete_written(self, conn: Connection, h: dict[str, Any]) -> None:
+        """Results a dead worker wrote but never reported: gone unless a retry rewrote them."""
+        self._delete([oid for oid in h["oids"] if self.writer_of.get(oid) == h["writer"]])
 
     def _drop_owned_by(self, owner: str) -> None:
         """Fate-sharing: objects whose owner died are unreachable; remove their copies."""

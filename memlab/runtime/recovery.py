@@ -129,6 +129,12 @@ class Recovery:
         spec.rebuilding = True
         spec.worker = None
         for ret in spec.returns:
+            slot = core.mstore.slots.get(ret)
+            if slot is not None and slot.node in core.nodes and slot.writer is not None:
+                # A copy thought lost may still sit on a live node (e.g. spilled and not
+                # restorable then): drop it, unless the rebuild itself rewrites it there.
+                core.send_later(slot.node, {"t": "delete_written", "oids": [ret],
+                                            "writer": slot.writer})
             entry = core.table.get(ret)
             if entry is not None and (not entry.value_freed or ret == oid):
                 core.mstore.reset(ret)

@@ -171,13 +171,22 @@ class Submitter:
         for _ in range(max(0, wanted)):
             if not nodes:
                 break
-            # Spread leases over the alive nodes, round robin (each node has its own workers).
-            node = nodes[self._next_node % len(nodes)]
-            self._next_node += 1
+            node = self._pick_node(nodes)
             self.lease_requests += 1
             self.requests_by_node[node] = self.requests_by_node.get(node, 0) + 1
             self.core.send_later(node, {"t": "lease", "lid": next(self._lids)})
         return to_push
+
+    def _pick_node(self, nodes: list[str]) -> str:
+        """The alive node where this owner holds and awaits the fewest leases (round robin
+        among equals): leases spread over the nodes, each of which has its own workers."""
+        held: dict[str, int] = {}
+        for lease in self.leases.values():
+            held[lease.node] = held.get(lease.node, 0) + 1
+        start = self._next_node
+        self._next_node += 1
+        order = [nodes[(start + k) % len(nodes)] for k in range(len(nodes))]
+        return min(order, key=lambda n: held.get(n, 0) + self.requests_by_node.get(n, 0))
 
     def _free_lease(self) -> Lease | None:
         best = None
@@ -232,7 +241,7 @@ class Submitter:
         except ConnectionClosedError:
             self._worker_lost(worker, None)
             if spec.actor is not None:
-                self.core.actors.worker_died(worker, self.core.dead.get(worker))
+                self.core.actors.lost(worker)
             return
         ev = self.core.events
         if ev.enabled:
@@ -349,7 +358,7 @@ class Submitter:
                 node = None
             else:
                 node = ret[3]
-                wake += core.mstore.put_stored(oid, node, size)
+                wake += core.mstore.put_stored(oid, node, size, worker)
             table.set_ready(oid, node, size)
             if ev.enabled:
                 ev.emit("object.ready", object_id=oid.hex(), size=size, inline=node is None,
@@ -442,6 +451,7 @@ class Submitter:
             lease = self.leases.pop(worker, None)
             if lease is None:
                 return
+            self.forget_results(worker, list(lease.inflight.values()))
             for spec in lease.inflight.values():
                 if spec.cancelled:
                     wake += self._fail(spec, TaskCancelledError(spec.name, spec.task_id.hex()),
@@ -455,6 +465,14 @@ class Submitter:
             to_push = self._pump()
         run_wakeups(wake)
         self._push_all(to_push)
+
+    def forget_results(self, worker: str, specs: list[TaskSpec]) -> None:
+        """A worker died mid-task: copies of results it wrote but never reported must go."""
+        oids = [oid for spec in specs for oid in spec.returns]
+        if oids:
+            for node in self.core.nodes:
+                self.core.send_later(node, {"t": "delete_written", "oids": oids,
+                                            "writer": worker})
 
     def _crash_error(self, spec: TaskSpec, worker: str, info: dict[str, Any] | None
                      ) -> WorkerCrashedError:
