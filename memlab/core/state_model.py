@@ -380,10 +380,11 @@ class StateModel:
         for key in ("name", "worker"):
             if ev.get(key) is not None:
                 rec[key] = ev[key]
-        rec["state"] = "dead" if ev["kind"] == "actor.died" else "alive"
-        rec["restarts"] += ev["kind"] == "actor.restarted"
+        kind = ev["kind"]
+        rec["state"] = {"actor.died": "dead", "actor.restarting": "restarting"}.get(kind, "alive")
+        rec["restarts"] += kind == "actor.restarted"
 
-    _on_actor_created = _on_actor_restarted = _on_actor_died = _on_actor
+    _on_actor_created = _on_actor_restarting = _on_actor_restarted = _on_actor_died = _on_actor
 
     # ------------------------------------------------------------------ reading
 

@@ -189,6 +189,10 @@ class ActorManager:
                 to_push: list[Any] = []
             else:
                 record.worker, record.node, record.state = h["worker"], conn.peer, "alive"
+                if record.restarts and self.core.events.enabled:
+                    self.core.events.emit("actor.restarted", actor_id=record.actor_id.hex(),
+                                          name=record.cls_name, worker=record.worker,
+                                          restarts=record.restarts)
                 spec = record.creation
                 spec.worker = record.worker
                 self.core.submitter.tasks[spec.task_id] = spec
@@ -382,8 +386,8 @@ class ActorManager:
         record.creation.attempt += 1
         ev = self.core.events
         if ev.enabled:
-            ev.emit("actor.restarted", actor_id=record.actor_id.hex(), name=record.cls_name,
-                    worker=None, restarts=record.restarts)
+            ev.emit("actor.restarting", actor_id=record.actor_id.hex(), name=record.cls_name,
+                    worker=None, restarts=record.restarts, reason=f"worker {worker}: {cause}")
         self._start(record)
         return []
 

@@ -74,6 +74,8 @@ class Runtime:
 
         def on_worker_died(conn: Any, h: dict[str, Any], payload: bytes) -> None:
             worker_died(conn, h, payload)
+            # Whatever it owned is gone with it (fate-sharing); front ends drop its objects.
+            self.core.events.emit("owner.died", owner=h["worker"])
             with self.nodes.cond:
                 self.nodes.workers.pop(h["worker"], None)
             self.nodes.broadcast(h, skip=conn)  # owners and stores on every node must know

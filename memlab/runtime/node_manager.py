@@ -109,10 +109,13 @@ class NodeManager:
         """Kill the workers, remove the arena and exit; if the driver died (it can no longer
         remove the session directory), remove that too."""
         with self.lock:
-            if self.stopping:
-                return
+            first = not self.stopping
             self.stopping = True
             procs = list(self.workers.values())
+        if not first:
+            # Another thread is cleaning up and will end the process with os._exit; returning
+            # here could let the main thread exit the interpreter and cut that cleanup short.
+            threading.Event().wait()
         for w in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGKILL)

@@ -146,6 +146,7 @@ class Nodes:
             msg = {"t": "worker_died", "worker": worker, "pid": info["pid"], "exitcode": None,
                    "signal": int(signal.SIGKILL), "node": node_id, "cause": cause}
             core.process_died(worker, msg)
+            ev.emit("owner.died", owner=worker)
             self.broadcast(msg)
 
     def kill_node(self, node_id: str) -> None:

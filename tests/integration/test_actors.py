@@ -238,7 +238,8 @@ def test_state_and_events_follow_an_actor_from_creation_to_death(rt: Any) -> Non
     def kinds() -> list[str]:
         return sorted(e["kind"] for e in _actor_events(aid, since))
 
-    want = ["actor.created", "actor.created", "actor.died", "actor.restarted"]
+    want = ["actor.created", "actor.created", "actor.died", "actor.restarted",
+            "actor.restarting"]
     wait_for(lambda: kinds() == want, DEADLINE, message=f"events {want}")
     record = _actor(aid)
     assert record is not None and record["state"] == "dead", record  # a late created: still dead
