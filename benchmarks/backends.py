@@ -30,6 +30,13 @@ def _total(a: np.ndarray) -> float:
     return float(a.sum())
 
 
+class Echo:
+    """The actor of the 1:1 actor-call workloads."""
+
+    def ping(self) -> None:
+        return None
+
+
 def _rss_of_children() -> int:
     me = psutil.Process(os.getpid())
     total = 0
@@ -65,7 +72,8 @@ class Memlab(Backend):
     name = "memlab"
     supports = frozenset({
         "startup", "idle memory", "tasks sync", "tasks async", "put calls", "get calls",
-        "put gigabytes", "get large", "pass large arg", "chain 100",
+        "put gigabytes", "get large", "pass large arg", "chain 100", "actor calls sync",
+        "actor calls async",
     })
 
     def __init__(self, events: bool = True) -> None:
@@ -76,8 +84,28 @@ class Memlab(Backend):
         self.noop = memlab.remote(_noop)
         self.inc = memlab.remote(_inc)
         self.total = memlab.remote(_total)
+        self.echo_class = memlab.remote(Echo)
+        self.echo: Any = None
+
+    def w_actor_calls_sync(self, n: int) -> float:
+        if self.echo is None:
+            self.echo = self.echo_class.remote()
+            self.m.get(self.echo.ping.remote())
+        t = time.perf_counter()
+        for _ in range(n):
+            self.m.get(self.echo.ping.remote())
+        return n / (time.perf_counter() - t)
+
+    def w_actor_calls_async(self, n: int) -> float:
+        if self.echo is None:
+            self.echo = self.echo_class.remote()
+            self.m.get(self.echo.ping.remote())
+        t = time.perf_counter()
+        self.m.get([self.echo.ping.remote() for _ in range(n)])
+        return n / (time.perf_counter() - t)
 
     def start(self) -> float:
+        self.echo = None
         t = time.perf_counter()
         self.m.init(num_workers=2, object_store_memory=1536 * MiB, events=self.events)
         self.m.get(self.noop.remote())
@@ -154,8 +182,11 @@ class Ray(Backend):
         self.noop = ray.remote(_noop)
         self.inc = ray.remote(_inc)
         self.total = ray.remote(_total)
+        self.echo_class = ray.remote(Echo)
+        self.echo: Any = None
 
     def start(self) -> float:
+        self.echo = None
         t = time.perf_counter()
         self.r.init(num_cpus=2, include_dashboard=False, object_store_memory=1536 * MiB,
                     log_to_driver=False, configure_logging=False)
@@ -173,6 +204,8 @@ class Ray(Backend):
     w_get_large = Memlab.w_get_large
     w_pass_large_arg = Memlab.w_pass_large_arg
     w_chain_100 = Memlab.w_chain_100
+    w_actor_calls_sync = Memlab.w_actor_calls_sync
+    w_actor_calls_async = Memlab.w_actor_calls_async
 
     @property
     def m(self) -> Any:

@@ -25,6 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backends import MiB, available
 from recovery import measure as measure_recovery
+from scaling import measure as measure_scaling
+from scaling import table as scaling_table
 
 # name -> (unit, higher_is_better, full size, quick size)
 WORKLOADS: dict[str, tuple[str, bool, int, int]] = {
@@ -36,6 +38,8 @@ WORKLOADS: dict[str, tuple[str, bool, int, int]] = {
     "get large": ("ms", False, 512 * MiB, 8 * MiB),
     "pass large arg": ("ms", False, 256 * MiB, 8 * MiB),
     "chain 100": ("ms", False, 100, 100),
+    "actor calls sync": ("calls/s", True, 1000, 50),
+    "actor calls async": ("calls/s", True, 2000, 100),
 }
 
 
@@ -101,6 +105,7 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
                         record(workload, b.name, b.run(workload, size))
             finally:
                 b.stop()
+    scaling = measure_scaling(quick) if "memlab" in backend_names else {}
     if "memlab" in backend_names:
         rec = measure_recovery(length=20 if quick else 100, reps=1 if quick else reps)
         results["chain fresh"] = {"memlab": rec["fresh ms"]}
@@ -111,6 +116,7 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
         "pipe round trip": pipe_round_trip(200 if quick else 2000),
     }
     return {"results": results, "floors": floors, "reps": reps, "quick": quick,
+            "scaling": {k: {str(n): v for n, v in row.items()} for k, row in scaling.items()},
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
 
@@ -203,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (1 if args.quick else 5)
     report = run(names, reps, args.quick)
     print(table(report))
+    if report["scaling"]:
+        print("\nscaling (memlab):")
+        print(scaling_table(report["scaling"]))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(report, f, indent=1)

@@ -1,0 +1,85 @@
+"""How memlab's cost grows with work: tasks at 1k/10k/100k, put and get from 1 MiB to 1 GiB,
+owner memory per live object, and the price of the event stream (events on vs off)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+
+import memlab
+
+MiB = 1 << 20
+
+
+def _noop() -> None:
+    return None
+
+
+def _async_rate(n: int) -> float:
+    noop = memlab.remote(_noop)
+    memlab.get([noop.remote() for _ in range(100)])
+    t = time.perf_counter()
+    memlab.get([noop.remote() for _ in range(n)])
+    return n / (time.perf_counter() - t)
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    counts = (1000, 5000) if quick else (1000, 10_000, 100_000)
+    sizes = (MiB, 8 * MiB) if quick else (MiB, 16 * MiB, 256 * MiB, 1024 * MiB)
+    live = 10_000 if quick else 100_000
+    memlab.init(num_workers=2, object_store_memory=(64 if quick else 2600) * MiB)
+    try:
+        out["tasks async (tasks/s)"] = {n: _async_rate(n) for n in counts}
+        put_gbs, get_ms = {}, {}
+        for size in sizes:
+            arr = np.ones(size // 8)
+            memlab.put(arr)  # warm the pages
+            t = time.perf_counter()
+            ref = memlab.put(arr)
+            put_gbs[size // MiB] = size / (time.perf_counter() - t) / 1e9
+            t = time.perf_counter()
+            view = memlab.get(ref)
+            get_ms[size // MiB] = (time.perf_counter() - t) * 1e3
+            del view, ref, arr
+            gc.collect()
+        out["put by MiB (GB/s)"] = put_gbs
+        out["get by MiB (ms)"] = get_ms
+        me = psutil.Process(os.getpid())
+        gc.collect()
+        before = me.memory_info().rss
+        refs = [memlab.put(i) for i in range(live)]
+        per_object = (me.memory_info().rss - before) / live
+        out["owner memory per live object (bytes)"] = {live: per_object}
+        del refs
+    finally:
+        memlab.shutdown()
+    rates = {}
+    for events in (True, False, True, False):
+        memlab.init(num_workers=2, object_store_memory=64 * MiB, events=events)
+        try:
+            rates.setdefault("on" if events else "off", []).append(
+                _async_rate(1000 if quick else 5000))
+        finally:
+            memlab.shutdown()
+    on, off = max(rates["on"]), max(rates["off"])
+    out["events on vs off (tasks/s)"] = {"on": on, "off": off, "cost %": (1 - on / off) * 100}
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = []
+    for name, row in result.items():
+        cells = ", ".join(f"{k}: {v:,.3g}" if isinstance(v, float) and abs(v) < 100
+                          else f"{k}: {v:,.0f}" for k, v in row.items())
+        lines.append(f"{name:40s} {cells}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(measure(quick=False)))
