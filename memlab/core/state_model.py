@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from memlab.core.events import EVENT_KINDS
+from memlab.core.ownership_graph import TERMINAL_TASK_STATES, build_graph
 
 __all__ = ["StateModel"]
 
@@ -37,7 +38,7 @@ _STATE_AFTER = {
     "object.reconstructed": "ready",
 }
 _NODE_STATS = ("store_used", "spilled_bytes", "num_objects")
-_TERMINAL_TASK_STATES = frozenset({"finished", "failed", "cancelled"})
+_TERMINAL_TASK_STATES = TERMINAL_TASK_STATES
 _OBJECT_STATES = frozenset({"pending", "ready", "spilled", "lost", "reconstructing", "failed"})
 
 
@@ -437,64 +438,9 @@ class StateModel:
         return [_copy_record(ev) for ev in selected], self._seq
 
     def ownership_graph(self) -> dict[str, Any]:
-        """Who owns, borrows, contains, created and holds each live object.
-
-        Graph node ids are prefixed by kind (``"process:driver"``, ``"object:<id>"``,
-        ``"task:<id>"``, ``"node:<id>"``) because a process and a node may share a name. Every
-        edge's endpoints are in ``nodes``; references to freed objects are left out. Tasks are
-        included when unfinished or when a live object was created by them.
-        """
-        gnodes: dict[str, dict[str, Any]] = {}
-        edges: list[dict[str, str]] = []
-
-        def edge(src: str, dst: str, kind: str) -> None:
-            if src in gnodes and dst in gnodes:
-                edges.append({"src": src, "dst": dst, "kind": kind})
-
-        def add(kind: str, ref: str, label: str, **extra: Any) -> str:
-            gid = f"{kind}:{ref}"
-            if gid not in gnodes:
-                gnodes[gid] = {"id": gid, "kind": kind, "ref": ref, "label": label, **extra}
-            return gid
-
-        def process(proc: str) -> str:
-            worker = self._workers.get(proc)
-            alive = None if worker is None else worker["state"] == "alive"
-            return add("process", proc, proc, alive=alive)
-
-        for wid, worker in self._workers.items():
-            if worker["state"] == "alive":
-                process(wid)
-        live = self._objects
-        tasks = {
-            tid: rec
-            for tid, rec in self._tasks.items()
-            if rec["state"] not in _TERMINAL_TASK_STATES
-        }
-        for rec in live.values():
-            if rec["owner"] is not None and rec["task_id"] in self._tasks:
-                tasks.setdefault(rec["task_id"], self._tasks[rec["task_id"]])
-        for tid, rec in tasks.items():
-            add("task", tid, rec["name"] or tid[:8], state=rec["state"])
-        for oid, rec in live.items():
-            if rec["owner"] is None:
-                continue
-            src = add("object", oid, oid[:8], state=rec["state"], size=rec["size"])
-            edge(process(rec["owner"]), src, "owns")
-            for borrower in rec["holders"]["borrowers"]:
-                edge(process(borrower), src, "borrows")
-            for node_id in rec["nodes"]:
-                alive = self._nodes[node_id]["alive"] if node_id in self._nodes else None
-                edge(src, add("node", node_id, node_id, alive=alive), "located_at")
-            edge(src, f"task:{rec['task_id']}", "created_by")
-        # Second pass: containment and dependencies need every live object already added.
-        for oid, rec in live.items():
-            for outer in rec["holders"]["contained_in"] if rec["owner"] is not None else ():
-                edge(f"object:{outer}", f"object:{oid}", "contains")
-        for tid, rec in tasks.items():
-            for dep in rec["deps"]:
-                edge(f"task:{tid}", f"object:{dep}", "depends_on")
-        return {"nodes": list(gnodes.values()), "edges": edges}
+        """Who owns, borrows, contains, created and holds each live object (see
+        ``memlab.core.ownership_graph``)."""
+        return build_graph(self._objects, self._tasks, self._workers, self._nodes)
 
     # ------------------------------------------------------------------ invariants
 

@@ -7,8 +7,9 @@ sockets (``Connection``, ``Listener``, ``connect``).
 """
 
 from memlab.protocol.auth import client_handshake, server_handshake
+from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.frames import MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, FrameReader, encode
-from memlab.protocol.transport import Connection, Listener, connect
+from memlab.protocol.transport import Connection
 
 __all__ = [
     "MAX_HEADER_BYTES",

@@ -102,7 +102,7 @@ class ActorManager:
         if info is not None:
             self.worker_died(worker, info)
             return
-        from memlab.runtime.submitter import CRASH_INFO_WAIT
+        from memlab.runtime.task_failures import CRASH_INFO_WAIT
 
         timer = threading.Timer(CRASH_INFO_WAIT, self._no_word, args=(worker,))
         timer.daemon = True

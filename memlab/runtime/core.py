@@ -32,8 +32,10 @@ from memlab.exceptions import (
     OwnerDiedError,
 )
 from memlab.ids import IdGenerator, object_id
-from memlab.protocol.transport import Connection, Listener, connect
+from memlab.protocol.endpoints import Listener, connect
+from memlab.protocol.transport import Connection
 from memlab.runtime import object_ref as object_ref_module
+from memlab.runtime.failures import FailureHandling
 from memlab.runtime.memory_store import (
     FAILED,
     PENDING,
@@ -43,9 +45,9 @@ from memlab.runtime.memory_store import (
     run_wakeups,
 )
 from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.owner_service import OwnerService
 from memlab.runtime.store_client import StoreClient
 from memlab.runtime.task_spec import call_site
-from memlab.runtime.wire import dumps_error, loads_error
 from memlab.serialization import deserialize, serialize
 
 log = logging.getLogger("memlab.runtime")
@@ -54,7 +56,7 @@ HOUSEKEEPING_PERIOD = 0.01
 DEFAULT_INLINE_THRESHOLD = 100 * 1024
 
 
-class CoreWorker:
+class CoreWorker(OwnerService, FailureHandling):
     """Ownership, values and messaging of one runtime process."""
 
     def __init__(
@@ -350,24 +352,6 @@ class CoreWorker:
         self.submitter.kick()
         return self._wait_slots([ref], 1, timeout)[0]
 
-    def mark_missing(self, oid: bytes, owner: str, node: str | None) -> None:
-        """A borrowed object's copy was not where its owner said (lock held): tell the owner,
-        which rebuilds it, and ask for it again."""
-        self.send_later(owner, {"t": "object_missing", "oid": oid, "node": node})
-        self.mstore.remove(oid)
-        self._fetching.discard(oid)
-
-    def _on_object_missing(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        oid = h["oid"]
-        with self.lock:
-            slot = self.mstore.slots.get(oid)
-            entry = self.table.get(oid)
-            stale = (slot is not None and entry is not None and entry.owned
-                     and slot.state != PENDING and slot.node == h["node"])
-            wake = self.recovery.objects_lost([oid]) if stale else []
-        run_wakeups(wake)
-        self.submitter.kick()
-
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
@@ -381,123 +365,6 @@ class CoreWorker:
         for ref, slot in zip(refs, slots):
             (ready if slot.state != PENDING and len(ready) < num_returns else not_ready).append(ref)
         return ready, not_ready
-
-    # -- owner-side handlers -------------------------------------------------------------------
-
-    def _on_add_borrower(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        with self.lock:
-            try:
-                self._apply(self.table.add_borrower(h["oid"], h["borrower"]))
-                ok = True
-            except KeyError:
-                ok = False
-        conn.reply(h, {"t": "ack", "ok": ok})
-
-    def _on_release_borrow(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        with self.lock:
-            for oid in h["oids"]:
-                self._apply(self.table.remove_borrower(oid, conn.peer or ""))
-
-    def _on_get_object(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        oid = h["oid"]
-        peer = conn.peer or ""
-
-        def answer(slot: Slot) -> None:
-            self._send_value(peer, oid, slot)
-
-        with self.lock:
-            slot = self.mstore.slots.get(oid)
-            if slot is None:
-                slot = Slot()
-                slot.state = FAILED
-                slot.error = ObjectLostError(oid.hex(), f"its owner {self.proc} no longer has it")
-            elif slot.state == PENDING:
-                self.mstore.when_done(oid, answer)
-                return
-        answer(slot)
-
-    def _send_value(self, peer: str, oid: bytes, slot: Slot) -> None:
-        h: dict[str, Any] = {"t": "object_value", "oid": oid}
-        payload = b""
-        if slot.state == FAILED:
-            h["kind"] = "e"
-            payload = dumps_error(slot.error)  # type: ignore[arg-type]
-        elif slot.data is not None:
-            h["kind"] = "i"
-            payload = slot.data
-        else:
-            h.update(kind="s", node=slot.node, size=slot.size)
-        try:
-            self.conn_to(peer).send(h, payload)
-        except ConnectionClosedError:
-            pass
-
-    def _on_object_value(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        oid = h["oid"]
-        with self.lock:
-            if oid not in self.mstore.slots:
-                return  # nobody here holds it any more
-            kind = h["kind"]
-            if kind == "i":
-                wake = self.mstore.put_inline(oid, payload)
-            elif kind == "s":
-                wake = self.mstore.put_stored(oid, h["node"], h["size"])
-            else:
-                wake = self.mstore.put_error(oid, loads_error(payload))
-        run_wakeups(wake)
-
-    def _on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        if h["worker"] not in self.dead:
-            self.process_died(h["worker"], h)
-
-    def _on_nodes(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        """The driver's word on which nodes are alive; nodes that left have died."""
-        gone = [n for n in self.nodes if n not in h["alive"]]
-        self.nodes = list(h["alive"])
-        self.submitter.max_leases = h.get("workers", self.submitter.max_leases)
-        for node in gone:
-            self.node_died(node)
-
-    def node_died(self, node: str) -> None:
-        """Every copy in ``node``'s store is gone: owned objects there are lost (rebuilt from
-        lineage where possible), borrowed ones are asked for again."""
-        self.dead[node] = {"node": node}
-        if node in self.nodes:
-            self.nodes.remove(node)
-        self.submitter.after_node_died(node)  # before rebuilding: no rebuild goes to a dead lease
-        self.actors.node_died(node)
-        wake: list[Any] = []
-        lost: list[bytes] = []
-        with self.lock:
-            for oid, slot in list(self.mstore.slots.items()):
-                if slot.node != node:
-                    continue
-                entry = self.table.get(oid)
-                if entry is not None and entry.owned:
-                    lost.append(oid)
-                else:
-                    self.mstore.remove(oid)
-                    self._fetching.discard(oid)
-            wake += self.recovery.objects_lost(lost)
-        run_wakeups(wake)
-        self.submitter.kick()
-
-    def process_died(self, proc: str, info: dict[str, Any]) -> None:
-        """``proc`` died: it borrows nothing any more, and what it owned is lost (fate-sharing)."""
-        self.dead[proc] = info
-        wake: list[Any] = []
-        with self.lock:
-            self._apply(self.table.remove_borrower_everywhere(proc))
-            for oid, entry in list(self.table.entries.items()):
-                if entry.owner == proc and not entry.owned:
-                    # Fate-sharing: even a value cached here is unreachable through its owner.
-                    self.mstore.remove(oid)
-                    self._fetching.add(oid)  # never ask the dead owner for it again
-                    wake += self.mstore.put_error(oid, OwnerDiedError(oid.hex(), proc))
-        run_wakeups(wake)
-        self.submitter.on_worker_died(proc, info)
-        self.actors.worker_died(proc, info)
-        self.actors.owner_died(proc)
 
     # -- housekeeping --------------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ import pytest
 
 import memlab
 from memlab.protocol.auth import MAGIC, client_handshake
+from memlab.protocol.endpoints import connect
 from memlab.protocol.frames import FrameReader, encode
-from memlab.protocol.transport import connect
 from memlab.testing.leaks import session_processes, wait_for
 
 HANDSHAKE_TIMEOUT = 5.0  # the listeners' default (memlab.protocol.transport.Listener)

@@ -1,0 +1,167 @@
+"""The node manager's store service: the object store's messages, fate-sharing of copies, and
+copies between nodes.
+
+A mixin of ``NodeManager``. Creates record each copy's owner (so a dead owner's copies are
+dropped) and writer (so a dead writer's unreported results are dropped unless a retry rewrote
+them). A process needing an object whose primary copy is on another node asks its own node
+manager to ``pull`` it: the copy is fetched from that node's manager once and kept as an
+evictable secondary copy, deleted with its primary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from memlab.exceptions import ObjectStoreFullError
+from memlab.protocol.endpoints import connect
+from memlab.protocol.transport import Connection
+
+if TYPE_CHECKING:
+    from memlab.store import Arena, ObjectStore
+
+log = logging.getLogger("memlab.node")
+
+
+class StoreService:
+    node_id: str
+    session_dir: str
+    secret: bytes
+    store: ObjectStore
+    arena: Arena
+    owner_of: dict[bytes, str]
+    writer_of: dict[bytes, str]
+    copies: dict[bytes, set[str]]
+    _nms: dict[str, Connection]
+    _pull_lock: threading.Lock
+    _dispatch: Any  # provided by NodeManager
+    _on_close: Any
+
+    def _on_create(self, conn: Connection, h: dict[str, Any]) -> None:
+        oid = h["oid"]
+        if self.store.object_info(oid) is not None:
+            self.store.delete(oid)  # a retried task writes its result again
+        if "owner" in h:
+            self.owner_of[oid] = h["owner"]
+        self.writer_of[oid] = conn.peer or ""
+        try:
+            offset = self.store.create(oid, h["size"], conn.peer or "", h.get("primary", True))
+        except ObjectStoreFullError as exc:
+            conn.reply(h, {"t": "created", "full": [exc.requested, exc.capacity, exc.used,
+                                                    exc.pinned, exc.detail]})
+            return
+        conn.reply(h, {"t": "created", "offset": offset})
+
+    def _on_seal(self, conn: Connection, h: dict[str, Any]) -> None:
+        self.store.seal(h["oid"], conn.peer or "")
+        conn.reply(h, {"t": "sealed"})
+
+    def _on_abort(self, conn: Connection, h: dict[str, Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self.store.abort(h["oid"], conn.peer or "")
+
+    def _on_get(self, conn: Connection, h: dict[str, Any]) -> None:
+        try:
+            found = self.store.get(h["oid"], conn.peer or "")
+        except (ObjectStoreFullError, OSError) as exc:
+            log.warning("%s: cannot restore %s: %s", self.node_id, h["oid"].hex(), exc)
+            found = None
+        if found is None:
+            conn.reply(h, {"t": "got"})
+        else:
+            conn.reply(h, {"t": "got", "offset": found[0], "size": found[1]})
+
+    def _on_object_info(self, conn: Connection, h: dict[str, Any]) -> None:
+        info = self.store.object_info(h["oid"]) or {}
+        conn.reply(h, {"t": "info", "owner": self.owner_of.get(h["oid"]),
+                       "writer": self.writer_of.get(h["oid"]),
+                       **{k: v for k, v in info.items() if k != "pins"}})
+
+    def _on_stats(self, conn: Connection, h: dict[str, Any]) -> None:
+        conn.reply(h, {"t": "stats", **self.store.stats()})
+
+    def _on_release(self, conn: Connection, h: dict[str, Any]) -> None:
+        for oid in h["oids"]:
+            self.store.release(oid, conn.peer or "")
+
+    def _on_delete(self, conn: Connection, h: dict[str, Any]) -> None:
+        self._delete(h["oids"])
+
+    def _delete(self, oids: list[bytes]) -> None:
+        forward: dict[str, list[bytes]] = {}
+        for oid in oids:
+            self.store.delete(oid)
+            self.owner_of.pop(oid, None)
+            self.writer_of.pop(oid, None)
+            for node in self.copies.pop(oid, ()):
+                forward.setdefault(node, []).append(oid)
+        for node, batch in forward.items():  # secondary copies go with their primary
+            with contextlib.suppress(Exception):
+                self._nm(node).send({"t": "delete", "oids": batch})
+
+    def _on_delete_written(self, conn: Connection, h: dict[str, Any]) -> None:
+        """Results a dead worker wrote but never reported: gone unless a retry rewrote them."""
+        self._delete([oid for oid in h["oids"] if self.writer_of.get(oid) == h["writer"]])
+
+    def _drop_owned_by(self, owner: str) -> None:
+        """Fate-sharing: objects whose owner died are unreachable; remove their copies."""
+        self._delete([oid for oid, o in list(self.owner_of.items()) if o == owner])
+
+    def _on_worker_died(self, conn: Connection, h: dict[str, Any]) -> None:
+        self._drop_owned_by(h["worker"])
+
+    # -- copies between nodes
+
+    def _nm(self, node: str) -> Connection:
+        conn = self._nms.get(node)
+        if conn is None or conn.closed:
+            conn = connect(os.path.join(self.session_dir, f"{node}.sock"), self.secret,
+                           self.node_id, self._dispatch, self._on_close)
+            conn.peer = node
+            conn.send({"t": "hello", "proc": self.node_id, "kind": "node"})
+            self._nms[node] = conn
+        return conn
+
+    def _on_pull(self, conn: Connection, h: dict[str, Any]) -> None:
+        """A process on this node needs an object whose primary copy is on another node."""
+        oid = h["oid"]
+        with self._pull_lock:
+            ok = self.store.contains(oid) or self._copy_from(h["from"], oid)
+        conn.reply(h, {"t": "pulled", "ok": ok})
+
+    def _copy_from(self, node: str, oid: bytes) -> bool:
+        try:
+            reply, data = self._nm(node).request({"t": "fetch", "oid": oid}, timeout=120)
+        except Exception:  # the node is gone or unreachable: the object is lost to us
+            return False
+        if "missing" in reply:
+            return False
+        try:
+            offset = self.store.create(oid, len(data), self.node_id, primary=False)
+        except (ObjectStoreFullError, ValueError):
+            return False
+        self.arena.view(offset, len(data))[:] = data
+        self.store.seal(oid, self.node_id)
+        if reply.get("owner"):
+            self.owner_of[oid] = reply["owner"]
+        return True
+
+    def _on_fetch(self, conn: Connection, h: dict[str, Any]) -> None:
+        oid = h["oid"]
+        client = f"fetch:{conn.peer}"
+        try:
+            found = self.store.get(oid, client)
+        except (ObjectStoreFullError, OSError):
+            found = None
+        if found is None:
+            conn.reply(h, {"t": "fetched", "missing": True})
+            return
+        try:
+            data = bytes(self.arena.view(*found))
+        finally:
+            self.store.release(oid, client)
+        self.copies.setdefault(oid, set()).add(conn.peer or "")
+        conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid)}, data)
