@@ -10,10 +10,7 @@ actors until killed), and fate-shares with the process that created it.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import pickle
-import sys
 from typing import Any
 
 import cloudpickle
@@ -73,16 +70,9 @@ class ActorClass:
 
     def _pickled_class(self) -> tuple[bytes, bytes]:
         if self._pickled is None:
-            cls = self._cls
-            module = sys.modules.get(cls.__module__)
-            if (cls.__module__ != "__main__" and module is not None
-                    and getattr(module, cls.__qualname__, None) is self):
-                from memlab.remote_function import _ImportedFunction
+            from memlab.remote_function import ship
 
-                data = pickle.dumps(_ImportedFunction(cls.__module__, cls.__qualname__))
-            else:
-                data = cloudpickle.dumps(cls, protocol=5)
-            self._pickled = (hashlib.blake2b(data, digest_size=16).digest(), data)
+            self._pickled = ship(self._cls, self)
         return self._pickled
 
 

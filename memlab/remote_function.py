@@ -72,16 +72,23 @@ class RemoteFunction:
 
     def _pickled_function(self) -> tuple[bytes, bytes]:
         if self._pickled is None:
-            fn = self._function
-            module = sys.modules.get(fn.__module__)
-            if (fn.__module__ != "__main__" and module is not None
-                    and getattr(module, fn.__qualname__, None) is self):
-                # Importable: ship the name, so the worker uses the module's real globals.
-                self._pickled = pickle.dumps(_ImportedFunction(fn.__module__, fn.__qualname__))
-            else:
-                self._pickled = dumps_function(fn)  # notebook or local code: by value
-            self._hash = hashlib.blake2b(self._pickled, digest_size=16).digest()
+            self._hash, self._pickled = ship(self._function, self)
         return self._hash, self._pickled  # type: ignore[return-value]
+
+
+def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes]:
+    """``(content hash, bytes)`` of a function or class to run remotely.
+
+    Importable code (its module attribute is our ``wrapper``) ships by name, so the worker uses
+    the module's real globals; notebook (``__main__``) or local code ships by value.
+    """
+    module = sys.modules.get(code.__module__)
+    if (code.__module__ != "__main__" and module is not None
+            and getattr(module, code.__qualname__, None) is wrapper):
+        data = pickle.dumps(_ImportedFunction(code.__module__, code.__qualname__))
+    else:
+        data = dumps_function(code)
+    return hashlib.blake2b(data, digest_size=16).digest(), data
 
 
 class _ImportedFunction:

@@ -53,6 +53,7 @@ from memlab.serialization import deserialize, serialize
 log = logging.getLogger("memlab.runtime")
 
 HOUSEKEEPING_PERIOD = 0.01
+REASK_PERIOD = 5.0  # seconds a get waits on a borrowed object before asking its owner again
 DEFAULT_INLINE_THRESHOLD = 100 * 1024
 
 
@@ -315,13 +316,29 @@ class CoreWorker(OwnerService, FailureHandling):
         blocked = self.kind == "worker"
         if blocked:
             self.submitter.notify_blocked(True)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            if not waiter.wait(timeout):
-                raise GetTimeoutError(timeout or 0.0, sum(s.state == PENDING for s in slots))
-            return slots
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                step = REASK_PERIOD if remaining is None else min(REASK_PERIOD, remaining)
+                if waiter.wait(max(0.0, step)):
+                    return slots
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise GetTimeoutError(timeout or 0.0,
+                                          sum(s.state == PENDING for s in slots))
+                self._reask(refs, slots)
         finally:
             if blocked:
                 self.submitter.notify_blocked(False)
+
+    def _reask(self, refs: list[ObjectRef], slots: list[Slot]) -> None:
+        """Still waiting on borrowed objects: ask their owners again. Answers are idempotent,
+        and this bounds the cost of any message lost to a peer's crash to one period."""
+        with self.lock:
+            for ref, slot in zip(refs, slots):
+                if slot.state == PENDING and ref.owner != self.proc and ref.owner not in self.dead:
+                    self.send_later(ref.owner, {"t": "get_object", "oid": ref.binary})
+        self.drain_outbox()
 
     def _materialize(self, ref: ObjectRef, slot: Slot, deadline: float | None = None) -> Any:
         for _ in range(10):

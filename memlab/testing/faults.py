@@ -49,6 +49,7 @@ __all__ = [
     "crash_once",
     "expected_exit",
     "first_attempt",
+    "gated",
     "kill_worker",
     "wait_for_file",
     "worker_pids",
@@ -147,6 +148,15 @@ def wait_for_file(path: str | os.PathLike[str], timeout: float = 30.0) -> None:
                 "did not get that far (check that it was started)"
             )
         time.sleep(0.005)  # polling a file: there is no cross-process event to block on
+
+
+def gated(value: Any, gate: str | os.PathLike[str], timeout: float = 30.0) -> Any:
+    """In a task: stay in flight until the file ``gate`` exists, then return ``value``.
+
+    Keeps work in flight while a test does something else (``memlab.remote(gated)``).
+    """
+    wait_for_file(gate, timeout)
+    return value
 
 
 def _identity(value: Any) -> Any:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,21 +23,14 @@ import numpy as np
 import pytest
 
 import memlab
+from memlab.testing import gated
 from memlab.testing.leaks import session_files, wait_for
 
 STORE = 256 << 20  # the shared runtime's store (tests/conftest.py)
 OVER_STORE = 300 << 20
 
 
-@memlab.remote
-def held(i: int, gate: str) -> int:
-    """Stay in flight until the test opens the gate, then return ``i``."""
-    deadline = time.monotonic() + 30
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the test never opened the gate {gate}")
-        time.sleep(0.002)
-    return i
+held = memlab.remote(gated)  # stays in flight until the test opens the gate
 
 
 @memlab.remote

@@ -29,6 +29,7 @@ import memlab
 from memlab.protocol.auth import MAGIC, client_handshake
 from memlab.protocol.endpoints import connect
 from memlab.protocol.frames import FrameReader, encode
+from memlab.testing import gated
 from memlab.testing.leaks import session_processes, wait_for
 
 HANDSHAKE_TIMEOUT = 5.0  # the listeners' default (memlab.protocol.transport.Listener)
@@ -36,15 +37,7 @@ CHALLENGE = len(MAGIC) + 32  # what a server sends before the client has proved 
 PREFIX = struct.Struct("<IQ")  # frame prefix: header length, payload length
 
 
-@memlab.remote
-def held(i: int, gate: str) -> int:
-    """Stay in flight until the test opens the gate, then return ``i``."""
-    deadline = time.monotonic() + 30
-    while not os.path.exists(gate):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the test never opened the gate {gate}")
-        time.sleep(0.002)
-    return i
+held = memlab.remote(gated)  # stays in flight until the test opens the gate
 
 
 @memlab.remote
