@@ -185,7 +185,20 @@ def check(
     try:
         value = memlab.get(ref, timeout=GET_TIMEOUT)
     except GetTimeoutError as exc:  # also a TaskError wrapping a nested get's timeout
-        raise AssertionError(f"{kind}: get hung ({exc}); {outcomes.summary()}") from exc
+        core = memlab.api._core("debug")
+        sub = core.submitter
+        with core.lock:
+            dbg = {
+                "tasks": [(s.name, s.worker, s.attempt, s.remaining,
+                           [(d.hex()[:8], sl.state if sl else None, sl.node if sl else None)
+                            for (d, _), sl in zip(s.deps, s.resolved or [None] * len(s.deps))])
+                          for s in list(sub.tasks.values())[:8]],
+                "queue": len(sub.queue), "leases": {w: (l.node, len(l.inflight))
+                                                     for w, l in sub.leases.items()},
+                "req": sub.lease_requests, "by_node": dict(sub.requests_by_node),
+                "max": sub.max_leases, "nodes": core.nodes,
+            }
+        raise AssertionError(f"{kind}: get hung ({exc}); {outcomes.summary()} DEBUG {dbg}") from exc
     except DOCUMENTED as exc:
         key = f"{kind}:{type(exc).__name__}"
         outcomes.errors[key] += 1
