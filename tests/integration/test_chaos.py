@@ -193,8 +193,8 @@ def check(
                            [(d.hex()[:8], sl.state if sl else None, sl.node if sl else None)
                             for (d, _), sl in zip(s.deps, s.resolved or [None] * len(s.deps))])
                           for s in list(sub.tasks.values())[:8]],
-                "queue": len(sub.queue), "leases": {w: (l.node, len(l.inflight))
-                                                     for w, l in sub.leases.items()},
+                "queue": len(sub.queue), "leases": {w: (lease.node, len(lease.inflight))
+                                                     for w, lease in sub.leases.items()},
                 "req": sub.lease_requests, "by_node": dict(sub.requests_by_node),
                 "max": sub.max_leases, "nodes": core.nodes,
             }
