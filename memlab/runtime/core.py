@@ -106,6 +106,7 @@ class CoreWorker(OwnerService, FailureHandling):
             "object_missing": self._on_object_missing,
         }
         self.on_peer_lost: list[Any] = []
+        self.on_block: Any = None  # a worker's executor: hand back queued tasks while blocked
         self.store: StoreClient | None = None
         self.listener = Listener(
             self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
@@ -316,6 +317,8 @@ class CoreWorker(OwnerService, FailureHandling):
         blocked = self.kind == "worker"
         if blocked:
             self.submitter.notify_blocked(True)
+            if self.on_block is not None:
+                self.on_block(True)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
@@ -330,6 +333,8 @@ class CoreWorker(OwnerService, FailureHandling):
         finally:
             if blocked:
                 self.submitter.notify_blocked(False)
+                if self.on_block is not None:
+                    self.on_block(False)
 
     def _reask(self, refs: list[ObjectRef], slots: list[Slot]) -> None:
         """Still waiting on borrowed objects: ask their owners again. Answers are idempotent,

@@ -53,9 +53,31 @@ class Executor:
         self.current_caller: str | None = None
         self.dead_callers: set[str] = set()
         self._actor_host: Any = None
+        self.blocked = False
         core.handlers.update(push=self._on_push, cancel=self._on_cancel,
                              actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)
+        core.on_block = self.bounce_queued
+
+    def bounce_queued(self, blocked: bool) -> None:
+        """The running task blocks in ``get``: tasks queued behind it, and tasks pushed while
+        it waits, go back to their owners to run elsewhere, since one of them may be what it
+        waits for (a deadlock otherwise). Actor calls stay: they must run here, in order."""
+        self.blocked = blocked
+        if not blocked:
+            return
+        keep: list[Any] = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None or item[1]["t"] != "push":
+                keep.append(item)
+                continue
+            self._bounce(item[0], item[1])
+        for item in keep:
+            self.queue.put(item)
 
     def _caller_lost(self, peer: str, conn: Connection) -> None:
         """The owner of queued or running tasks died: they are cancelled (fate-sharing)."""
@@ -65,7 +87,13 @@ class Executor:
             self.cancelled.add(tid)
             signal.pthread_kill(self._main, signal.SIGINT)
 
+    def _bounce(self, caller: str, h: dict[str, Any]) -> None:
+        self._send(caller, {"t": "done", "tid": h["tid"], "att": h["att"], "bounce": True})
+
     def _on_push(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        if self.blocked and h["t"] == "push" and self.current is not None:
+            self._bounce(conn.peer or "", h)
+            return
         fn_bytes = None
         if "fnlen" in h:
             n = h["fnlen"]

@@ -42,7 +42,7 @@ LEASE_LINGER = 0.02
 
 
 class Lease:
-    __slots__ = ("idle_since", "inflight", "node", "revoked", "worker")
+    __slots__ = ("blocked", "idle_since", "inflight", "node", "revoked", "worker")
 
     def __init__(self, worker: str, node: str) -> None:
         self.worker = worker
@@ -50,6 +50,7 @@ class Lease:
         self.inflight: dict[bytes, TaskSpec] = {}
         self.idle_since = time.monotonic()
         self.revoked = False
+        self.blocked = False  # its task waits in get: queue nothing behind it
 
 
 class Submitter(TaskFailures):
@@ -165,7 +166,10 @@ class Submitter(TaskFailures):
             lease.inflight[spec.task_id] = spec
             spec.worker = lease.worker
             to_push.append((lease.worker, spec))
-        wanted = min(len(queue), self.max_leases - len(self.leases)) - self.lease_requests
+        # A leased worker blocked in get frees its slot (its node starts another worker), so
+        # it does not count against this owner's share either.
+        blocked = sum(1 for lease in self.leases.values() if lease.blocked)
+        wanted = min(len(queue), self.max_leases + blocked - len(self.leases)) - self.lease_requests
         nodes = self.core.nodes
         for _ in range(max(0, wanted)):
             if not nodes:
@@ -191,7 +195,8 @@ class Submitter(TaskFailures):
         best = None
         for lease in self.leases.values():
             n = len(lease.inflight)
-            if n < MAX_IN_FLIGHT and not lease.revoked and (best is None or n < len(best.inflight)):
+            if (n < MAX_IN_FLIGHT and not lease.revoked and not (lease.blocked and n)
+                    and (best is None or n < len(best.inflight))):
                 best = lease
                 if n == 0:
                     break
@@ -256,7 +261,9 @@ class Submitter(TaskFailures):
             if self.requests_by_node.get(node, 0) > 0:
                 self.requests_by_node[node] -= 1
                 self.lease_requests -= 1
-            lease = self.leases[worker] = Lease(worker, node)
+            # A worker granted again while we hold it keeps its lease, and what is in flight.
+            lease = self.leases.get(worker) or Lease(worker, node)
+            self.leases[worker] = lease
             to_push = self._pump()
             if not lease.inflight:
                 self._return_lease(lease)
@@ -295,6 +302,7 @@ class Submitter(TaskFailures):
             lease = self.leases.get(worker)
             if lease is not None:
                 lease.inflight.pop(tid, None)
+                lease.blocked = bool(h.get("bounce")) and bool(lease.inflight)
                 if not lease.inflight:
                     lease.idle_since = time.monotonic()
                     if lease.revoked:
@@ -302,9 +310,10 @@ class Submitter(TaskFailures):
             spec = self.tasks.get(tid)
             if spec is None or spec.worker != worker or spec.attempt != h["att"]:
                 self._drop_stale_results(h)
-            elif h.get("need_fn"):
-                self.shipped.get(worker, set()).discard(spec.fn_hash)
-                spec.worker = None
+            elif h.get("need_fn") or h.get("bounce"):
+                if h.get("need_fn"):
+                    self.shipped.get(worker, set()).discard(spec.fn_hash)
+                spec.worker = None  # not run: send it again, to a worker that is free
                 self.queue.appendleft(spec)
             elif "err" in h:
                 error: BaseException | None = loads_error(payload)

@@ -69,10 +69,16 @@ class TaskFailures:
         with self.core.lock:
             self.shipped.pop(worker, None)
             lease = self.leases.pop(worker, None)
-            if lease is None:
+            running = dict(lease.inflight) if lease is not None else {}
+            # Tasks that went to this worker but whose lease is no longer held (given back or
+            # replaced) are in flight there all the same: they must not be forgotten.
+            for tid, spec in self.tasks.items():
+                if spec.worker == worker and spec.actor is None:
+                    running.setdefault(tid, spec)
+            if not running:
                 return
-            self.forget_results(worker, list(lease.inflight.values()))
-            for spec in lease.inflight.values():
+            self.forget_results(worker, list(running.values()))
+            for spec in running.values():
                 if spec.cancelled:
                     wake += self._fail(spec, TaskCancelledError(spec.name, spec.task_id.hex()),
                                        worker)

@@ -73,3 +73,47 @@ def test_nested_refs_chain_through_two_workers(fresh_runtime: Callable[..., Any]
     result_ref = memlab.get(outer.remote([x]))
     del x
     assert memlab.get(result_ref) == expected
+
+
+@memlab.remote
+class Mailbox:
+    """Hands a ref from the driver to a running task (take blocks until put)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.ready = threading.Event()
+        self.box: list[memlab.ObjectRef] = []
+
+    def put(self, refs: list[memlab.ObjectRef]) -> None:
+        self.box = refs
+        self.ready.set()
+
+    def take(self) -> list[memlab.ObjectRef]:
+        self.ready.wait(30)
+        return self.box
+
+
+@memlab.remote
+def waits_for_later_task(box: Any) -> Any:
+    refs = memlab.get(box.take.remote())
+    return memlab.get(refs[0])
+
+
+@memlab.remote
+def quick() -> str:
+    return "ran"
+
+
+def test_task_queued_behind_a_blocked_task_runs_elsewhere(
+    fresh_runtime: Callable[..., Any],
+) -> None:
+    """One worker: the first task blocks waiting for a task submitted after it, which was
+    queued behind it on the same worker. The queued task is handed back and runs on the worker
+    the node starts for the blocked one (otherwise: a deadlock)."""
+    fresh_runtime(num_workers=1)
+    box = Mailbox.options(max_concurrency=2).remote()
+    first = waits_for_later_task.remote(box)
+    later = quick.remote()  # pipelined behind `first` on the only worker
+    box.put.remote([later])
+    assert memlab.get(first, timeout=30) == "ran"
