@@ -50,11 +50,14 @@ def _check_secret(secret: bytes) -> None:
 
 
 def _recv_exact(sock: Any, size: int, deadline: float, step: str,
-                closed: type[Exception] = AuthenticationError) -> bytes:
+                closed: type[Exception] = AuthenticationError,
+                reset: type[Exception] | None = None) -> bytes:
     """Read exactly size bytes before deadline, or raise AuthenticationError naming the step.
 
     ``closed`` is raised instead when the peer closes or resets the connection: for the
     server's challenge, which it sends before checking anything, that means the server died.
+    ``reset`` is raised when the peer resets it (a process that died; a server refusing a
+    wrong secret closes cleanly instead).
     """
     buf = bytearray(size)
     view = memoryview(buf)
@@ -75,6 +78,9 @@ def _recv_exact(sock: Any, size: int, deadline: float, step: str,
                 "process - check that both sides belong to the same session"
             ) from exc
         except OSError as exc:
+            if reset is not None and isinstance(exc, ConnectionResetError):
+                raise reset("server", f"it reset the connection during the handshake: {exc}"
+                            ) from exc
             if closed is not AuthenticationError and isinstance(exc, ConnectionError):
                 raise closed("server",
                              f"it reset the connection during the handshake: {exc}") from exc
@@ -149,7 +155,8 @@ def client_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     client_nonce = os.urandom(_NONCE)
     answer = _mac(secret, b"client", challenge[len(MAGIC) :]) + client_nonce
     _send(sock, answer, deadline, "the client's answer")
-    proof = _recv_exact(sock, _DIGEST, deadline, "the server proof")
+    proof = _recv_exact(sock, _DIGEST, deadline, "the server proof",
+                        reset=ConnectionClosedError)
     if not hmac.compare_digest(proof, _mac(secret, b"server", client_nonce)):
         raise AuthenticationError(
             "server failed the HMAC challenge: it does not hold this session's secret; "

@@ -26,6 +26,7 @@ from typing import Any
 from memlab.core.events import EventBuffer
 from memlab.core.ownership import ReferenceTable
 from memlab.exceptions import (
+    AuthenticationError,
     ConnectionClosedError,
     GetTimeoutError,
     ObjectLostError,
@@ -139,8 +140,13 @@ class CoreWorker(OwnerService, FailureHandling):
             conn = self.peers.get(peer)
             if conn is not None and not conn.closed:
                 return conn
-            conn = connect(self.address(peer), self.secret, self.proc, self._dispatch,
-                           self._on_close)
+            try:
+                conn = connect(self.address(peer), self.secret, self.proc, self._dispatch,
+                               self._on_close)
+            except AuthenticationError as exc:
+                # Every process of a session holds the same secret: a failed handshake with
+                # one of them means it died during it.
+                raise ConnectionClosedError(peer, f"its handshake failed: {exc}") from exc
             conn.peer = peer
             conn.send({"t": "hello", "proc": self.proc, "kind": self.kind, "pid": os.getpid(),
                        "node": self.node_id})
