@@ -11,18 +11,23 @@ calls it (the task's worker is then the actor's owner).
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import memlab
 from memlab.testing import crash_once, kill_worker, wait_for, wait_for_file
+from tests.integration.actor_helpers import (  # noqa: F401
+    actor_events,
+    actor_record,
+    gone,
+    last_seq,
+    no_actor_survives,
+    pid_of,
+)
 
 DEADLINE = 10.0
 START = 7  # what __init__ sets the actor's counter to
@@ -144,51 +149,18 @@ CRASH_TABLE = [
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _last_seq() -> int | None:
-    return max((e["seq"] for e in memlab.state.events()), default=None)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
-def _actor(actor_id: str) -> dict[str, Any] | None:
-    return next((a for a in memlab.state.actors() if a["actor_id"] == actor_id), None)
 
 
-def _actor_events(actor_id: str, since: int | None) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in memlab.state.events(since)
-        if e["kind"].startswith("actor.") and e["actor_id"] == actor_id
-    ]
 
 
 def _worker_id(pid: int) -> str:
     return next(w["worker_id"] for w in memlab.state.workers() if w["pid"] == pid)
 
 
-@pytest.fixture(autouse=True)
-def no_actor_survives(rt: Any) -> Iterator[None]:
-    """After each test, every actor is dead and every worker that hosted one has exited."""
-    since = _last_seq()
-    yield
-    gc.collect()
-    wait_for(
-        lambda: all(a["state"] == "dead" for a in memlab.state.actors()),
-        DEADLINE,
-        message="every actor dead after the test",
-    )
-    pids = {w["worker_id"]: w["pid"] for w in memlab.state.workers()}
-    hosts = {e["worker"] for e in memlab.state.events(since) if e["kind"] == "actor.created"}
-    wait_for(
-        lambda: all(_gone(pids[w]) for w in hosts),
-        DEADLINE,
-        message=f"the workers that hosted actors ({sorted(hosts)}) exited",
-    )
 
 
 # ------------------------------------------------------------------------------- crash table
@@ -199,7 +171,7 @@ def test_actor_worker_dies_in_a_call(rt: Any, tmp_path: Path, caller: str, how: 
     death = DEATHS[how]
     for sc in SCENARIOS:
         name = f"{caller}-{how}-{sc.name}"
-        since = _last_seq()
+        since = last_seq()
         marker = str(tmp_path / f"{name}.marker") if sc.only_first_attempt else None
         others = [square.remote(i) for i in range(6)]
         args = (how, marker, sc.max_restarts, sc.max_task_retries)
@@ -226,7 +198,7 @@ def test_actor_worker_dies_in_a_call(rt: Any, tmp_path: Path, caller: str, how: 
             assert kind == "ok", (name, out)
             n, pid = value
             assert n == START and pid != out["pid"], (name, out)
-            assert _gone(out["pid"]), (name, out)
+            assert gone(out["pid"]), (name, out)
         else:
             assert kind == "died", (name, out)
             assert "max_restarts=0 is spent" in value, value
@@ -239,12 +211,12 @@ def test_actor_worker_dies_in_a_call(rt: Any, tmp_path: Path, caller: str, how: 
         want = "actor.restarted" if sc.restarts else "actor.died"
         wait_for(
             lambda aid=aid, since=since, want=want: any(
-                e["kind"] == want for e in _actor_events(aid, since)
+                e["kind"] == want for e in actor_events(aid, since)
             ),
             DEADLINE,
             message=f"{name}: {want} event",
         )
-        events = _actor_events(aid, since)
+        events = actor_events(aid, since)
         restarted = [e for e in events if e["kind"] == "actor.restarted"]
         assert len(restarted) == sc.restarts, (name, events)
         if not sc.restarts:
@@ -252,11 +224,11 @@ def test_actor_worker_dies_in_a_call(rt: Any, tmp_path: Path, caller: str, how: 
             assert "max_restarts=0 is spent" in died["reason"], died
         # Every handle is gone once the scenario returns: the actor ends dead, restarts counted.
         wait_for(
-            lambda aid=aid: (_actor(aid) or {}).get("state") == "dead",
+            lambda aid=aid: (actor_record(aid) or {}).get("state") == "dead",
             DEADLINE,
             message=f"{name}: actor dead in memlab.state.actors()",
         )
-        record = _actor(aid)
+        record = actor_record(aid)
         assert record is not None and record["restarts"] == sc.restarts, (name, record)
 
 
@@ -288,8 +260,8 @@ def test_actor_fate_shares_with_its_owner(rt: Any, tmp_path: Path) -> None:
     assert "Victim" in str(info.value), str(info.value)
     with pytest.raises(memlab.ActorDiedError, match=f"owner {owner} died"):
         memlab.get(h.add.remote(1), timeout=DEADLINE)
-    wait_for(lambda: _gone(actor_pid), DEADLINE, message="the actor's worker killed with its owner")
-    wait_for(lambda: _gone(owner_pid), DEADLINE, message="the owner's worker gone")
+    wait_for(lambda: gone(actor_pid), DEADLINE, message="the actor's worker killed with its owner")
+    wait_for(lambda: gone(owner_pid), DEADLINE, message="the owner's worker gone")
 
     gate.touch()  # tasks in flight beside the owner's death complete (retried if they were there)
     assert memlab.get(others, timeout=DEADLINE) == [i * i for i in range(4)]

@@ -11,16 +11,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 
 import memlab
 from memlab.testing import wait_for, wait_for_file, worker_pids
+from tests.integration.actor_helpers import (  # noqa: F401
+    actor_events,
+    actor_record,
+    gone,
+    last_seq,
+    no_actor_survives,
+    pid_of,
+)
 
 DEADLINE = 10.0
 BIG = 50_000  # float64 elements: 400 kB, above the inline threshold
@@ -124,51 +130,16 @@ def plain_function() -> int:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def _pid_of(worker_id: str) -> int:
-    return next(w["pid"] for w in memlab.state.workers() if w["worker_id"] == worker_id)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
-def _actor(actor_id: str) -> dict[str, Any] | None:
-    return next((a for a in memlab.state.actors() if a["actor_id"] == actor_id), None)
 
 
-def _actor_events(actor_id: str, since: int | None = None) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in memlab.state.events(since)
-        if e["kind"].startswith("actor.") and e["actor_id"] == actor_id
-    ]
 
 
-def _last_seq() -> int | None:
-    return max((e["seq"] for e in memlab.state.events()), default=None)
 
 
-@pytest.fixture(autouse=True)
-def no_actor_survives(rt: Any) -> Iterator[None]:
-    """After each test, every actor is dead and every worker that hosted one has exited."""
-    since = _last_seq()
-    yield
-    gc.collect()
-    wait_for(
-        lambda: all(a["state"] == "dead" for a in memlab.state.actors()),
-        DEADLINE,
-        message="every actor dead after the test",
-    )
-    hosts = {e["worker"] for e in memlab.state.events(since) if e["kind"] == "actor.created"}
-    pids = [_pid_of(w) for w in hosts]
-    wait_for(
-        lambda: all(_gone(pid) for pid in pids),
-        DEADLINE,
-        message=f"the workers that hosted actors ({sorted(hosts)}) exited",
-    )
 
 
 # ---------------------------------------------------------------------------------- the basics
@@ -198,52 +169,52 @@ def test_calls_from_one_caller_run_in_submission_order(rt: Any) -> None:
 
 
 def test_state_and_events_follow_an_actor_from_creation_to_death(rt: Any) -> None:
-    since = _last_seq()
+    since = last_seq()
     h = Counter.options(max_restarts=1).remote()
     pid = memlab.get(h.pid.remote(), timeout=DEADLINE)
     aid = h._actor_id.hex()
-    wait_for(lambda: _actor(aid) is not None, DEADLINE, message="the actor in memlab.state")
-    record = _actor(aid)
+    wait_for(lambda: actor_record(aid) is not None, DEADLINE, message="the actor in memlab.state")
+    record = actor_record(aid)
     assert record is not None
     assert (record["name"], record["state"], record["restarts"]) == ("Counter", "alive", 0)
-    assert _pid_of(record["worker"]) == pid
+    assert pid_of(record["worker"]) == pid
 
     assert memlab.get(h.add.remote(5), timeout=DEADLINE) == 5
     memlab.kill(h, no_restart=False)  # restarted: max_restarts allows it
     # A call sent before the owner sees the death would fail; wait for the restart first.
     wait_for(
-        lambda: (_actor(aid) or {}).get("restarts") == 1,
+        lambda: (actor_record(aid) or {}).get("restarts") == 1,
         DEADLINE,
         message="the restart in memlab.state.actors()",
     )
     assert memlab.get(h.get.remote(), timeout=DEADLINE) == 0  # __init__ ran again
     assert memlab.get(h.pid.remote(), timeout=DEADLINE) != pid
-    record = _actor(aid)
+    record = actor_record(aid)
     assert record is not None and record["state"] == "alive", record
     # The new worker's actor.created comes in its next event batch; a kill before that batch
     # is sent would lose it, so wait for it.
     wait_for(
-        lambda: [e["kind"] for e in _actor_events(aid, since)].count("actor.created") == 2,
+        lambda: [e["kind"] for e in actor_events(aid, since)].count("actor.created") == 2,
         DEADLINE,
         message="actor.created from the restarted worker",
     )
 
     memlab.kill(h)
     wait_for(
-        lambda: (_actor(aid) or {}).get("state") == "dead",
+        lambda: (actor_record(aid) or {}).get("state") == "dead",
         DEADLINE,
         message="the death in memlab.state.actors()",
     )
 
     def kinds() -> list[str]:
-        return sorted(e["kind"] for e in _actor_events(aid, since))
+        return sorted(e["kind"] for e in actor_events(aid, since))
 
     want = ["actor.created", "actor.created", "actor.died", "actor.restarted",
             "actor.restarting"]
     wait_for(lambda: kinds() == want, DEADLINE, message=f"events {want}")
-    record = _actor(aid)
+    record = actor_record(aid)
     assert record is not None and record["state"] == "dead", record  # a late created: still dead
-    died = next(e for e in _actor_events(aid, since) if e["kind"] == "actor.died")
+    died = next(e for e in actor_events(aid, since) if e["kind"] == "actor.died")
     assert "memlab.kill()" in died["reason"], died
 
 
@@ -269,10 +240,10 @@ def test_named_actor_is_found_by_name_and_lives_until_killed(rt: Any) -> None:
     assert memlab.get(again.pid.remote(), timeout=DEADLINE) == pid
 
     memlab.kill(again)
-    wait_for(lambda: _gone(pid), DEADLINE, message="the killed actor's worker exited")
+    wait_for(lambda: gone(pid), DEADLINE, message="the killed actor's worker exited")
     aid = again._actor_id.hex()
     wait_for(
-        lambda: (_actor(aid) or {}).get("state") == "dead",
+        lambda: (actor_record(aid) or {}).get("state") == "dead",
         DEADLINE,
         message="the owner saw the kill (memlab.state.actors())",
     )
@@ -294,26 +265,26 @@ def test_kill_fails_calls_in_flight_and_later_ones(rt: Any, tmp_path: Path) -> N
     with pytest.raises(memlab.ActorDiedError, match=r"memlab\.kill\(\)"):
         memlab.get(h.get.remote(), timeout=DEADLINE)
     assert memlab.get(others, timeout=DEADLINE) == [i * i for i in range(8)]
-    wait_for(lambda: _gone(pid), DEADLINE, message="the killed actor's worker exited")
+    wait_for(lambda: gone(pid), DEADLINE, message="the killed actor's worker exited")
 
 
 def test_actor_is_killed_when_every_handle_goes_out_of_scope(rt: Any) -> None:
-    since = _last_seq()
+    since = last_seq()
     h = Counter.remote()
     pid = memlab.get(h.pid.remote(), timeout=DEADLINE)
     aid = h._actor_id.hex()
     # A handle held by a task keeps it alive while the task runs.
     assert memlab.get(add_through.remote(h, 3), timeout=DEADLINE) == 3
-    assert not _gone(pid)
+    assert not gone(pid)
     del h
     gc.collect()
-    wait_for(lambda: _gone(pid), DEADLINE, message="the actor's worker exited after del handle")
+    wait_for(lambda: gone(pid), DEADLINE, message="the actor's worker exited after del handle")
 
     def died() -> bool:
-        return any(e["kind"] == "actor.died" for e in _actor_events(aid, since))
+        return any(e["kind"] == "actor.died" for e in actor_events(aid, since))
 
     wait_for(died, DEADLINE, message="an actor.died event")
-    reason = next(e for e in _actor_events(aid, since) if e["kind"] == "actor.died")["reason"]
+    reason = next(e for e in actor_events(aid, since) if e["kind"] == "actor.died")["reason"]
     assert "out of scope" in reason, reason
 
 
@@ -347,7 +318,7 @@ def test_handles_pass_to_tasks_and_to_other_actors(rt: Any) -> None:
     del target
     gc.collect()
     assert memlab.get(caller.bump.remote(1), timeout=DEADLINE) == 113
-    assert not _gone(pid)
+    assert not gone(pid)
 
 
 # ------------------------------------------------------------------------------- concurrency
@@ -381,7 +352,7 @@ def test_max_concurrency_one_runs_calls_one_at_a_time(rt: Any, tmp_path: Path) -
 
 
 def test_constructor_error_fails_every_call_and_says_why(rt: Any) -> None:
-    since = _last_seq()
+    since = last_seq()
     h = BrokenInit.remote("no config")
     for ref in (h.ping.remote(), h.ping.remote()):
         with pytest.raises(memlab.ActorDiedError) as info:
@@ -391,11 +362,11 @@ def test_constructor_error_fails_every_call_and_says_why(rt: Any) -> None:
         assert "BrokenInit" in message, message
     aid = h._actor_id.hex()
     wait_for(
-        lambda: (_actor(aid) or {}).get("state") == "dead",
+        lambda: (actor_record(aid) or {}).get("state") == "dead",
         DEADLINE,
         message="the failed actor dead in memlab.state.actors()",
     )
-    died = [e for e in _actor_events(aid, since) if e["kind"] == "actor.died"]
+    died = [e for e in actor_events(aid, since) if e["kind"] == "actor.died"]
     assert len(died) == 1 and "cannot start: no config" in died[0]["reason"], died
 
 
