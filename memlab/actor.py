@@ -33,13 +33,11 @@ def validate_actor_options(options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown actor option(s) {sorted(unknown)}; valid options are "
                         f"{sorted(ACTOR_OPTIONS)}")
-    for key in ("max_restarts", "max_task_retries"):
-        value = options.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < -1:
-            raise ValueError(f"{key} must be an int >= 0, or -1 for unlimited; got {value!r}")
-    concurrency = options.get("max_concurrency", 1)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ValueError(f"max_concurrency must be a positive int, got {concurrency!r}")
+    from memlab.remote_function import check_count
+
+    check_count(options, "max_restarts", 0, unlimited=True)
+    check_count(options, "max_task_retries", 0, unlimited=True)
+    check_count(options, "max_concurrency", 1)
     name = options.get("name")
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"an actor name must be a non-empty str, got {name!r}")

@@ -38,13 +38,20 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
             f"unknown remote option(s) {sorted(unknown)}; valid options are "
             f"{sorted(DEFAULT_OPTIONS)}"
         )
-    n = options.get("num_returns", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"num_returns must be a positive int, got {n!r}")
-    r = options.get("max_retries", 3)
-    if not isinstance(r, int) or isinstance(r, bool) or r < -1:
-        raise ValueError(f"max_retries must be an int >= 0, or -1 for unlimited; got {r!r}")
+    check_count(options, "num_returns", 1)
+    check_count(options, "max_retries", 3, unlimited=True)
     return options
+
+
+def check_count(options: dict[str, Any], key: str, default: int, unlimited: bool = False
+                ) -> None:
+    """``options[key]`` must be a positive int, or with ``unlimited`` an int >= 0 or -1."""
+    value = options.get(key, default)
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if unlimited and not (ok and value >= -1):
+        raise ValueError(f"{key} must be an int >= 0, or -1 for unlimited; got {value!r}")
+    if not unlimited and not (ok and value >= 1):
+        raise ValueError(f"{key} must be a positive int, got {value!r}")
 
 
 class RemoteFunction:
