@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -26,6 +28,39 @@ def _async_rate(n: int) -> float:
     t = time.perf_counter()
     memlab.get([noop.remote() for _ in range(n)])
     return n / (time.perf_counter() - t)
+
+
+def owner_memory(live: int, events: bool) -> float:
+    """RSS growth of the owner per live ``put`` ref, in bytes (run it in a fresh process).
+
+    Includes everything the driver keeps for them: the ref, the ownership entry, the in-process
+    value and, with events on, the state model's record and the (bounded) event log.
+    """
+    memlab.init(num_workers=1, object_store_memory=64 * MiB, events=events)
+    try:
+        memlab.get([memlab.put(i) for i in range(1000)])  # warm every code path and cache
+        memlab.state.objects()  # folds pending events, so they count on neither side
+        gc.collect()
+        me = psutil.Process(os.getpid())
+        before = me.memory_info().rss
+        refs = [memlab.put(i) for i in range(live)]
+        memlab.state.objects()
+        gc.collect()
+        grown = me.memory_info().rss - before
+        del refs
+        return grown / live
+    finally:
+        memlab.shutdown()
+
+
+def _owner_memory_in_fresh_process(live: int, events: bool) -> float:
+    # A fresh interpreter: after the large puts above, freed heap would hide new allocations.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import scaling; "
+            "print(scaling.owner_memory(int(sys.argv[2]), sys.argv[3] == 'on'))")
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", code, here, str(live), "on" if events else "off"],
+                         capture_output=True, text=True, check=True, timeout=300)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def measure(quick: bool) -> dict[str, Any]:
@@ -50,15 +85,12 @@ def measure(quick: bool) -> dict[str, Any]:
             gc.collect()
         out["put by MiB (GB/s)"] = put_gbs
         out["get by MiB (ms)"] = get_ms
-        me = psutil.Process(os.getpid())
-        gc.collect()
-        before = me.memory_info().rss
-        refs = [memlab.put(i) for i in range(live)]
-        per_object = (me.memory_info().rss - before) / live
-        out["owner memory per live object (bytes)"] = {live: per_object}
-        del refs
     finally:
         memlab.shutdown()
+    out["owner memory per live object (bytes)"] = {
+        f"{live} events on": _owner_memory_in_fresh_process(live, events=True),
+        f"{live} events off": _owner_memory_in_fresh_process(live, events=False),
+    }
     rates = {}
     for events in (True, False, True, False):
         memlab.init(num_workers=2, object_store_memory=64 * MiB, events=events)

@@ -9,8 +9,19 @@ An event is a plain dict, cheap to build and msgpack-able::
      "object_id": "3f2a...", "size": 80000000, "inline": False, "node": "node-0"}
 
 ``ts`` is ``time.time()`` in the emitting process, ``proc`` the emitting process id. Ids are
-hex strings. Kinds not in :data:`EVENT_KINDS` are legal (forward compatibility): readers keep
-them in the log and otherwise ignore them.
+hex strings.
+
+Events are coarse on the hot paths, because each one is built, shipped and folded: a task's
+``task.submitted`` announces its return objects (their ``object.created``), its ``task.finished``
+carries ``results``, ``[object_id, size, node]`` per return that became ready (their
+``object.ready``; ``node`` None means inline in the owner), and a ``put`` sends one
+``object.created`` with ``state="ready"``. A new owned object starts with one local ref; the
+owner sends ``object.holders`` only when that changes. A worker announces ``task.started`` at its
+next flush (every 10 ms) if the task still runs then; a shorter task's start travels in its reply,
+and its end event (finished/failed) carries ``started_at`` and ``node`` instead.
+
+Kinds not in :data:`EVENT_KINDS` are legal (forward compatibility): readers keep them in the
+log and otherwise ignore them.
 
 Invariants:
     * ``emit`` never blocks on I/O and never raises; it sits on the task-submission and ``put``
@@ -43,11 +54,11 @@ _ACTOR = ("actor_id", "name", "worker")
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "task.submitted": ("task_id", "name", "owner", "returns", "deps", "call_site"),
     "task.started": ("task_id", "worker", "node", "attempt"),
-    "task.finished": ("task_id", "worker", "attempt"),
-    "task.failed": ("task_id", "worker", "attempt", "error"),
+    "task.finished": ("task_id", "worker", "attempt", "results", "started_at", "node"),
+    "task.failed": ("task_id", "worker", "attempt", "error", "started_at", "node"),
     "task.retried": ("task_id", "attempt", "reason"),
     "task.cancelled": ("task_id",),
-    "object.created": ("object_id", "owner", "task_id", "call_site", "size", "state"),
+    "object.created": ("object_id", "owner", "task_id", "call_site", "size", "state", "node"),
     "object.ready": ("object_id", "size", "inline", "node"),
     "object.holders": ("object_id", "local", "tasks", "contained_in", "borrowers"),
     "object.freed": ("object_id",),
@@ -125,7 +136,8 @@ class EventBuffer:
         # stamping it in place avoids a copy.
         if self.enabled and len(self._pending) < self.max_pending:
             fields["kind"] = kind
-            fields["ts"] = _now()
+            if "ts" not in fields:  # a deferred event keeps the time it happened
+                fields["ts"] = _now()
             fields["proc"] = self.proc
             self._pending.append(fields)
         elif self.enabled:

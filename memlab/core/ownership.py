@@ -45,6 +45,11 @@ Instruction = tuple[Any, ...]
 
 PENDING, READY, FAILED = "pending", "ready", "failed"
 
+# Shared by every entry until it gets its first borrower / container: most objects never do,
+# and two empty sets per entry would cost ~430 bytes of the owner's memory per object. It is
+# a frozenset so that a mutation which forgot to go through Entry's adders fails loudly.
+_NONE: Any = frozenset()
+
 
 class Entry:
     """What this process knows of one object."""
@@ -71,8 +76,8 @@ class Entry:
         self.owned = owned
         self.local = 0
         self.tasks = 0
-        self.borrowers: set[str] = set()
-        self.contained_in: set[bytes] = set()
+        self.borrowers: set[str] = _NONE  # see _NONE; grown by add_borrower_proc
+        self.contained_in: set[bytes] = _NONE  # see _NONE; grown by add_container
         self.contains: tuple[bytes, ...] = ()
         self.lineage: Any = None
         self.location: str | None = None
@@ -81,6 +86,18 @@ class Entry:
         self.call_site = call_site
         self.lineage_refs = 0  # finished tasks whose results may need this object rebuilt
         self.value_freed = False  # kept for lineage only: the value itself is gone
+
+    def add_borrower_proc(self, proc: str) -> None:
+        if self.borrowers is _NONE:
+            self.borrowers = {proc}
+        else:
+            self.borrowers.add(proc)
+
+    def add_container(self, outer: bytes) -> None:
+        if self.contained_in is _NONE:
+            self.contained_in = {outer}
+        else:
+            self.contained_in.add(outer)
 
     def in_use(self) -> bool:
         return bool(self.local or self.tasks or self.contained_in or self.borrowers)
@@ -127,7 +144,8 @@ class ReferenceTable:
         entry.lineage = lineage
         entry.state = state
         self.entries[oid] = entry
-        return [("holders", oid)]
+        # The creation event implies ``local`` creator refs (events.py): report only if unusual.
+        return [] if local == 1 else [("holders", oid)]
 
     def add_local(self, oid: bytes, owner: str) -> tuple[bool, list[Instruction]]:
         """A new ObjectRef instance of ``oid`` exists here.
@@ -164,7 +182,7 @@ class ReferenceTable:
             entry = Entry(owner, owner == self.proc)
             self.entries[oid] = entry
         if contained_in is not None:
-            entry.contained_in.add(contained_in)
+            entry.add_container(contained_in)
         return [("holders", oid)] if entry.owned else []
 
     def add_submitted(self, oids: list[bytes]) -> list[Instruction]:
@@ -197,7 +215,7 @@ class ReferenceTable:
             raise KeyError(f"object {oid.hex()} is not owned by {self.proc}")
         if borrower == self.proc:
             return []
-        entry.borrowers.add(borrower)
+        entry.add_borrower_proc(borrower)
         return [("holders", oid)]
 
     def remove_borrower(self, oid: bytes, borrower: str) -> list[Instruction]:
@@ -227,7 +245,7 @@ class ReferenceTable:
             child = self.entries.get(oid)
             if child is None:
                 raise KeyError(f"object {oid.hex()} inside {outer.hex()} is not held here")
-            child.contained_in.add(outer)
+            child.add_container(outer)
             if child.owned:
                 out.append(("holders", oid))
         return out

@@ -10,12 +10,13 @@ located_at.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 TERMINAL_TASK_STATES = frozenset({"finished", "failed", "cancelled"})
 
 
-def build_graph(objects: dict[str, dict[str, Any]], tasks_by_id: dict[str, dict[str, Any]],
+def build_graph(objects: Mapping[str, Any], tasks_by_id: dict[str, dict[str, Any]],
                 workers: dict[str, dict[str, Any]], nodes: dict[str, dict[str, Any]]
                 ) -> dict[str, Any]:
     """``{"nodes": [...], "edges": [...]}`` for the live objects in ``objects``."""

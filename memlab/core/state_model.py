@@ -42,21 +42,58 @@ _TERMINAL_TASK_STATES = TERMINAL_TASK_STATES
 _OBJECT_STATES = frozenset({"pending", "ready", "spilled", "lost", "reconstructing", "failed"})
 
 
+# Holder records are replaced whole, never mutated, so records share these until their owner
+# reports a change: one per object would cost ~330 bytes for what is nearly always the default.
+_NO_HOLDERS: dict[str, Any] = {"local": 0, "tasks": 0, "contained_in": [], "borrowers": []}
+# A new owned object starts with the one ref its creator holds (no holders event is sent for it).
+_CREATOR_HOLDS: dict[str, Any] = {"local": 1, "tasks": 0, "contained_in": [], "borrowers": []}
+
+
+class _ObjectRecord:
+    """One live object's record, read and written like a dict (``rec["state"]``).
+
+    A slotted record, because the model keeps one per live object on the driver: a dict of
+    these ten keys costs ~270 bytes, this ~130.
+    """
+
+    __slots__ = ("call_site", "error", "holders", "inline", "nodes", "object_id", "owner",
+                 "size", "state", "task_id")
+
+    def __init__(self, object_id: str) -> None:
+        self.object_id = object_id
+        self.owner: str | None = None
+        self.size: int | None = None
+        self.call_site: str | None = None
+        self.task_id: str | None = None
+        self.error: str | None = None
+        self.state = "pending"
+        self.inline = False
+        self.nodes: tuple[str, ...] = ()  # node ids holding a copy, primary first
+        self.holders = _NO_HOLDERS
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(key, getattr(self, key)) for key in _OBJECT_FIELDS]
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+# The order records are shown in.
+_OBJECT_FIELDS = ("object_id", "owner", "size", "call_site", "task_id", "error", "state", "inline",
+                  "nodes", "holders")
+
+
 # Templates copied per record: a dict copy is the cheapest way to build one on the hot path.
-_OBJECT_TEMPLATE = dict.fromkeys(("object_id", "owner", "size", "call_site", "task_id", "error"))
-_OBJECT_TEMPLATE.update(state="pending", inline=False)
 _TASK_TEMPLATE = dict.fromkeys(
     ("task_id", "name", "worker", "node", "owner", "call_site", "submitted_at", "started_at")
 )
 _TASK_TEMPLATE.update(state="pending", attempt=0, finished_at=None, error=None)
-
-
-def _new_object(object_id: str) -> dict[str, Any]:
-    rec = _OBJECT_TEMPLATE.copy()
-    rec["object_id"] = object_id
-    rec["nodes"] = []  # node ids holding a copy, primary first
-    rec["holders"] = {"local": 0, "tasks": 0, "contained_in": [], "borrowers": []}
-    return rec
 
 
 def _new_task(task_id: str) -> dict[str, Any]:
@@ -67,7 +104,7 @@ def _new_task(task_id: str) -> dict[str, Any]:
     return rec
 
 
-def _copy_record(rec: dict[str, Any]) -> dict[str, Any]:
+def _copy_record(rec: dict[str, Any] | _ObjectRecord) -> dict[str, Any]:
     """Copy a record one level deep in its lists and dicts (records are no deeper than that)."""
     out = {}
     for key, value in rec.items():
@@ -89,7 +126,7 @@ class StateModel:
 
     def __init__(
         self,
-        max_log: int = 100_000,
+        max_log: int = 20_000,
         max_finished_tasks: int = 10_000,
         max_dead_workers: int = 1_000,
         max_tombstones: int = 100_000,
@@ -113,7 +150,7 @@ class StateModel:
         self.malformed = 0
         self._seq = 0
         self._log: deque[dict[str, Any]] = deque(maxlen=max_log)
-        self._objects: dict[str, dict[str, Any]] = {}
+        self._objects: dict[str, _ObjectRecord] = {}
         self._freed: OrderedDict[str, None] = OrderedDict()
         self._tasks: dict[str, dict[str, Any]] = {}
         self._done_tasks: OrderedDict[str, None] = OrderedDict()  # terminal tasks, oldest first
@@ -127,7 +164,8 @@ class StateModel:
     def apply(self, events: Iterable[dict[str, Any]]) -> None:
         """Fold events, in order, into the model and append them to the log.
 
-        Each logged event is a copy of the input with a ``"seq"`` number (1, 2, ...). Unknown
+        The model takes ownership of the event dicts (the caller must not reuse them): each is
+        logged as it is, stamped with a ``"seq"`` number (1, 2, ...). Unknown
         kinds are logged only. An event missing a field its kind needs is logged and counted in
         ``malformed``; it never raises, so one bad emitter cannot stop the collector.
 
@@ -137,7 +175,7 @@ class StateModel:
         log = self._log
         for event in events:
             self._seq += 1
-            event = dict(event, seq=self._seq)
+            event["seq"] = self._seq  # the model owns the dicts it is given: no copy per event
             if len(log) == self.max_log:
                 self.log_dropped += 1
             log.append(event)
@@ -149,42 +187,55 @@ class StateModel:
             except (KeyError, TypeError, ValueError, AttributeError):
                 self.malformed += 1
 
-    def _object(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def _object(self, event: dict[str, Any]) -> _ObjectRecord | None:
         """The record an object event updates (created if unknown), or None if freed."""
-        oid = event["object_id"]
+        return self._object_by_id(event["object_id"])
+
+    def _object_by_id(self, oid: str) -> _ObjectRecord | None:
         if oid in self._freed:
             return None
         rec = self._objects.get(oid)
         if rec is None:
-            rec = self._objects[oid] = _new_object(oid)
+            rec = self._objects[oid] = _ObjectRecord(oid)
         return rec
 
+    def _created(self, oid: str, owner: str, task_id: str | None, call_site: str | None
+                 ) -> _ObjectRecord | None:
+        rec = self._object_by_id(oid)
+        if rec is None:
+            return None
+        rec["owner"] = owner
+        rec["task_id"] = task_id
+        rec["call_site"] = call_site
+        if rec["holders"] is _NO_HOLDERS:
+            rec["holders"] = _CREATOR_HOLDS
+        return rec
+
+    def _ready(self, rec: _ObjectRecord, size: int | None, node: str | None) -> None:
+        rec["state"] = "ready"
+        rec["error"] = None
+        if size is not None:
+            rec["size"] = size
+        if node is None:
+            rec["inline"] = True  # the value lives in its owner's memory
+        elif node not in rec["nodes"]:
+            rec["nodes"] = (node, *rec["nodes"])  # the sealing node holds the primary copy
+
     def _on_object_created(self, ev: dict[str, Any]) -> None:
-        rec = self._object(ev)
+        rec = self._created(ev["object_id"], ev["owner"], ev.get("task_id"), ev.get("call_site"))
         if rec is None:
             return
-        rec["owner"] = ev["owner"]
-        rec["task_id"] = ev.get("task_id")
-        rec["call_site"] = ev.get("call_site")
         if ev.get("size") is not None:
             rec["size"] = ev["size"]
         # A placeholder already moved on by later events keeps its state.
         if ev.get("state") == "ready" and rec["state"] == "pending":
-            rec["state"] = "ready"
+            self._ready(rec, ev.get("size"), ev.get("node"))
 
     def _on_object_ready(self, ev: dict[str, Any]) -> None:
         rec = self._object(ev)
         if rec is None:
             return
-        rec["state"] = "ready"
-        rec["error"] = None
-        if ev.get("size") is not None:
-            rec["size"] = ev["size"]
-        if ev.get("inline"):
-            rec["inline"] = True
-        node = ev.get("node")
-        if node is not None and node not in rec["nodes"]:
-            rec["nodes"].insert(0, node)  # the sealing node holds the primary copy
+        self._ready(rec, ev.get("size"), ev.get("node"))
 
     def _on_object_holders(self, ev: dict[str, Any]) -> None:
         rec = self._object(ev)
@@ -206,7 +257,7 @@ class StateModel:
     def _on_object_freed(self, ev: dict[str, Any]) -> None:
         self._forget_object(ev["object_id"])
 
-    def _set_object_state(self, ev: dict[str, Any], state: str) -> dict[str, Any] | None:
+    def _set_object_state(self, ev: dict[str, Any], state: str) -> _ObjectRecord | None:
         rec = self._object(ev)
         if rec is not None:
             rec["state"] = state
@@ -223,17 +274,17 @@ class StateModel:
         rec = self._set_object_state(ev, "ready")
         node = ev.get("node")
         if rec is not None and node is not None and node not in rec["nodes"]:
-            rec["nodes"].append(node)
+            rec["nodes"] = (*rec["nodes"], node)
 
     def _on_object_evicted(self, ev: dict[str, Any]) -> None:
         rec = self._object(ev)
         if rec is not None and ev.get("node") in rec["nodes"]:
-            rec["nodes"].remove(ev["node"])
+            rec["nodes"] = tuple(n for n in rec["nodes"] if n != ev["node"])
 
     def _on_object_lost(self, ev: dict[str, Any]) -> None:
         rec = self._set_object_state(ev, "lost")
         if rec is not None:
-            rec["nodes"].clear()
+            rec["nodes"] = ()
 
     def _on_object_state(self, ev: dict[str, Any]) -> None:
         self._set_object_state(ev, _STATE_AFTER[ev["kind"]])
@@ -282,6 +333,9 @@ class StateModel:
         rec["submitted_at"] = ev.get("ts")
         rec["returns"] = list(ev.get("returns") or ())
         rec["deps"] = list(ev.get("deps") or ())
+        # The submission announces its return objects: no object.created is sent for them.
+        for oid in rec["returns"]:
+            self._created(oid, rec["owner"], rec["task_id"], rec["call_site"])
 
     def _on_task_started(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
@@ -299,9 +353,22 @@ class StateModel:
         rec.update(state="running", worker=ev.get("worker"), node=ev.get("node"), attempt=attempt)
         rec["started_at"] = ev.get("ts")
 
+    @staticmethod
+    def _started_unannounced(rec: dict[str, Any], ev: dict[str, Any]) -> None:
+        # A task that ended before its worker announced the start: its end event says it.
+        if rec["started_at"] is None and ev.get("started_at") is not None:
+            rec["started_at"] = ev["started_at"]
+            rec["node"] = ev.get("node")
+
     def _on_task_finished(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
         if rec is not None:
+            self._started_unannounced(rec, ev)
+            # The finish reports its results' readiness: no object.ready is sent for them.
+            for oid, size, node in ev.get("results") or ():
+                obj = self._object_by_id(oid)
+                if obj is not None:
+                    self._ready(obj, size, node)
             rec["worker"] = ev.get("worker", rec["worker"])
             rec["attempt"] = ev.get("attempt", rec["attempt"])
             self._settle_task(rec, "finished", ev.get("ts"))
@@ -309,6 +376,7 @@ class StateModel:
     def _on_task_failed(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
         if rec is not None:
+            self._started_unannounced(rec, ev)
             rec["worker"] = ev.get("worker", rec["worker"])
             rec["attempt"] = ev.get("attempt", rec["attempt"])
             self._settle_task(rec, "failed", ev.get("ts"))
@@ -363,7 +431,7 @@ class StateModel:
         # Copies in a dead node's store are gone; the owner reports which objects are lost.
         for rec in self._objects.values():
             if node_id in rec["nodes"]:
-                rec["nodes"].remove(node_id)
+                rec["nodes"] = tuple(n for n in rec["nodes"] if n != node_id)
 
     def _on_node_store(self, ev: dict[str, Any]) -> None:
         rec = self._node(ev["node_id"])
@@ -398,7 +466,7 @@ class StateModel:
                 continue  # placeholder: events arrived before its object.created
             obj = _copy_record(rec)
             nodes = obj.pop("nodes")
-            obj["locations"] = ([f"owner:{owner}"] if obj["inline"] else []) + nodes
+            obj["locations"] = ([f"owner:{owner}"] if obj["inline"] else []) + list(nodes)
             out.append(obj)
         return out
 
@@ -459,9 +527,9 @@ class StateModel:
             assert holders["local"] >= 0 and holders["tasks"] >= 0, f"negative count: {rec}"
         for obj in self.objects():
             assert isinstance(obj["owner"], str) and obj["owner"], f"listed without owner: {obj}"
-        for rec in self._nodes.values():
+        for node in self._nodes.values():
             for key in _NODE_STATS:
-                assert rec[key] >= 0, f"negative {key}: {rec}"
+                assert node[key] >= 0, f"negative {key}: {node}"
         assert len(self._log) <= self.max_log, "event log exceeds max_log"
         assert len(self._done_tasks) <= self.max_finished_tasks, "too many finished tasks kept"
         for tid in self._done_tasks:

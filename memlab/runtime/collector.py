@@ -65,13 +65,14 @@ class Collector:
     """
 
     def __init__(
-        self, proc: str = "driver", max_log: int = 100_000, max_pending: int = 100_000
+        self, proc: str = "driver", max_log: int = 20_000, max_pending: int = 100_000
     ) -> None:
         """Create a collector with an empty model; no thread starts until one is needed.
 
         Args:
             proc: Process id of the driver.
-            max_log: Bound on the model's event log.
+            max_log: Bound on the model's event log (recent history for the live stream; the
+                state itself lives in the model's records, so the log need not be long).
             max_pending: Bound on events waiting to be folded, per source (local, ingested).
         """
         self.proc = proc

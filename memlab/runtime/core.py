@@ -108,6 +108,7 @@ class CoreWorker(OwnerService, FailureHandling):
         }
         self.on_peer_lost: list[Any] = []
         self.on_block: Any = None  # a worker's executor: hand back queued tasks while blocked
+        self.on_flush: Any = None  # a worker's executor: announce tasks still running
         self.store: StoreClient | None = None
         self.listener = Listener(
             self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
@@ -258,9 +259,8 @@ class CoreWorker(OwnerService, FailureHandling):
                 self.mstore.put_stored(oid, node, size)  # type: ignore[arg-type]
         ev = self.events
         if ev.enabled:
-            ev.emit("object.created", object_id=oid.hex(), owner=self.proc, task_id=None,
-                    call_site=site, size=size, state="ready")
-            ev.emit("object.ready", object_id=oid.hex(), size=size, inline=node is None, node=node)
+            ev.emit("object.created", object_id=oid.hex(), owner=self.proc, call_site=site,
+                    size=size, state="ready", node=node)
         return ObjectRef(oid, self.proc, self)
 
     def ensure_fetch(self, oid: bytes, owner: str) -> Slot:
@@ -419,6 +419,8 @@ class CoreWorker(OwnerService, FailureHandling):
             self.store.flush()
         self.submitter.housekeeping()
         self.drain_outbox()
+        if self.on_flush is not None:
+            self.on_flush()
         self.flush_events()
 
     def flush_holder_events(self) -> None:

@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +55,25 @@ class Executor:
         self.dead_callers: set[str] = set()
         self._actor_host: Any = None
         self.blocked = False
+        # Started tasks not yet announced: task id -> the task.started event's fields. Most tasks
+        # end before the next flush; their reply carries the start instead (one event fewer per
+        # task for the owner to build, ship and fold); the flush announces the ones still running.
+        self.unannounced: dict[bytes, dict[str, Any]] = {}
+        core.on_flush = self.announce_running
         core.handlers.update(push=self._on_push, cancel=self._on_cancel,
                              actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)
         core.on_block = self.bounce_queued
+
+    def announce_running(self) -> None:
+        """Emit ``task.started`` for tasks that have run since before this flush."""
+        if not self.unannounced:
+            return
+        events = self.core.events
+        for tid in list(self.unannounced):
+            fields = self.unannounced.pop(tid, None)
+            if fields is not None:
+                events.emit("task.started", **fields)
 
     def bounce_queued(self, blocked: bool) -> None:
         """The running task blocks in ``get``: tasks queued behind it, and tasks pushed while
@@ -151,10 +167,9 @@ class Executor:
         core = self.core
         tid, name, attempt = h["tid"], h["name"], h["att"]
         reply: dict[str, Any] = {"t": "done", "tid": tid, "att": attempt}
-        ev = core.events
-        if ev.enabled:
-            ev.emit("task.started", task_id=tid.hex(), worker=core.proc, node=core.node_id,
-                    attempt=attempt)
+        if core.events.enabled:
+            self.unannounced[tid] = {"task_id": tid.hex(), "worker": core.proc,
+                                     "node": core.node_id, "attempt": attempt, "ts": time.time()}
         result: Any = None
         try:
             if main_thread:
@@ -190,6 +205,7 @@ class Executor:
                 name, exc, pid=os.getpid(), worker_id=core.proc))
         finally:
             self.cancelled.discard(tid)
+            self.unannounced.pop(tid, None)
             del result  # the refs it holds are released after the reply, in order
 
     def actor_host(self) -> Any:
@@ -297,6 +313,9 @@ class Executor:
     def _send(self, caller: str, reply: dict[str, Any], error: BaseException | None = None,
               rets: list[Any] | None = None, payload: bytes = b"") -> None:
         core = self.core
+        started = self.unannounced.pop(reply["tid"], None)
+        if started is not None:  # ended before a flush announced it: the owner reports the start
+            reply["st"], reply["nd"] = started["ts"], started["node"]
         if error is not None:
             reply["err"] = True
             payload = dumps_error(error)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from memlab.exceptions import ObjectStoreFullError
 from memlab.protocol.endpoints import connect
 from memlab.protocol.transport import Connection
+from memlab.serialization.memcopy import copy_into
 
 if TYPE_CHECKING:
     from memlab.store import Arena, ObjectStore
@@ -143,7 +144,7 @@ class StoreService:
             offset = self.store.create(oid, len(data), self.node_id, primary=False)
         except (ObjectStoreFullError, ValueError):
             return False
-        self.arena.view(offset, len(data))[:] = data
+        copy_into(self.arena.view(offset, len(data)), memoryview(data))
         self.store.seal(oid, self.node_id)
         if reply.get("owner"):
             self.owner_of[oid] = reply["owner"]

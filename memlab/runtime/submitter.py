@@ -53,6 +53,11 @@ class Lease:
         self.blocked = False  # its task waits in get: queue nothing behind it
 
 
+
+def _ran(h: dict[str, Any]) -> dict[str, Any]:
+    """A reply's start time and node, sent when the worker did not announce the start itself."""
+    return {"started_at": h["st"], "node": h["nd"]} if "st" in h else {}
+
 class Submitter(TaskFailures):
     def __init__(self, core: CoreWorker) -> None:
         self.core = core
@@ -96,12 +101,10 @@ class Submitter(TaskFailures):
         run_wakeups(wake)
         if ev.enabled:
             tid = spec.task_id.hex()
+            # Announces the return objects too (events.py: no object.created per return).
             ev.emit("task.submitted", task_id=tid, name=spec.name, owner=core.proc,
                     returns=[o.hex() for o in spec.returns], deps=[d.hex() for d, _ in spec.deps],
                     call_site=spec.call_site)
-            for oid in spec.returns:
-                ev.emit("object.created", object_id=oid.hex(), owner=core.proc, task_id=tid,
-                        call_site=spec.call_site, size=None, state="pending")
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
 
@@ -247,9 +250,6 @@ class Submitter(TaskFailures):
             if spec.actor is not None:
                 self.core.actors.lost(worker)
             return
-        ev = self.core.events
-        if ev.enabled:
-            ev.emit("task.leased", task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt)
 
     def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         if h.get("actor"):
@@ -330,7 +330,7 @@ class Submitter(TaskFailures):
                         and not spec.cancelled):
                     self._retry(spec, f"the task raised {type(error.cause).__name__}")
                 else:
-                    wake += self._fail(spec, error, worker)
+                    wake += self._fail(spec, error, worker, _ran(h))
             else:
                 wake += self._finish(spec, h, payload, worker)
             to_push = self._pump()
@@ -342,6 +342,7 @@ class Submitter(TaskFailures):
         table = core.table
         ev = core.events
         wake: list[Any] = []
+        results: list[tuple[str, int, str | None]] = []
         pos = 0
         for oid, ret in zip(spec.returns, h["rets"]):
             kind, size, contained = ret[0], ret[1], ret[2]
@@ -369,20 +370,21 @@ class Submitter(TaskFailures):
                 wake += core.mstore.put_stored(oid, node, size, worker)
             table.set_ready(oid, node, size)
             if ev.enabled:
-                ev.emit("object.ready", object_id=oid.hex(), size=size, inline=node is None,
-                        node=node)
+                results.append((oid.hex(), size, node))
                 if spec.rebuilding:
                     ev.emit("object.reconstructed", object_id=oid.hex(), task_id=spec.task_id.hex())
         if ev.enabled:
+            # Carries the results' readiness (events.py: no object.ready per return), and the
+            # start if the worker did not announce it.
             ev.emit("task.finished", task_id=spec.task_id.hex(), worker=worker,
-                    attempt=spec.attempt)
+                    attempt=spec.attempt, results=results, **_ran(h))
         spec.rebuilding = False
         self.core.recovery.task_finished(spec)
         self._complete(spec)
         return wake
 
-    def _fail(self, spec: TaskSpec, error: BaseException | None, worker: str | None = None
-              ) -> list[Any]:
+    def _fail(self, spec: TaskSpec, error: BaseException | None, worker: str | None = None,
+              ran: dict[str, Any] | None = None) -> list[Any]:
         core = self.core
         wake: list[Any] = []
         for oid in spec.returns:
@@ -397,7 +399,7 @@ class Submitter(TaskFailures):
         if ev.enabled:
             kind = "task.cancelled" if isinstance(error, TaskCancelledError) else "task.failed"
             ev.emit(kind, task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt,
-                    error=f"{type(error).__name__}: {error}"[:500])
+                    error=f"{type(error).__name__}: {error}"[:500], **(ran or {}))
             for oid in spec.returns:
                 ev.emit("object.failed", object_id=oid.hex(), error=type(error).__name__)
         self._complete(spec)

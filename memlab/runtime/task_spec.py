@@ -94,12 +94,24 @@ class TaskSpec:
         return self.max_retries < 0 or self.attempt < self.max_retries
 
 
+# One string per call site, shared by every ref made there: a loop that makes 100k refs would
+# otherwise keep 100k equal strings alive in the owner's tables and the event log.
+_SITES: dict[tuple[str, int], str] = {}
+_MAX_SITES = 4096
+
+
 def call_site(skip_package: str = "memlab") -> str | None:
     """``file:line`` of the first frame outside memlab: where the user made the ref."""
     frame = sys._getframe(2)
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if not (module == skip_package or module.startswith(skip_package + ".")):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            key = (frame.f_code.co_filename, frame.f_lineno)
+            site = _SITES.get(key)
+            if site is None:
+                if len(_SITES) >= _MAX_SITES:
+                    _SITES.clear()
+                site = _SITES[key] = f"{key[0]}:{key[1]}"
+            return site
         frame = frame.f_back  # type: ignore[assignment]
     return None

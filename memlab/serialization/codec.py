@@ -34,6 +34,7 @@ from memlab.exceptions import SerializationError
 from memlab.serialization import layout
 from memlab.serialization.arrow import reduce_arrow
 from memlab.serialization.context import collecting_refs
+from memlab.serialization.memcopy import copy_into
 
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 _CONTAINERS = frozenset({tuple, list})
@@ -81,7 +82,7 @@ class SerializedValue:
     def write_to(self, dest: memoryview) -> None:
         """Write the layout into ``dest[:total_size]``.
 
-        Each buffer is copied with one slice assignment (a memcpy); padding is
+        Large buffers are copied by every core (``memcopy``); padding is
         zeroed so that equal values give equal bytes.
 
         Args:
@@ -107,7 +108,7 @@ class SerializedValue:
             if offset > end:
                 dest[end:offset] = bytes(offset - end)
             end = offset + buf.nbytes
-            dest[offset:end] = buf
+            copy_into(dest[offset:end], buf)
 
 
 def _is_plain(value: object) -> bool:

@@ -85,6 +85,39 @@ def test_inline_object_is_located_in_its_owners_memory(model: StateModel) -> Non
     assert one(model.objects(), "object_id", "b2")["locations"] == ["owner:w-7"]
 
 
+def test_task_events_carry_their_return_objects(model: StateModel) -> None:
+    model.apply([ev("task.submitted", task_id="t9", name="f", owner="w-3", returns=["r1", "r2"],
+                    deps=[], call_site="cell[4]:2")])
+    for oid in ("r1", "r2"):
+        obj = one(model.objects(), "object_id", oid)
+        assert (obj["owner"], obj["task_id"], obj["state"], obj["call_site"]) == (
+            "w-3", "t9", "pending", "cell[4]:2")
+        assert obj["holders"] == {"local": 1, "tasks": 0, "contained_in": [], "borrowers": []}
+    model.apply([ev("task.finished", "w-3", task_id="t9", worker="w-1", attempt=0,
+                    results=[["r1", 12, None], ["r2", 4096, "node-1"]])])
+    r1, r2 = one(model.objects(), "object_id", "r1"), one(model.objects(), "object_id", "r2")
+    assert (r1["state"], r1["size"], r1["locations"]) == ("ready", 12, ["owner:w-3"])
+    assert (r2["state"], r2["size"], r2["locations"]) == ("ready", 4096, ["node-1"])
+
+
+def test_put_is_one_created_event_in_state_ready(model: StateModel) -> None:
+    model.apply([ev("object.created", object_id="p1", owner="driver", task_id=None,
+                    call_site="cell[1]:1", size=4096, state="ready", node="node-0")])
+    obj = one(model.objects(), "object_id", "p1")
+    assert (obj["state"], obj["size"], obj["locations"]) == ("ready", 4096, ["node-0"])
+    assert obj["holders"]["local"] == 1
+
+
+def test_default_holders_are_shared_but_never_leak_between_objects(model: StateModel) -> None:
+    model.apply([created("s1"), created("s2"), holders("s1", local=3, borrowers=["w-9"])])
+    s1, s2 = one(model.objects(), "object_id", "s1"), one(model.objects(), "object_id", "s2")
+    assert s1["holders"]["local"] == 3 and s1["holders"]["borrowers"] == ["w-9"]
+    assert s2["holders"] == {"local": 1, "tasks": 0, "contained_in": [], "borrowers": []}
+    s2["holders"]["borrowers"].append("w-evil")
+    assert one(model.objects(), "object_id", "s1")["holders"]["borrowers"] == ["w-9"]
+    assert one(model.objects(), "object_id", "s2")["holders"]["borrowers"] == []
+
+
 def test_ready_before_created_is_merged_not_listed_without_owner(model: StateModel) -> None:
     model.apply([ev("object.ready", object_id="c3", size=5, inline=False, node="node-1")])
     assert model.objects() == []  # no owner known yet
@@ -179,6 +212,20 @@ def test_task_life(model: StateModel) -> None:
     task = one(model.tasks(), "task_id", "t1")
     assert (task["state"], task["worker"], task["attempt"]) == ("finished", "w-2", 1)
     assert task["finished_at"] >= task["started_at"] >= task["submitted_at"]
+
+
+def test_an_unannounced_start_arrives_with_the_end(model: StateModel) -> None:
+    model.apply([ev("task.submitted", task_id="t5", name="f", owner="driver", returns=[],
+                    deps=[], call_site=None)])
+    model.apply([ev("task.finished", task_id="t5", worker="w-1", attempt=0, results=[],
+                    started_at=5.0, node="node-2")])
+    task = one(model.tasks(), "task_id", "t5")
+    assert (task["state"], task["started_at"], task["node"], task["worker"]) == (
+        "finished", 5.0, "node-2", "w-1")
+    # The worker's own announcement, arriving late, changes nothing that is known.
+    model.apply([ev("task.started", "w-1", task_id="t5", worker="w-1", node="node-2",
+                    attempt=0)])
+    assert one(model.tasks(), "task_id", "t5")["started_at"] == 5.0
 
 
 def test_task_started_before_submitted_and_cancel(model: StateModel) -> None:
@@ -365,7 +412,7 @@ def test_every_kind_is_folded_without_error() -> None:
     assert frozenset(EVENT_FIELDS) == EVENT_KINDS
     ints = {"attempt", "size", "local", "tasks", "pid", "exitcode", "signal", "store_capacity"}
     ints |= {"store_used", "spilled_bytes", "num_objects"}
-    lists = {"returns", "deps", "contained_in", "borrowers"}
+    lists = {"returns", "deps", "contained_in", "borrowers", "results"}
     model = StateModel()
     for kind, fields in EVENT_FIELDS.items():
         values = {f: 1 if f in ints else [] if f in lists else "x" for f in fields}
