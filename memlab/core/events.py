@@ -16,9 +16,14 @@ Events are coarse on the hot paths, because each one is built, shipped and folde
 carries ``results``, ``[object_id, size, node]`` per return that became ready (their
 ``object.ready``; ``node`` None means inline in the owner), and a ``put`` sends one
 ``object.created`` with ``state="ready"``. A new owned object starts with one local ref; the
-owner sends ``object.holders`` only when that changes. A worker announces ``task.started`` at its
-next flush (every 10 ms) if the task still runs then; a shorter task's start travels in its reply,
-and its end event (finished/failed) carries ``started_at`` and ``node`` instead.
+owner sends ``object.holders`` only when that changes, and one ``object.freed`` per flush
+naming every object freed since the last (``object_ids``). A worker announces ``task.started``
+at its next flush (every 10 ms) if the task still runs then; a shorter task's start travels in
+its reply, and its end event (finished/failed) carries ``started_at`` and ``node`` instead.
+
+Sequences in events are tuples where the emitter builds them (readers get lists back from the
+log): Python's garbage collector stops tracking a dict of atoms and tuples, never one that
+holds a list, and events wait in buffers long enough to be scanned several times.
 
 Kinds not in :data:`EVENT_KINDS` are legal (forward compatibility): readers keep them in the
 log and otherwise ignore them.
@@ -61,7 +66,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "object.created": ("object_id", "owner", "task_id", "call_site", "size", "state", "node"),
     "object.ready": ("object_id", "size", "inline", "node"),
     "object.holders": ("object_id", "local", "tasks", "contained_in", "borrowers"),
-    "object.freed": ("object_id",),
+    "object.freed": ("object_ids",),
     "object.failed": ("object_id", "error"),
     "object.spilled": _OBJECT_COPY,
     "object.restored": _OBJECT_COPY,

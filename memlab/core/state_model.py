@@ -27,6 +27,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgpack
+from msgpack import unpackb
+
 from memlab.core.events import EVENT_KINDS
 from memlab.core.ownership_graph import TERMINAL_TASK_STATES, build_graph
 
@@ -99,8 +102,10 @@ _TASK_TEMPLATE.update(state="pending", attempt=0, finished_at=None, error=None)
 def _new_task(task_id: str) -> dict[str, Any]:
     rec = _TASK_TEMPLATE.copy()
     rec["task_id"] = task_id
-    rec["returns"] = []
-    rec["deps"] = []
+    # Tuples, not lists: a record holding only atoms and tuples is untracked by the garbage
+    # collector after its first pass, so 10k kept tasks cost full collections nothing.
+    rec["returns"] = ()
+    rec["deps"] = ()
     return rec
 
 
@@ -108,7 +113,7 @@ def _copy_record(rec: dict[str, Any] | _ObjectRecord) -> dict[str, Any]:
     """Copy a record one level deep in its lists and dicts (records are no deeper than that)."""
     out = {}
     for key, value in rec.items():
-        if type(value) is list:
+        if type(value) is list or type(value) is tuple:
             value = list(value)
         elif type(value) is dict:
             value = {k: list(v) if type(v) is list else v for k, v in value.items()}
@@ -149,7 +154,10 @@ class StateModel:
         self.log_dropped = 0
         self.malformed = 0
         self._seq = 0
-        self._log: deque[dict[str, Any]] = deque(maxlen=max_log)
+        # Logged events are kept packed: a third of a dict's size, and invisible to the garbage
+        # collector (as dicts, each would survive into the oldest generation and be scanned).
+        self._log: deque[bytes] = deque(maxlen=max_log)
+        self._pack = msgpack.Packer(default=repr).pack
         self._objects: dict[str, _ObjectRecord] = {}
         self._freed: OrderedDict[str, None] = OrderedDict()
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -173,12 +181,13 @@ class StateModel:
             events: Event dicts as made by :class:`memlab.core.events.EventBuffer`.
         """
         log = self._log
+        pack = self._pack
         for event in events:
             self._seq += 1
             event["seq"] = self._seq  # the model owns the dicts it is given: no copy per event
             if len(log) == self.max_log:
                 self.log_dropped += 1
-            log.append(event)
+            log.append(pack(event))
             handler = _HANDLERS.get(event.get("kind", ""))
             if handler is None:
                 continue
@@ -204,22 +213,24 @@ class StateModel:
         rec = self._object_by_id(oid)
         if rec is None:
             return None
-        rec["owner"] = owner
-        rec["task_id"] = task_id
-        rec["call_site"] = call_site
-        if rec["holders"] is _NO_HOLDERS:
-            rec["holders"] = _CREATOR_HOLDS
+        # Attribute access, not rec[...]: these run for every task and put.
+        rec.owner = owner
+        rec.task_id = task_id
+        rec.call_site = call_site
+        if rec.holders is _NO_HOLDERS:
+            rec.holders = _CREATOR_HOLDS
         return rec
 
-    def _ready(self, rec: _ObjectRecord, size: int | None, node: str | None) -> None:
-        rec["state"] = "ready"
-        rec["error"] = None
+    @staticmethod
+    def _ready(rec: _ObjectRecord, size: int | None, node: str | None) -> None:
+        rec.state = "ready"
+        rec.error = None
         if size is not None:
-            rec["size"] = size
+            rec.size = size
         if node is None:
-            rec["inline"] = True  # the value lives in its owner's memory
-        elif node not in rec["nodes"]:
-            rec["nodes"] = (node, *rec["nodes"])  # the sealing node holds the primary copy
+            rec.inline = True  # the value lives in its owner's memory
+        elif node not in rec.nodes:
+            rec.nodes = (node, *rec.nodes)  # the sealing node holds the primary copy
 
     def _on_object_created(self, ev: dict[str, Any]) -> None:
         rec = self._created(ev["object_id"], ev["owner"], ev.get("task_id"), ev.get("call_site"))
@@ -255,7 +266,9 @@ class StateModel:
             self._freed.popitem(last=False)
 
     def _on_object_freed(self, ev: dict[str, Any]) -> None:
-        self._forget_object(ev["object_id"])
+        # One event per flush names every object freed since the last one.
+        for oid in ev["object_ids"]:
+            self._forget_object(oid)
 
     def _set_object_state(self, ev: dict[str, Any], state: str) -> _ObjectRecord | None:
         rec = self._object(ev)
@@ -312,8 +325,11 @@ class StateModel:
         rec["state"] = state
         rec["finished_at"] = ts
         tid = rec["task_id"]
-        self._done_tasks[tid] = None
-        self._done_tasks.move_to_end(tid)
+        done = self._done_tasks
+        if tid in done:
+            done.move_to_end(tid)
+        else:
+            done[tid] = None
         while len(self._done_tasks) > self.max_finished_tasks:
             old, _ = self._done_tasks.popitem(last=False)
             self._tasks.pop(old, None)
@@ -331,8 +347,8 @@ class StateModel:
         rec["owner"] = ev.get("owner", ev.get("proc"))
         rec["call_site"] = ev.get("call_site")
         rec["submitted_at"] = ev.get("ts")
-        rec["returns"] = list(ev.get("returns") or ())
-        rec["deps"] = list(ev.get("deps") or ())
+        rec["returns"] = tuple(ev.get("returns") or ())
+        rec["deps"] = tuple(ev.get("deps") or ())
         # The submission announces its return objects: no object.created is sent for them.
         for oid in rec["returns"]:
             self._created(oid, rec["owner"], rec["task_id"], rec["call_site"])
@@ -499,11 +515,11 @@ class StateModel:
         """
         log = self._log
         if since is None or not log:
-            selected: Iterable[dict[str, Any]] = log
+            selected: Iterable[bytes] = log
         else:
-            first = log[0]["seq"]
+            first = self._seq - len(log) + 1  # the log holds consecutive events up to _seq
             selected = itertools.islice(log, max(0, since - first + 1), None)
-        return [_copy_record(ev) for ev in selected], self._seq
+        return [unpackb(ev) for ev in selected], self._seq
 
     def ownership_graph(self) -> dict[str, Any]:
         """Who owns, borrows, contains, created and holds each live object (see

@@ -89,6 +89,7 @@ class CoreWorker(OwnerService, FailureHandling):
         self.dead: dict[str, dict[str, Any]] = {}
         self._fetching: set[bytes] = set()
         self._dirty: set[bytes] = set()
+        self._freed: list[str] = []  # freed since the last flush: one object.freed event for all
         self._releases: dict[str, list[bytes]] = defaultdict(list)
         self._deletes: dict[str, list[bytes]] = defaultdict(list)
         self._connect_lock = threading.Lock()
@@ -220,7 +221,8 @@ class CoreWorker(OwnerService, FailureHandling):
                 elif location is not None:
                     self._deletes[location].append(oid)
                 self._dirty.discard(oid)
-                self.events.emit("object.freed", object_id=oid.hex())
+                if self.events.enabled:
+                    self._freed.append(oid.hex())
                 if oid in self.actors.by_creation:
                     self.actors.out_of_scope(oid)
             elif op == "release_borrow":
@@ -404,7 +406,7 @@ class CoreWorker(OwnerService, FailureHandling):
                 log.exception("%s: housekeeping round failed", self.proc)
 
     def flush(self) -> None:
-        self.flush_holder_events()
+        self.flush_object_events()
         with self.lock:
             releases, self._releases = self._releases, defaultdict(list)
             deletes, self._deletes = self._deletes, defaultdict(list)
@@ -423,12 +425,16 @@ class CoreWorker(OwnerService, FailureHandling):
             self.on_flush()
         self.flush_events()
 
-    def flush_holder_events(self) -> None:
-        """Emit one ``object.holders`` event per owned object whose holders changed."""
+    def flush_object_events(self) -> None:
+        """Emit one ``object.holders`` event per owned object whose holders changed, and one
+        ``object.freed`` for every object freed since the last flush."""
         with self.lock:
             dirty, self._dirty = self._dirty, set()
+            freed, self._freed = self._freed, []
             if not self.events.enabled:
                 return
+            if freed:
+                self.events.emit("object.freed", object_ids=tuple(freed))
             holders = []
             for oid in dirty:
                 entry = self.table.get(oid)

@@ -82,7 +82,7 @@ class Runtime:
 
         self.core.handlers["hello"] = on_hello
         self.core.handlers["worker_died"] = on_worker_died
-        self.collector.before_snapshot = self.core.flush_holder_events
+        self.collector.before_snapshot = self.core.flush_object_events
         self.core.handlers["events"] = lambda conn, h, p: self.collector.ingest(h["batch"])
 
     def start(self) -> Runtime:

@@ -103,7 +103,8 @@ class Submitter(TaskFailures):
             tid = spec.task_id.hex()
             # Announces the return objects too (events.py: no object.created per return).
             ev.emit("task.submitted", task_id=tid, name=spec.name, owner=core.proc,
-                    returns=[o.hex() for o in spec.returns], deps=[d.hex() for d, _ in spec.deps],
+                    returns=tuple(o.hex() for o in spec.returns),
+                    deps=tuple(d.hex() for d, _ in spec.deps),
                     call_site=spec.call_site)
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
@@ -377,7 +378,7 @@ class Submitter(TaskFailures):
             # Carries the results' readiness (events.py: no object.ready per return), and the
             # start if the worker did not announce it.
             ev.emit("task.finished", task_id=spec.task_id.hex(), worker=worker,
-                    attempt=spec.attempt, results=results, **_ran(h))
+                    attempt=spec.attempt, results=tuple(results), **_ran(h))
         spec.rebuilding = False
         self.core.recovery.task_finished(spec)
         self._complete(spec)

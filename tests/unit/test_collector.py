@@ -279,7 +279,7 @@ def test_state_reads_the_installed_runtime(installed: Collector) -> None:
 
     got = threading.Event()
     unsubscribe = memlab.state.subscribe(lambda batch: got.set())
-    installed.local.emit("object.freed", object_id="aa")
+    installed.local.emit("object.freed", object_ids=["aa"])
     assert got.wait(DEADLINE)
     unsubscribe()
     assert memlab.state.objects() == []

@@ -72,7 +72,7 @@ def test_object_created_ready_holders_then_freed_disappears(model: StateModel) -
     assert obj["locations"] == ["node-0"]
     assert obj["holders"] == {"local": 2, "tasks": 1, "contained_in": [], "borrowers": ["w-1"]}
 
-    model.apply([ev("object.freed", object_id="a1")])
+    model.apply([ev("object.freed", object_ids=["a1"])])
     assert model.objects() == []
     # A late event about a freed object must not resurrect it.
     model.apply([holders("a1", local=0)])
@@ -390,7 +390,7 @@ def test_ownership_graph_small_scenario(model: StateModel) -> None:
         "node:n0": "node",
     }
     # Once B is freed, its edges go too: no edge points at a node that is not in the graph.
-    model.apply([ev("object.freed", object_id="B")])
+    model.apply([ev("object.freed", object_ids=["B"])])
     graph = model.ownership_graph()
     ids = {n["id"] for n in graph["nodes"]}
     assert all(e["src"] in ids and e["dst"] in ids for e in graph["edges"])
@@ -400,7 +400,9 @@ def test_ownership_graph_small_scenario(model: StateModel) -> None:
 def test_validate_catches_a_broken_invariant() -> None:
     model = StateModel()
     model.apply([created("k1")])
-    model._objects["k1"]["holders"]["local"] = -1  # corrupt on purpose
+    # Corrupt on purpose (a new dict: records share their default holders, never mutated).
+    model._objects["k1"]["holders"] = {"local": -1, "tasks": 0, "contained_in": [],
+                                       "borrowers": []}
     with pytest.raises(AssertionError, match="negative count"):
         model.validate()
 
@@ -412,7 +414,7 @@ def test_every_kind_is_folded_without_error() -> None:
     assert frozenset(EVENT_FIELDS) == EVENT_KINDS
     ints = {"attempt", "size", "local", "tasks", "pid", "exitcode", "signal", "store_capacity"}
     ints |= {"store_used", "spilled_bytes", "num_objects"}
-    lists = {"returns", "deps", "contained_in", "borrowers", "results"}
+    lists = {"returns", "deps", "contained_in", "borrowers", "results", "object_ids"}
     model = StateModel()
     for kind, fields in EVENT_FIELDS.items():
         values = {f: 1 if f in ints else [] if f in lists else "x" for f in fields}
