@@ -340,18 +340,32 @@ class StateModel:
         rec["error"] = None
 
     def _on_task_submitted(self, ev: dict[str, Any]) -> None:
-        rec = self._task(ev)
+        # Two of the three events of every task fold here and in _on_task_finished: lookups
+        # are inlined, since the fold runs on the driver's cores (budget: events cost <10%).
+        tid = ev["task_id"]
+        rec = self._tasks.get(tid)
         if rec is None:
+            rec = self._tasks[tid] = _new_task(tid)
+        elif ev.get("attempt", 0) < rec["attempt"]:
             return
-        rec["name"] = ev.get("name")
-        rec["owner"] = ev.get("owner", ev.get("proc"))
-        rec["call_site"] = ev.get("call_site")
-        rec["submitted_at"] = ev.get("ts")
-        rec["returns"] = tuple(ev.get("returns") or ())
-        rec["deps"] = tuple(ev.get("deps") or ())
+        get = ev.get
+        owner = rec["owner"] = get("owner") or ev["proc"]
+        site = rec["call_site"] = get("call_site")
+        rec["name"] = get("name")
+        rec["submitted_at"] = get("ts")
+        returns = rec["returns"] = tuple(get("returns") or ())
+        rec["deps"] = tuple(get("deps") or ())
         # The submission announces its return objects: no object.created is sent for them.
-        for oid in rec["returns"]:
-            self._created(oid, rec["owner"], rec["task_id"], rec["call_site"])
+        objects, freed = self._objects, self._freed
+        for oid in returns:
+            if oid in freed:
+                continue
+            obj = objects.get(oid)
+            if obj is None:
+                obj = objects[oid] = _ObjectRecord(oid)
+            obj.owner, obj.task_id, obj.call_site = owner, tid, site
+            if obj.holders is _NO_HOLDERS:
+                obj.holders = _CREATOR_HOLDS
 
     def _on_task_started(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
@@ -378,16 +392,23 @@ class StateModel:
 
     def _on_task_finished(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
-        if rec is not None:
-            self._started_unannounced(rec, ev)
-            # The finish reports its results' readiness: no object.ready is sent for them.
-            for oid, size, node in ev.get("results") or ():
-                obj = self._object_by_id(oid)
-                if obj is not None:
-                    self._ready(obj, size, node)
-            rec["worker"] = ev.get("worker", rec["worker"])
-            rec["attempt"] = ev.get("attempt", rec["attempt"])
-            self._settle_task(rec, "finished", ev.get("ts"))
+        if rec is None:
+            return
+        get = ev.get
+        if rec["started_at"] is None and get("started_at") is not None:
+            rec["started_at"], rec["node"] = ev["started_at"], get("node")
+        # The finish reports its results' readiness: no object.ready is sent for them.
+        objects, freed = self._objects, self._freed
+        for oid, size, node in get("results") or ():
+            if oid in freed:
+                continue
+            obj = objects.get(oid)
+            if obj is None:
+                obj = objects[oid] = _ObjectRecord(oid)
+            self._ready(obj, size, node)
+        rec["worker"] = get("worker", rec["worker"])
+        rec["attempt"] = get("attempt", rec["attempt"])
+        self._settle_task(rec, "finished", get("ts"))
 
     def _on_task_failed(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
