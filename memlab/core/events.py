@@ -21,9 +21,9 @@ naming every object freed since the last (``object_ids``). A worker announces ``
 at its next flush (every 10 ms) if the task still runs then; a shorter task's start travels in
 its reply, and its end event (finished/failed) carries ``started_at`` and ``node`` instead.
 
-Sequences in events are tuples where the emitter builds them (readers get lists back from the
-log): Python's garbage collector stops tracking a dict of atoms and tuples, never one that
-holds a list, and events wait in buffers long enough to be scanned several times.
+Sequences in events are tuples where the emitter builds them: Python's garbage collector stops
+tracking a dict of atoms and tuples after a full pass, never one that holds a list, and events
+live in buffers and the bounded log long enough to be scanned many times.
 
 Kinds not in :data:`EVENT_KINDS` are legal (forward compatibility): readers keep them in the
 log and otherwise ignore them.
