@@ -103,8 +103,8 @@ class Submitter(TaskFailures):
             tid = spec.task_id.hex()
             # Announces the return objects too (events.py: no object.created per return).
             ev.emit("task.submitted", task_id=tid, name=spec.name, owner=core.proc,
-                    returns=tuple(o.hex() for o in spec.returns),
-                    deps=tuple(d.hex() for d, _ in spec.deps),
+                    returns=tuple([o.hex() for o in spec.returns]),
+                    deps=tuple([d.hex() for d, _ in spec.deps]) if spec.deps else (),
                     call_site=spec.call_site)
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
