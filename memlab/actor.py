@@ -107,7 +107,7 @@ def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
                          options["max_task_retries"], creation_ref)
     name = options["name"]
     if name is not None:
-        if not core.actors.register_name(name, cloudpickle.dumps(handle)):
+        if not core.actors.register_name(name, cloudpickle.dumps(handle), tid):
             raise ValueError(f"an actor named {name!r} already exists; pick another name, or "
                              f"get it with memlab.get_actor({name!r})")
         core.actors.named_handles[name] = handle

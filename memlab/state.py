@@ -40,8 +40,8 @@ reason, e.g. "killed by the OOM killer").
 ``nodes()`` — each: ``node_id``, ``alive`` (bool), ``pid``, ``store_capacity``, ``store_used``,
 ``spilled_bytes`` (bytes), ``num_objects``.
 
-``actors()`` — each: ``actor_id``, ``name``, ``worker``, ``state`` ("alive" | "dead"),
-``restarts`` (int).
+``actors()`` — each: ``actor_id``, ``name``, ``worker``, ``owner`` (the process whose handle
+created it; it dies with it), ``state`` ("alive" | "restarting" | "dead"), ``restarts`` (int).
 
 ``events(since)`` — raw events, oldest first: ``{"kind", "ts", "proc", "seq", ...fields}``
 (kinds and fields: ``memlab.core.events.EVENT_FIELDS``). ``seq`` grows by one per event; pass

@@ -80,7 +80,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "node.died": ("node_id",),
     "node.store": ("node_id", "store_used", "spilled_bytes", "num_objects"),
     "owner.died": ("owner",),
-    "actor.created": _ACTOR,
+    "actor.created": (*_ACTOR, "owner"),
     "actor.restarting": _ACTOR,
     "actor.restarted": _ACTOR,
     "actor.died": _ACTOR,

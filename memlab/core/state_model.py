@@ -161,6 +161,9 @@ class StateModel:
         self._dead_workers: OrderedDict[str, None] = OrderedDict()
         self._nodes: dict[str, dict[str, Any]] = {}
         self._actors: dict[str, dict[str, Any]] = {}
+        # Owners seen dying (bounded): an actor.created folded after its owner's death (ingested
+        # batches fold after the driver's own events) must not show a live actor.
+        self._dead_owners: OrderedDict[str, None] = OrderedDict()
 
     # ------------------------------------------------------------------ folding
 
@@ -303,6 +306,12 @@ class StateModel:
         owner = ev["owner"]
         for oid in [oid for oid, rec in self._objects.items() if rec["owner"] == owner]:
             self._forget_object(oid)
+        for actor in self._actors.values():  # its actors die with it (it cannot say so)
+            if actor["owner"] == owner:
+                actor["state"] = "dead"
+        self._dead_owners[owner] = None
+        if len(self._dead_owners) > self.max_dead_workers:
+            self._dead_owners.popitem(last=False)
 
     def _task(self, ev: dict[str, Any]) -> dict[str, Any] | None:
         """The record a task event updates (created if unknown), or None for a stale attempt."""
@@ -473,15 +482,18 @@ class StateModel:
     def _on_actor(self, ev: dict[str, Any]) -> None:
         aid = ev["actor_id"]
         rec = self._actors.setdefault(
-            aid, {"actor_id": aid, "name": None, "worker": None, "state": "alive", "restarts": 0}
+            aid, {"actor_id": aid, "name": None, "worker": None, "owner": None, "state": "alive",
+                  "restarts": 0}
         )
         if rec["state"] == "dead" and ev["kind"] != "actor.died":
             return  # dead is final: a worker's late actor.created must not revive it
-        for key in ("name", "worker"):
+        for key in ("name", "worker", "owner"):
             if ev.get(key) is not None:
                 rec[key] = ev[key]
         kind = ev["kind"]
         rec["state"] = {"actor.died": "dead", "actor.restarting": "restarting"}.get(kind, "alive")
+        if rec["owner"] in self._dead_owners:
+            rec["state"] = "dead"
         rec["restarts"] += kind == "actor.restarted"
 
     _on_actor_created = _on_actor_restarting = _on_actor_restarted = _on_actor_died = _on_actor

@@ -72,7 +72,7 @@ class ActorHost:
             ev = self.core.events
             if ev.enabled:
                 ev.emit("actor.created", actor_id=self.actor_id.hex(), name=self.name,
-                        worker=self.core.proc)
+                        worker=self.core.proc, owner=caller)
 
         self.executor.invoke(caller, h, construct, main_thread=True)
 

@@ -81,11 +81,13 @@ class ActorManager:
         self._lids = itertools.count(1)
         self._starting: dict[int, tuple[bytes, str]] = {}  # lease id -> (actor, node asked)
         self._node_turn = 0
-        self.names: dict[str, bytes] = {}  # driver only: name -> pickled handle
+        # Driver only: name -> (pickled handle, actor id, owner). A name is free again once its
+        # actor is dead (killed, out of restarts, or its owner died), as in Ray.
+        self.names: dict[str, tuple[bytes, bytes, str]] = {}
         self.named_handles: dict[str, Any] = {}  # owner: named actors live until killed
         core.handlers.update(actor_where=self._on_where, actor_at=self._on_at,
                              actor_kill=self._on_kill, actor_name=self._on_name,
-                             actor_lookup=self._on_lookup,
+                             actor_lookup=self._on_lookup, actor_unname=self._on_unname,
                              actor_start_failed=self._on_start_failed)
         core.on_peer_lost.append(self._peer_lost)
 
@@ -114,29 +116,58 @@ class ActorManager:
 
     # -- names (the driver keeps the registry) -------------------------------------------------
 
-    def register_name(self, name: str, handle_bytes: bytes) -> bool:
+    def register_name(self, name: str, handle_bytes: bytes, actor_id: bytes) -> bool:
         if self.core.kind == "driver":
-            with self.core.lock:
-                if name in self.names:
-                    return False
-                self.names[name] = handle_bytes
-                return True
+            return self._register(name, handle_bytes, actor_id, self.core.proc)
         reply, _ = self.core.conn_to(self.core.driver).request(
-            {"t": "actor_name", "name": name}, handle_bytes, timeout=30)
+            {"t": "actor_name", "name": name, "aid": actor_id}, handle_bytes, timeout=30)
         return bool(reply["ok"])
+
+    def _register(self, name: str, handle_bytes: bytes, actor_id: bytes, owner: str) -> bool:
+        with self.core.lock:
+            if name in self.names:
+                return False
+            self.names[name] = (handle_bytes, actor_id, owner)
+            return True
 
     def lookup_name(self, name: str) -> bytes | None:
         if self.core.kind == "driver":
-            return self.names.get(name)
+            entry = self.names.get(name)
+            return None if entry is None else entry[0]
         reply, payload = self.core.conn_to(self.core.driver).request(
             {"t": "actor_lookup", "name": name}, timeout=30)
         return payload if reply["found"] else None
 
+    def _release_name(self, record: ActorRecord) -> None:
+        """The named actor ``record`` is dead: its name may be taken again."""
+        name = record.name
+        if name is None:
+            return
+        handle = self.named_handles.get(name)
+        if handle is not None and handle._actor_id == record.actor_id:
+            del self.named_handles[name]
+        if self.core.kind == "driver":
+            self._unname(name, record.actor_id)
+        else:
+            self.core.send_later(self.core.driver, {"t": "actor_unname", "name": name,
+                                                    "aid": record.actor_id})
+
+    def _unname(self, name: str, actor_id: bytes) -> None:
+        with self.core.lock:
+            entry = self.names.get(name)
+            if entry is not None and entry[1] == actor_id:  # not a later actor of that name
+                del self.names[name]
+
     def _on_name(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        conn.reply(h, {"t": "actor_named", "ok": self.register_name(h["name"], payload)})
+        ok = self._register(h["name"], payload, h["aid"], conn.peer or "")
+        conn.reply(h, {"t": "actor_named", "ok": ok})
+
+    def _on_unname(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        self._unname(h["name"], h["aid"])
 
     def _on_lookup(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        data = self.names.get(h["name"])
+        entry = self.names.get(h["name"])
+        data = None if entry is None else entry[0]
         conn.reply(h, {"t": "actor_found", "found": data is not None}, data or b"")
 
     # -- owner side ----------------------------------------------------------------------------
@@ -223,6 +254,7 @@ class ActorManager:
 
     def _die(self, record: ActorRecord, reason: str) -> list[Any]:
         record.state, record.reason, record.worker = "dead", reason, None
+        self._release_name(record)
         ev = self.core.events
         if ev.enabled:
             ev.emit("actor.died", actor_id=record.actor_id.hex(), name=record.cls_name,
@@ -392,8 +424,11 @@ class ActorManager:
         return []
 
     def owner_died(self, owner: str) -> None:
-        """Actors fate-share with their owner: views of its actors learn they are dead."""
+        """Actors fate-share with their owner: views of its actors learn they are dead, and
+        the names they held are free again."""
         with self.core.lock:
+            for name in [n for n, entry in self.names.items() if entry[2] == owner]:
+                del self.names[name]
             for view in self.views.values():
                 if view.owner == owner and view.state != "dead":
                     view.state, view.reason = "dead", f"its owner {owner} died"

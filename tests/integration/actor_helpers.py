@@ -27,6 +27,15 @@ def gone(pid: int) -> bool:
         return True
 
 
+def name_is_free(name: str) -> bool:
+    """True once ``memlab.get_actor(name)`` finds no actor."""
+    try:
+        memlab.get_actor(name)
+    except ValueError:
+        return True
+    return False
+
+
 def actor_record(actor_id: str) -> dict[str, Any] | None:
     return next((a for a in memlab.state.actors() if a["actor_id"] == actor_id), None)
 

@@ -25,6 +25,7 @@ from tests.integration.actor_helpers import (  # noqa: F401
     actor_record,
     gone,
     last_seq,
+    name_is_free,
     no_actor_survives,
     pid_of,
 )
@@ -92,6 +93,14 @@ def run_scenario(how: str, marker: str | None, max_restarts: int, retries: int) 
 @memlab.remote
 def nested_scenario(how: str, marker: str | None, max_restarts: int, retries: int) -> Any:
     return run_scenario(how, marker, max_restarts, retries)
+
+
+@memlab.remote
+def make_named_actor(name: str) -> int:
+    """A task that creates a named actor (this worker owns it) and returns the worker's pid."""
+    h = Victim.options(name=name).remote(0)
+    memlab.get(h.add.remote(0), timeout=DEADLINE)
+    return os.getpid()
 
 
 @memlab.remote
@@ -268,3 +277,14 @@ def test_actor_fate_shares_with_its_owner(rt: Any, tmp_path: Path) -> None:
     # A handle to the dead actor still refuses calls, with the same reason.
     with pytest.raises(memlab.ActorDiedError, match="owner"):
         memlab.get(h.whoami.remote(), timeout=DEADLINE)
+
+
+def test_an_actor_name_is_freed_when_its_owner_dies(rt: Any) -> None:
+    owner_pid = memlab.get(make_named_actor.remote("owned-by-a-worker"), timeout=DEADLINE)
+    assert memlab.get_actor("owned-by-a-worker") is not None
+    kill_worker(_worker_id(owner_pid))
+    wait_for(lambda: name_is_free("owned-by-a-worker"), DEADLINE,
+             message="the dead owner's actor name released")
+    h = Victim.options(name="owned-by-a-worker").remote(7)
+    assert memlab.get(h.add.remote(1), timeout=DEADLINE) == 8
+    memlab.kill(h)

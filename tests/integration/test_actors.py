@@ -24,6 +24,7 @@ from tests.integration.actor_helpers import (  # noqa: F401
     actor_record,
     gone,
     last_seq,
+    name_is_free,
     no_actor_survives,
     pid_of,
 )
@@ -249,6 +250,19 @@ def test_named_actor_is_found_by_name_and_lives_until_killed(rt: Any) -> None:
     )
     with pytest.raises(memlab.ActorDiedError, match=r"killed with memlab\.kill\(\)"):
         memlab.get(again.get.remote(), timeout=DEADLINE)
+
+
+def test_a_killed_actors_name_is_free_again(rt: Any) -> None:
+    first = Counter.options(name="test-actors-reused").remote(1)
+    first_pid = memlab.get(first.pid.remote(), timeout=DEADLINE)
+    memlab.kill(first)
+    wait_for(lambda: gone(first_pid), DEADLINE, message="the killed actor's worker exited")
+    wait_for(lambda: name_is_free("test-actors-reused"), DEADLINE,
+             message="the dead actor's name released")
+    second = Counter.options(name="test-actors-reused").remote(50)
+    assert memlab.get(second.add.remote(1), timeout=DEADLINE) == 51
+    assert memlab.get_actor("test-actors-reused") == second != first
+    memlab.kill(second)
 
 
 def test_kill_fails_calls_in_flight_and_later_ones(rt: Any, tmp_path: Path) -> None:

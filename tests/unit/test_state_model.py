@@ -410,6 +410,17 @@ def test_validate_catches_a_broken_invariant() -> None:
 # ------------------------------------------------------------------ EventBuffer
 
 
+def test_an_owners_death_kills_its_actors_in_the_model(model: StateModel) -> None:
+    model.apply([ev("actor.created", "w-5", actor_id="a1", name="A", worker="w-5", owner="w-2"),
+                 ev("actor.created", "w-6", actor_id="a2", name="B", worker="w-6", owner="driver"),
+                 ev("owner.died", owner="w-2")])
+    states = {a["actor_id"]: (a["state"], a["owner"]) for a in model.actors()}
+    assert states == {"a1": ("dead", "w-2"), "a2": ("alive", "driver")}
+    # The creation folded after the owner's death (a worker's batch after the driver's event).
+    model.apply([ev("actor.created", "w-7", actor_id="a3", name="C", worker="w-7", owner="w-2")])
+    assert one(model.actors(), "actor_id", "a3")["state"] == "dead"
+
+
 def test_every_kind_is_folded_without_error() -> None:
     assert frozenset(EVENT_FIELDS) == EVENT_KINDS
     ints = {"attempt", "size", "local", "tasks", "pid", "exitcode", "signal", "store_capacity"}
