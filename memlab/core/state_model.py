@@ -29,6 +29,13 @@ from typing import Any
 
 from memlab.core.events import EVENT_KINDS
 from memlab.core.ownership_graph import TERMINAL_TASK_STATES, build_graph
+from memlab.core.state_records import (
+    CREATOR_HOLDS,
+    NO_HOLDERS,
+    ObjectRecord,
+    copy_record,
+    new_task,
+)
 
 __all__ = ["StateModel"]
 
@@ -40,82 +47,6 @@ _STATE_AFTER = {
 _NODE_STATS = ("store_used", "spilled_bytes", "num_objects")
 _TERMINAL_TASK_STATES = TERMINAL_TASK_STATES
 _OBJECT_STATES = frozenset({"pending", "ready", "spilled", "lost", "reconstructing", "failed"})
-
-
-# Holder records are replaced whole, never mutated, so records share these until their owner
-# reports a change: one per object would cost ~330 bytes for what is nearly always the default.
-_NO_HOLDERS: dict[str, Any] = {"local": 0, "tasks": 0, "contained_in": [], "borrowers": []}
-# A new owned object starts with the one ref its creator holds (no holders event is sent for it).
-_CREATOR_HOLDS: dict[str, Any] = {"local": 1, "tasks": 0, "contained_in": [], "borrowers": []}
-
-
-class _ObjectRecord:
-    """One live object's record, read and written like a dict (``rec["state"]``).
-
-    A slotted record, because the model keeps one per live object on the driver: a dict of
-    these ten keys costs ~270 bytes, this ~130.
-    """
-
-    __slots__ = ("call_site", "error", "holders", "inline", "nodes", "object_id", "owner",
-                 "size", "state", "task_id")
-
-    def __init__(self, object_id: str) -> None:
-        self.object_id = object_id
-        self.owner: str | None = None
-        self.size: int | None = None
-        self.call_site: str | None = None
-        self.task_id: str | None = None
-        self.error: str | None = None
-        self.state = "pending"
-        self.inline = False
-        self.nodes: tuple[str, ...] = ()  # node ids holding a copy, primary first
-        self.holders = _NO_HOLDERS
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        setattr(self, key, value)
-
-    def items(self) -> list[tuple[str, Any]]:
-        return [(key, getattr(self, key)) for key in _OBJECT_FIELDS]
-
-    def __repr__(self) -> str:
-        return repr(dict(self.items()))
-
-
-# The order records are shown in.
-_OBJECT_FIELDS = ("object_id", "owner", "size", "call_site", "task_id", "error", "state", "inline",
-                  "nodes", "holders")
-
-
-# Templates copied per record: a dict copy is the cheapest way to build one on the hot path.
-_TASK_TEMPLATE = dict.fromkeys(
-    ("task_id", "name", "worker", "node", "owner", "call_site", "submitted_at", "started_at")
-)
-_TASK_TEMPLATE.update(state="pending", attempt=0, finished_at=None, error=None)
-
-
-def _new_task(task_id: str) -> dict[str, Any]:
-    rec = _TASK_TEMPLATE.copy()
-    rec["task_id"] = task_id
-    # Tuples, not lists: a record holding only atoms and tuples is untracked by the garbage
-    # collector after its first pass, so 10k kept tasks cost full collections nothing.
-    rec["returns"] = ()
-    rec["deps"] = ()
-    return rec
-
-
-def _copy_record(rec: dict[str, Any] | _ObjectRecord) -> dict[str, Any]:
-    """Copy a record one level deep in its lists and dicts (records are no deeper than that)."""
-    out = {}
-    for key, value in rec.items():
-        if type(value) is list or type(value) is tuple:
-            value = list(value)
-        elif type(value) is dict:
-            value = {k: list(v) if type(v) is list else v for k, v in value.items()}
-        out[key] = value
-    return out
 
 
 class StateModel:
@@ -153,7 +84,7 @@ class StateModel:
         self._seq = 0
         # Kept as the dicts folded (packing them saved memory but measured slower end to end).
         self._log: deque[dict[str, Any]] = deque(maxlen=max_log)
-        self._objects: dict[str, _ObjectRecord] = {}
+        self._objects: dict[str, ObjectRecord] = {}
         self._freed: OrderedDict[str, None] = OrderedDict()
         self._tasks: dict[str, dict[str, Any]] = {}
         self._done_tasks: OrderedDict[str, None] = OrderedDict()  # terminal tasks, oldest first
@@ -193,20 +124,20 @@ class StateModel:
             except (KeyError, TypeError, ValueError, AttributeError):
                 self.malformed += 1
 
-    def _object(self, event: dict[str, Any]) -> _ObjectRecord | None:
+    def _object(self, event: dict[str, Any]) -> ObjectRecord | None:
         """The record an object event updates (created if unknown), or None if freed."""
         return self._object_by_id(event["object_id"])
 
-    def _object_by_id(self, oid: str) -> _ObjectRecord | None:
+    def _object_by_id(self, oid: str) -> ObjectRecord | None:
         if oid in self._freed:
             return None
         rec = self._objects.get(oid)
         if rec is None:
-            rec = self._objects[oid] = _ObjectRecord(oid)
+            rec = self._objects[oid] = ObjectRecord(oid)
         return rec
 
     def _created(self, oid: str, owner: str, task_id: str | None, call_site: str | None
-                 ) -> _ObjectRecord | None:
+                 ) -> ObjectRecord | None:
         rec = self._object_by_id(oid)
         if rec is None:
             return None
@@ -214,12 +145,12 @@ class StateModel:
         rec.owner = owner
         rec.task_id = task_id
         rec.call_site = call_site
-        if rec.holders is _NO_HOLDERS:
-            rec.holders = _CREATOR_HOLDS
+        if rec.holders is NO_HOLDERS:
+            rec.holders = CREATOR_HOLDS
         return rec
 
     @staticmethod
-    def _ready(rec: _ObjectRecord, size: int | None, node: str | None) -> None:
+    def _ready(rec: ObjectRecord, size: int | None, node: str | None) -> None:
         rec.state = "ready"
         rec.error = None
         if size is not None:
@@ -267,7 +198,7 @@ class StateModel:
         for oid in ev["object_ids"]:
             self._forget_object(oid)
 
-    def _set_object_state(self, ev: dict[str, Any], state: str) -> _ObjectRecord | None:
+    def _set_object_state(self, ev: dict[str, Any], state: str) -> ObjectRecord | None:
         rec = self._object(ev)
         if rec is not None:
             rec["state"] = state
@@ -318,7 +249,7 @@ class StateModel:
         tid = ev["task_id"]
         rec = self._tasks.get(tid)
         if rec is None:
-            rec = self._tasks[tid] = _new_task(tid)
+            rec = self._tasks[tid] = new_task(tid)
         attempt = ev.get("attempt")
         if attempt is not None and attempt < rec["attempt"]:
             return None
@@ -343,32 +274,18 @@ class StateModel:
         rec["error"] = None
 
     def _on_task_submitted(self, ev: dict[str, Any]) -> None:
-        # Two of the three events of every task fold here and in _on_task_finished: lookups
-        # are inlined, since the fold runs on the driver's cores (budget: events cost <10%).
-        tid = ev["task_id"]
-        rec = self._tasks.get(tid)
+        rec = self._task(ev)
         if rec is None:
-            rec = self._tasks[tid] = _new_task(tid)
-        elif ev.get("attempt", 0) < rec["attempt"]:
             return
-        get = ev.get
-        owner = rec["owner"] = get("owner") or ev["proc"]
-        site = rec["call_site"] = get("call_site")
-        rec["name"] = get("name")
-        rec["submitted_at"] = get("ts")
-        returns = rec["returns"] = tuple(get("returns") or ())
-        rec["deps"] = tuple(get("deps") or ())
+        rec["name"] = ev.get("name")
+        rec["owner"] = ev.get("owner", ev.get("proc"))
+        rec["call_site"] = ev.get("call_site")
+        rec["submitted_at"] = ev.get("ts")
+        rec["returns"] = tuple(ev.get("returns") or ())
+        rec["deps"] = tuple(ev.get("deps") or ())
         # The submission announces its return objects: no object.created is sent for them.
-        objects, freed = self._objects, self._freed
-        for oid in returns:
-            if oid in freed:
-                continue
-            obj = objects.get(oid)
-            if obj is None:
-                obj = objects[oid] = _ObjectRecord(oid)
-            obj.owner, obj.task_id, obj.call_site = owner, tid, site
-            if obj.holders is _NO_HOLDERS:
-                obj.holders = _CREATOR_HOLDS
+        for oid in rec["returns"]:
+            self._created(oid, rec["owner"], rec["task_id"], rec["call_site"])
 
     def _on_task_started(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
@@ -397,21 +314,15 @@ class StateModel:
         rec = self._task(ev)
         if rec is None:
             return
-        get = ev.get
-        if rec["started_at"] is None and get("started_at") is not None:
-            rec["started_at"], rec["node"] = ev["started_at"], get("node")
+        self._started_unannounced(rec, ev)
         # The finish reports its results' readiness: no object.ready is sent for them.
-        objects, freed = self._objects, self._freed
-        for oid, size, node in get("results") or ():
-            if oid in freed:
-                continue
-            obj = objects.get(oid)
-            if obj is None:
-                obj = objects[oid] = _ObjectRecord(oid)
-            self._ready(obj, size, node)
-        rec["worker"] = get("worker", rec["worker"])
-        rec["attempt"] = get("attempt", rec["attempt"])
-        self._settle_task(rec, "finished", get("ts"))
+        for oid, size, node in ev.get("results") or ():
+            obj = self._object_by_id(oid)
+            if obj is not None:
+                self._ready(obj, size, node)
+        rec["worker"] = ev.get("worker", rec["worker"])
+        rec["attempt"] = ev.get("attempt", rec["attempt"])
+        self._settle_task(rec, "finished", ev.get("ts"))
 
     def _on_task_failed(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
@@ -507,7 +418,7 @@ class StateModel:
             owner = rec["owner"]
             if owner is None:
                 continue  # placeholder: events arrived before its object.created
-            obj = _copy_record(rec)
+            obj = copy_record(rec)
             nodes = obj.pop("nodes")
             obj["locations"] = ([f"owner:{owner}"] if obj["inline"] else []) + list(nodes)
             out.append(obj)
@@ -515,7 +426,7 @@ class StateModel:
 
     def tasks(self) -> list[dict[str, Any]]:
         """Known tasks: all unfinished ones and the most recent terminal ones."""
-        return [_copy_record(rec) for rec in self._tasks.values()]
+        return [copy_record(rec) for rec in self._tasks.values()]
 
     def workers(self) -> list[dict[str, Any]]:
         """Workers: alive ones and the most recent dead ones with their exit information."""
@@ -546,7 +457,7 @@ class StateModel:
         else:
             first = self._seq - len(log) + 1  # the log holds consecutive events up to _seq
             selected = itertools.islice(log, max(0, since - first + 1), None)
-        return [_copy_record(ev) for ev in selected], self._seq
+        return [copy_record(ev) for ev in selected], self._seq
 
     def ownership_graph(self) -> dict[str, Any]:
         """Who owns, borrows, contains, created and holds each live object (see
