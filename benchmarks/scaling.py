@@ -31,37 +31,48 @@ def _async_rate(n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-def owner_memory(live: int, events: bool) -> float:
-    """RSS growth of the owner per live ``put`` ref, in bytes (run it in a fresh process).
+def owner_memory(live: int, events: bool) -> tuple[float, float]:
+    """RSS growth per live ``put`` ref, in bytes, of the owner and of the collector process
+    (run it in a fresh process).
 
-    Includes everything the driver keeps for them: the ref, the ownership entry, the in-process
-    value and, with events on, the state model's record and the (bounded) event log.
+    The owner's figure includes everything the driver keeps for them: the ref, the ownership
+    entry and the in-process value. With events on, the state model's record and the (bounded)
+    event log live in the collector process; its growth is the second figure (0 with events off).
     """
     memlab.init(num_workers=1, object_store_memory=64 * MiB, events=events)
     try:
-        memlab.get([memlab.put(i) for i in range(1000)])  # warm every code path and cache
-        memlab.state.objects()  # folds pending events, so they count on neither side
-        gc.collect()
         me = psutil.Process(os.getpid())
+        collector = next((p for p in me.children(recursive=True)
+                          if "collector_main" in " ".join(p.cmdline())), None)
+
+        def settle() -> None:
+            if events:
+                memlab.state.objects()  # ships and folds pending events: both sides settle
+            gc.collect()
+
+        memlab.get([memlab.put(i) for i in range(1000)])  # warm every code path and cache
+        settle()
         before = me.memory_info().rss
+        before_collector = collector.memory_info().rss if collector else 0
         refs = [memlab.put(i) for i in range(live)]
-        memlab.state.objects()
-        gc.collect()
+        settle()
         grown = me.memory_info().rss - before
+        grown_collector = (collector.memory_info().rss - before_collector) if collector else 0
         del refs
-        return grown / live
+        return grown / live, grown_collector / live
     finally:
         memlab.shutdown()
 
 
-def _owner_memory_in_fresh_process(live: int, events: bool) -> float:
+def _owner_memory_in_fresh_process(live: int, events: bool) -> tuple[float, float]:
     # A fresh interpreter: after the large puts above, freed heap would hide new allocations.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import scaling; "
-            "print(scaling.owner_memory(int(sys.argv[2]), sys.argv[3] == 'on'))")
+            "print(*scaling.owner_memory(int(sys.argv[2]), sys.argv[3] == 'on'))")
     here = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run([sys.executable, "-c", code, here, str(live), "on" if events else "off"],
                          capture_output=True, text=True, check=True, timeout=300)
-    return float(out.stdout.strip().splitlines()[-1])
+    owner, collector = out.stdout.strip().splitlines()[-1].split()
+    return float(owner), float(collector)
 
 
 def measure(quick: bool) -> dict[str, Any]:
@@ -92,9 +103,11 @@ def measure(quick: bool) -> dict[str, Any]:
         out["get by MiB (ms)"] = get_ms
     finally:
         memlab.shutdown()
+    owner_on, collector_on = _owner_memory_in_fresh_process(live, events=True)
+    owner_off, _ = _owner_memory_in_fresh_process(live, events=False)
     out["owner memory per live object (bytes)"] = {
-        f"{live} events on": _owner_memory_in_fresh_process(live, events=True),
-        f"{live} events off": _owner_memory_in_fresh_process(live, events=False),
+        f"{live} events on": owner_on, f"{live} events off": owner_off,
+        "collector process (events on)": collector_on,
     }
     # Throughput swings by +-20% between runs on this VM, more than the effect measured, so the
     # runs alternate, each setting keeps its best, and the CPU time every runtime process spent

@@ -16,6 +16,7 @@ boundary. Invariants:
     MemlabError(Exception)
     ├── RuntimeNotStartedError(MemlabError, RuntimeError)
     ├── RuntimeConflictError(MemlabError, RuntimeError)
+    ├── EventsUnavailableError(MemlabError, RuntimeError)   memlab.state without a collector
     ├── TaskError                         TaskError(ValueError) subclasses both, per cause class
     ├── TaskCancelledError
     ├── WorkerCrashedError
@@ -48,6 +49,7 @@ __all__ = [
     "ActorDiedError",
     "AuthenticationError",
     "ConnectionClosedError",
+    "EventsUnavailableError",
     "GetTimeoutError",
     "MemlabError",
     "ObjectLostError",
@@ -87,6 +89,24 @@ class RuntimeNotStartedError(MemlabError, RuntimeError):
         super().__init__(
             f"{operation} needs a running memlab runtime, but none is started; call "
             "memlab.init() first (or %memlab start in a notebook)."
+        )
+
+
+class EventsUnavailableError(MemlabError, RuntimeError):
+    """Raised by ``memlab.state`` when the session's event collector cannot answer.
+
+    ``reason`` says why: the runtime was started with ``events=False``, or the collector
+    process is gone.
+    """
+
+    _fields = ("operation", "reason")
+
+    def __init__(self, operation: str, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        super().__init__(
+            f"{operation} reads the event stream, but {reason}; start memlab with "
+            "memlab.init(events=True) (the default) to see the runtime's state."
         )
 
 

@@ -1,9 +1,10 @@
 """Read-only snapshots and subscriptions of the running session: the front ends' only source.
 
 Widgets, magics, the web dashboard and the JupyterLab panel read this module and nothing else,
-so they can be tested against a fake runtime. Every function reads the driver's collector (see
-``memlab.runtime.collector``), folds pending events first, and returns fresh copies that the
-caller may keep and mutate. Without a running runtime each raises ``RuntimeNotStartedError``.
+so they can be tested against a fake runtime. Every function asks the session's collector
+process (see ``memlab.runtime.collector``), after shipping the driver's pending events, and
+returns fresh copies that the caller may keep and mutate. Without a running runtime each raises
+``RuntimeNotStartedError``; with one started with ``events=False``, ``EventsUnavailableError``.
 
 Records (ids are hex strings; process ids look like ``"driver"``, ``"w-3f2a"``, ``"node-0"``):
 
@@ -72,8 +73,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from memlab.exceptions import RuntimeNotStartedError
-from memlab.runtime.global_state import current_collector
+from memlab.exceptions import EventsUnavailableError, RuntimeNotStartedError
+from memlab.runtime.global_state import current_collector, current_runtime
 
 __all__ = [
     "actors",
@@ -88,9 +89,12 @@ __all__ = [
 
 
 def _collector(operation: str) -> Any:
+    if current_runtime() is None:
+        raise RuntimeNotStartedError(f"memlab.state.{operation}()")
     collector = current_collector()
     if collector is None:
-        raise RuntimeNotStartedError(f"memlab.state.{operation}()")
+        raise EventsUnavailableError(f"memlab.state.{operation}()",
+                                     "this runtime was started with events=False")
     return collector
 
 
@@ -163,7 +167,7 @@ def ownership_graph() -> dict[str, Any]:
 def subscribe(callback: Callable[[list[dict[str, Any]]], None]) -> Callable[[], None]:
     """Call ``callback(new_events)`` on a background thread as events arrive (≤ 10 times/s).
 
-    The callback runs on the collector's publisher thread, so it should return quickly; one
+    The callback runs on the driver's event publisher thread, so it should return quickly; one
     that raises is logged and removed without affecting other subscribers.
 
     Args:

@@ -21,9 +21,15 @@ naming every object freed since the last (``object_ids``). A worker announces ``
 at its next flush (every 10 ms) if the task still runs then; a shorter task's start travels in
 its reply, and its end event (finished/failed) carries ``started_at`` and ``node`` instead.
 
+Hot paths (submitting a task, its end, a ``put``) :meth:`EventBuffer.record` their events
+positionally, as a tuple ``(kind, ts, *values)`` in :data:`EVENT_FIELDS` order, with ids as raw
+bytes: no dict, no keyword arguments, no hex conversion on the runtime's threads. The collector
+turns both shapes into the dict above with :func:`expand` (bytes ids become hex, ``proc`` comes
+from the shipping process). Other paths :meth:`~EventBuffer.emit` dicts.
+
 Sequences in events are tuples where the emitter builds them: Python's garbage collector stops
 tracking a dict of atoms and tuples after a full pass, never one that holds a list, and events
-live in buffers and the bounded log long enough to be scanned many times.
+live in the collector's log long enough to be scanned many times.
 
 Kinds not in :data:`EVENT_KINDS` are legal (forward compatibility): readers keep them in the
 log and otherwise ignore them.
@@ -48,7 +54,7 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["EVENT_FIELDS", "EVENT_KINDS", "EventBuffer"]
+__all__ = ["EVENT_FIELDS", "EVENT_KINDS", "EventBuffer", "expand"]
 
 _now = time.time  # a module global is found faster than the attribute lookup on ``time``
 
@@ -117,7 +123,7 @@ class EventBuffer:
         self.proc = proc
         self.max_pending = max_pending
         self.enabled = True
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[Any] = deque()  # dicts (emit) and positional tuples (record)
         self._dropped = 0
         # Taken only on the overload path, so counting drops stays exact without taxing emit.
         self._drop_lock = threading.Lock()
@@ -149,7 +155,21 @@ class EventBuffer:
             with self._drop_lock:
                 self._dropped += 1
 
-    def drain(self) -> list[dict[str, Any]]:
+    def record(self, kind: str, *values: Any) -> None:
+        """Record one hot-path event positionally; like :meth:`emit`, never blocks or raises.
+
+        Args:
+            kind: One of :data:`EVENT_KINDS`.
+            *values: Every field of ``EVENT_FIELDS[kind]``, in that order (None where unknown);
+                ids may be raw bytes (they become hex in :func:`expand`).
+        """
+        if self.enabled and len(self._pending) < self.max_pending:
+            self._pending.append((kind, _now(), *values))
+        elif self.enabled:
+            with self._drop_lock:
+                self._dropped += 1
+
+    def drain(self) -> list[Any]:
         """Take every pending event, oldest first.
 
         Safe against concurrent :meth:`emit` calls without a lock: ``popleft`` and ``append``
@@ -157,9 +177,69 @@ class EventBuffer:
         Only one thread may drain a given buffer.
 
         Returns:
-            The drained events, in emission order.
+            The drained events, in emission order: dicts (:meth:`emit`) and tuples
+            (:meth:`record`); :func:`expand` makes them all dicts.
         """
         pending = self._pending
         popleft = pending.popleft
         # Exactly this many are present: emitters only add, and we are the only consumer.
         return [popleft() for _ in range(len(pending))]
+
+
+# Fields that carry ids (or sequences of them) and may arrive as raw bytes.
+_ID_NAMES = frozenset({"task_id", "object_id", "returns", "deps", "results", "object_ids",
+                       "contained_in"})
+_ID_FIELDS: dict[str, tuple[str, ...]] = {
+    kind: tuple(f for f in fields if f in _ID_NAMES) for kind, fields in EVENT_FIELDS.items()
+}
+
+
+def _hex(value: Any) -> Any:
+    """Ids travel as bytes from hot paths; readers get hex strings, nested tuples included."""
+    kind = type(value)
+    if kind is bytes:
+        return value.hex()
+    if kind is tuple:
+        return tuple([_hex(v) for v in value])
+    return value
+
+
+def expand(events: list[Any], proc: str) -> list[dict[str, Any]]:
+    """Turn a drained batch into event dicts: the shape the state model folds and readers see.
+
+    A positional record ``(kind, ts, *values)`` becomes ``{"kind", "ts", "proc", *fields}``; a
+    record whose values do not match its kind's fields keeps them under ``"values"`` (the model
+    then counts it malformed). In every event, bytes ids (and bytes inside id sequences) become
+    hex strings.
+
+    Args:
+        events: Dicts and tuples as drained from one process's :class:`EventBuffer`.
+        proc: The process that emitted them (stamped where the event does not say).
+    """
+    out: list[dict[str, Any]] = []
+    append = out.append
+    fields_of = EVENT_FIELDS.get
+    ids_of = _ID_FIELDS.get
+    for event in events:
+        if type(event) is tuple:
+            kind = event[0]
+            fields = fields_of(kind)
+            if fields is not None and len(event) == len(fields) + 2:
+                expanded = dict(zip(fields, event[2:]))
+            else:
+                expanded = {"values": _hex(event[2:])}
+            expanded["kind"] = kind
+            expanded["ts"] = event[1]
+            expanded["proc"] = proc
+        elif type(event) is dict:
+            expanded = event
+            if "proc" not in expanded:
+                expanded["proc"] = proc
+        else:
+            continue
+        for name in ids_of(expanded.get("kind"), ()):  # type: ignore[arg-type]
+            value = expanded.get(name)
+            if value is not None and type(value) is not str:
+                expanded[name] = _hex(value)
+        append(expanded)
+    return out

@@ -261,8 +261,7 @@ class CoreWorker(OwnerService, FailureHandling):
                 self.mstore.put_stored(oid, node, size)  # type: ignore[arg-type]
         ev = self.events
         if ev.enabled:
-            ev.emit("object.created", object_id=oid.hex(), owner=self.proc, call_site=site,
-                    size=size, state="ready", node=node)
+            ev.record("object.created", oid, self.proc, None, site, size, "ready", node)
         return ObjectRef(oid, self.proc, self)
 
     def ensure_fetch(self, oid: bytes, owner: str) -> Slot:
@@ -423,7 +422,6 @@ class CoreWorker(OwnerService, FailureHandling):
         self.drain_outbox()
         if self.on_flush is not None:
             self.on_flush()
-        self.flush_events()
 
     def flush_object_events(self) -> None:
         """Emit one ``object.holders`` event per owned object whose holders changed, and one
@@ -442,18 +440,6 @@ class CoreWorker(OwnerService, FailureHandling):
                     holders.append((oid, entry.holders()))
         for oid, held in holders:
             self.events.emit("object.holders", object_id=oid.hex(), **held)
-
-    def flush_events(self) -> None:
-        """Workers ship their events to the driver; the driver's collector drains its own."""
-        if self.kind == "driver":
-            return
-        batch = self.events.drain()
-        while batch:
-            chunk, batch = batch[:1000], batch[1000:]
-            try:
-                self.conn_to(self.driver).send({"t": "events", "batch": chunk})
-            except ConnectionClosedError:
-                return
 
     def close(self) -> None:
         self._stopped.set()

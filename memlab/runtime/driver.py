@@ -1,4 +1,4 @@
-"""The driver's runtime: starts the node managers, holds the collector, and shuts it all down.
+"""The driver's runtime: starts the collector and the node managers, and shuts it all down.
 
 Owns the session's lifecycle, an explicit state machine::
 
@@ -6,8 +6,8 @@ Owns the session's lifecycle, an explicit state machine::
         └──────── failed start ──────────────┘
 
 Shutdown is idempotent and bounded in time: node managers get a ``shutdown`` message, are
-killed if they have not exited within a few seconds, and the session's directory and arenas are
-removed whatever happened before.
+killed if they have not exited within a few seconds, the collector's lifeline is closed, and the
+session's directory and arenas are removed whatever happened before.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memlab.runtime import global_state
-from memlab.runtime.collector import Collector
+from memlab.core.events import EventBuffer
+from memlab.exceptions import MemlabError
+from memlab.runtime import collector_main, global_state
+from memlab.runtime.collector_client import CollectorClient
 from memlab.runtime.core import DEFAULT_INLINE_THRESHOLD, CoreWorker
-from memlab.runtime.nodes import HEAD_NODE, Nodes
+from memlab.runtime.event_shipper import EventShipper
+from memlab.runtime.nodes import HEAD_NODE, Nodes, worker_env
 from memlab.runtime.session import make_session_dir, reap_stale_sessions, remove_session
 from memlab.runtime.store_client import StoreClient
 
@@ -58,11 +61,17 @@ class Runtime:
         self.state = RuntimeState.STARTING
         self.session_dir = make_session_dir()
         self.secret = os.urandom(32)
-        self.collector = Collector()
-        self.collector.local.enabled = options.events
+        self.events = EventBuffer("driver")
+        self.events.enabled = options.events
         self._stop_lock = threading.Lock()
         self.core = CoreWorker("driver", "driver", self.session_dir, self.secret, HEAD_NODE,
-                               self.collector.local, inline_threshold=options.inline_threshold)
+                               self.events, inline_threshold=options.inline_threshold)
+        # The event stream's ends on this side; the collector process is started by start().
+        self.shipper = EventShipper(self.events, self.session_dir, self.secret)
+        self.collector: CollectorClient | None = (
+            CollectorClient(self.shipper, before_read=self.core.flush_object_events)
+            if options.events else None)
+        self.collector_proc: subprocess.Popen[bytes] | None = None
         self.core.recovery.budget = options.lineage_budget
         self.nodes = Nodes(self)
         hello = self.core.handlers["hello"]
@@ -82,18 +91,21 @@ class Runtime:
 
         self.core.handlers["hello"] = on_hello
         self.core.handlers["worker_died"] = on_worker_died
-        self.collector.before_snapshot = self.core.flush_object_events
-        self.core.handlers["events"] = lambda conn, h, p: self.collector.ingest(h["batch"])
 
     def start(self) -> Runtime:
         reap_stale_sessions()
         opts = self.options
         try:
+            if opts.events:
+                self.collector_proc = collector_main.spawn(self.session_dir, self.secret,
+                                                           worker_env())
             per_node = [opts.num_workers // opts.num_nodes
                         + (k < opts.num_workers % opts.num_nodes) for k in range(opts.num_nodes)]
             started = [self.nodes.start(n, opts.object_store_memory // opts.num_nodes)
                        for n in per_node]
             self.nodes.wait_ready(started, START_TIMEOUT)
+            if opts.events:
+                self._connect_collector()
         except BaseException:
             self.shutdown()
             raise
@@ -104,6 +116,18 @@ class Runtime:
         global_state.set_runtime(self)
         atexit.register(self.shutdown)
         return self
+
+    def _connect_collector(self) -> None:
+        proc = self.collector_proc
+        assert proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.shipper.connection(wait=0.05) is None:
+            if proc.poll() is not None:
+                raise MemlabError(f"the event collector exited with code {proc.returncode} "
+                                  "during start-up; its error is printed above")
+            if time.monotonic() > deadline:
+                raise MemlabError(f"the event collector did not start within {START_TIMEOUT} s")
+        self.shipper.start()
 
     def add_node(self, num_workers: int = 1, object_store_memory: int | None = None) -> str:
         """Start one more simulated node; returns its id once it is ready."""
@@ -135,9 +159,24 @@ class Runtime:
             with contextlib.suppress(Exception):
                 proc.stdin.close()  # type: ignore[union-attr]
         self.core.close()
-        self.collector.close()
+        if self.collector is not None:
+            self.collector.close()
+        self.shipper.close()
+        self._stop_collector(deadline)
         remove_session(self.session_dir, list(self.nodes.arenas.values()))
         self.state = RuntimeState.STOPPED
+
+    def _stop_collector(self, deadline: float) -> None:
+        proc = self.collector_proc
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            proc.stdin.close()  # type: ignore[union-attr]  # end of the lifeline: it exits
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(2)
 
     def describe(self) -> dict[str, Any]:
         return {"state": self.state.value, "session_dir": self.session_dir,

@@ -58,7 +58,7 @@ class Executor:
         # Started tasks not yet announced: task id -> the task.started event's fields. Most tasks
         # end before the next flush; their reply carries the start instead (one event fewer per
         # task for the owner to build, ship and fold); the flush announces the ones still running.
-        self.unannounced: dict[bytes, dict[str, Any]] = {}
+        self.unannounced: dict[bytes, tuple[int, float]] = {}  # task id -> (attempt, start)
         core.on_flush = self.announce_running
         core.handlers.update(push=self._on_push, cancel=self._on_cancel,
                              actor_create=self._on_push, actor_call=self._on_push)
@@ -69,11 +69,12 @@ class Executor:
         """Emit ``task.started`` for tasks that have run since before this flush."""
         if not self.unannounced:
             return
-        events = self.core.events
+        core = self.core
         for tid in list(self.unannounced):
-            fields = self.unannounced.pop(tid, None)
-            if fields is not None:
-                events.emit("task.started", **fields)
+            started = self.unannounced.pop(tid, None)
+            if started is not None:
+                core.events.emit("task.started", task_id=tid, worker=core.proc,
+                                 node=core.node_id, attempt=started[0], ts=started[1])
 
     def bounce_queued(self, blocked: bool) -> None:
         """The running task blocks in ``get``: tasks queued behind it, and tasks pushed while
@@ -168,8 +169,7 @@ class Executor:
         tid, name, attempt = h["tid"], h["name"], h["att"]
         reply: dict[str, Any] = {"t": "done", "tid": tid, "att": attempt}
         if core.events.enabled:
-            self.unannounced[tid] = {"task_id": tid.hex(), "worker": core.proc,
-                                     "node": core.node_id, "attempt": attempt, "ts": time.time()}
+            self.unannounced[tid] = (attempt, time.time())
         result: Any = None
         try:
             if main_thread:
@@ -315,7 +315,7 @@ class Executor:
         core = self.core
         started = self.unannounced.pop(reply["tid"], None)
         if started is not None:  # ended before a flush announced it: the owner reports the start
-            reply["st"], reply["nd"] = started["ts"], started["node"]
+            reply["st"], reply["nd"] = started[1], core.node_id
         if error is not None:
             reply["err"] = True
             payload = dumps_error(error)

@@ -30,6 +30,7 @@ from memlab.core.events import EventBuffer
 from memlab.exceptions import ConnectionClosedError, WorkerCrashedError
 from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
+from memlab.runtime.event_shipper import EventShipper
 from memlab.runtime.store_service import StoreService
 from memlab.store import Arena, ObjectStore
 
@@ -57,6 +58,8 @@ class NodeManager(StoreService):
         self.config = config
         self.secret = secret
         self.events = EventBuffer(self.node_id)
+        self.events.enabled = config.get("events", True)
+        self.shipper = EventShipper(self.events, self.session_dir, secret)
         self.lock = threading.RLock()
         self.workers: dict[str, WorkerProc] = {}
         self.idle: deque[str] = deque()
@@ -100,6 +103,7 @@ class NodeManager(StoreService):
                           "arena": self.arena.path, "capacity": self.arena.capacity})
         threading.Thread(target=self._housekeeping, name="memlab-node-housekeeping",
                          daemon=True).start()
+        self.shipper.start()
 
     def wait_for_driver_death(self) -> None:
         """Block on the lifeline from the driver; its end means shut down."""
@@ -132,7 +136,7 @@ class NodeManager(StoreService):
             self.arena.close()
         self.listener.close()
         with contextlib.suppress(Exception):
-            self._flush_events()
+            self.shipper.close(timeout=0.5)
         if driver_died:
             shutil.rmtree(self.session_dir, ignore_errors=True)
         os._exit(0)
@@ -149,6 +153,7 @@ class NodeManager(StoreService):
             MEMLAB_NUM_WORKERS=str(self.config["total_workers"]),
             MEMLAB_DRIVER=self.config["driver"],
             MEMLAB_LINEAGE_BUDGET=str(self.config.get("lineage_budget", 1 << 30)),
+            MEMLAB_EVENTS="1" if self.events.enabled else "0",
         )
         popen = subprocess.Popen(
             [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
@@ -324,10 +329,3 @@ class NodeManager(StoreService):
                                      store_used=stats["used"],
                                      spilled_bytes=stats["spilled_bytes"],
                                      num_objects=stats["num_objects"])
-                self._flush_events()
-
-    def _flush_events(self) -> None:
-        batch = self.events.drain()
-        while batch:
-            chunk, batch = batch[:1000], batch[1000:]
-            self.driver.send({"t": "events", "batch": chunk})

@@ -59,11 +59,11 @@ class Nodes:
             "total_workers": self.total_workers(extra=num_workers), "capacity": capacity,
             "driver": "driver", "inline_threshold": rt.options.inline_threshold,
             "arena_path": path, "spill_dir": os.path.join(rt.session_dir, f"spill-{node_id}"),
-            "lineage_budget": rt.options.lineage_budget,
+            "lineage_budget": rt.options.lineage_budget, "events": rt.options.events,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
-            stdin=subprocess.PIPE, close_fds=True, env=_worker_env(),
+            stdin=subprocess.PIPE, close_fds=True, env=worker_env(),
             # Own session: a kernel restart SIGKILLs the kernel's process group and ipykernel's
             # shutdown SIGTERMs it; the node manager must outlive both to clean up after them.
             start_new_session=True,
@@ -191,7 +191,7 @@ class Nodes:
                     conn.send(header)
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
     # Workers import what the driver can import: functions shipped by name resolve there.
     env = dict(os.environ)
     paths = [p for p in sys.path if p and os.path.isdir(p)]

@@ -100,12 +100,9 @@ class Submitter(TaskFailures):
                 to_push = self._pump()
         run_wakeups(wake)
         if ev.enabled:
-            tid = spec.task_id.hex()
             # Announces the return objects too (events.py: no object.created per return).
-            ev.emit("task.submitted", task_id=tid, name=spec.name, owner=core.proc,
-                    returns=tuple([o.hex() for o in spec.returns]),
-                    deps=tuple([d.hex() for d, _ in spec.deps]) if spec.deps else (),
-                    call_site=spec.call_site)
+            ev.record("task.submitted", spec.task_id, spec.name, core.proc, tuple(spec.returns),
+                      tuple([d for d, _ in spec.deps]) if spec.deps else (), spec.call_site)
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
 
@@ -343,7 +340,7 @@ class Submitter(TaskFailures):
         table = core.table
         ev = core.events
         wake: list[Any] = []
-        results: list[tuple[str, int, str | None]] = []
+        results: list[tuple[bytes, int, str | None]] = []
         pos = 0
         for oid, ret in zip(spec.returns, h["rets"]):
             kind, size, contained = ret[0], ret[1], ret[2]
@@ -371,14 +368,14 @@ class Submitter(TaskFailures):
                 wake += core.mstore.put_stored(oid, node, size, worker)
             table.set_ready(oid, node, size)
             if ev.enabled:
-                results.append((oid.hex(), size, node))
+                results.append((oid, size, node))
                 if spec.rebuilding:
                     ev.emit("object.reconstructed", object_id=oid.hex(), task_id=spec.task_id.hex())
         if ev.enabled:
             # Carries the results' readiness (events.py: no object.ready per return), and the
             # start if the worker did not announce it.
-            ev.emit("task.finished", task_id=spec.task_id.hex(), worker=worker,
-                    attempt=spec.attempt, results=tuple(results), **_ran(h))
+            ev.record("task.finished", spec.task_id, worker, spec.attempt, tuple(results),
+                      h.get("st"), h.get("nd"))
         spec.rebuilding = False
         self.core.recovery.task_finished(spec)
         self._complete(spec)

@@ -29,12 +29,16 @@ def main() -> None:
 
     from memlab.core.events import EventBuffer
     from memlab.runtime.core import CoreWorker
+    from memlab.runtime.event_shipper import EventShipper
     from memlab.runtime.executor import Executor
     from memlab.runtime.store_client import StoreClient
 
+    events = EventBuffer(proc)
+    events.enabled = env.get("MEMLAB_EVENTS", "1") == "1"
     core = CoreWorker(proc, "worker", env["MEMLAB_SESSION_DIR"], secret, node,
-                      EventBuffer(proc), inline_threshold=int(env["MEMLAB_INLINE"]),
+                      events, inline_threshold=int(env["MEMLAB_INLINE"]),
                       driver=env["MEMLAB_DRIVER"])
+    EventShipper(events, env["MEMLAB_SESSION_DIR"], secret).start()
     core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
     core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
     core.recovery.budget = int(env.get("MEMLAB_LINEAGE_BUDGET", 1 << 30))

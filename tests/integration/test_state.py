@@ -131,3 +131,15 @@ def test_events_and_subscribe(rt: Any) -> None:
     kinds = {e["kind"] for e in memlab.state.events()}
     assert {"task.submitted", "task.finished"} <= kinds
     assert all("ts" in e and "proc" in e for e in got)
+
+
+def test_driver_objects_and_events_are_shipped_in_order(rt: Any) -> None:
+    before = memlab.state.events()
+    since = before[-1]["seq"] if before else 0
+    refs = [memlab.put(i) for i in range(100)]
+    ids = {r.hex() for r in refs}
+    # No wait: a read ships the driver's pending events before it asks.
+    assert ids <= {o["object_id"] for o in memlab.state.objects()}
+    created = [e for e in memlab.state.events(since) if e["kind"] == "object.created"
+               and e["object_id"] in ids]
+    assert [e["object_id"] for e in created] == [r.hex() for r in refs]

@@ -22,6 +22,7 @@ from memlab.exceptions import (
     ActorDiedError,
     AuthenticationError,
     ConnectionClosedError,
+    EventsUnavailableError,
     GetTimeoutError,
     MemlabError,
     ObjectLostError,
@@ -106,6 +107,10 @@ EXAMPLES: list[tuple[Callable[[], BaseException], dict[str, Any]]] = [
     (
         lambda: RuntimeConflictError({"num_workers": (4, 8)}),
         {"differences": {"num_workers": (4, 8)}},
+    ),
+    (
+        lambda: EventsUnavailableError("memlab.state.objects()", "its collector is gone"),
+        {"operation": "memlab.state.objects()", "reason": "its collector is gone"},
     ),
     (lambda: TaskCancelledError("load", "t-1"), {"task_name": "load", "task_id": "t-1"}),
     (
