@@ -20,6 +20,9 @@ owner sends ``object.holders`` only when that changes, and one ``object.freed`` 
 naming every object freed since the last (``object_ids``). A worker announces ``task.started``
 at its next flush (every 10 ms) if the task still runs then; a shorter task's start travels in
 its reply, and its end event (finished/failed) carries ``started_at`` and ``node`` instead.
+Likewise the owner holds a task's ``task.submitted`` until its next flush: a task that finishes
+before then is one ``task.finished`` whose ``submitted`` field carries the submission
+(``{"submitted_at", "name", "owner", "returns", "deps", "call_site"}``; None otherwise).
 
 Hot paths (submitting a task, its end, a ``put``) :meth:`EventBuffer.record` their events
 positionally, as a tuple ``(kind, ts, *values)`` in :data:`EVENT_FIELDS` order, with ids as raw
@@ -65,7 +68,8 @@ _ACTOR = ("actor_id", "name", "worker")
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "task.submitted": ("task_id", "name", "owner", "returns", "deps", "call_site"),
     "task.started": ("task_id", "worker", "node", "attempt"),
-    "task.finished": ("task_id", "worker", "attempt", "results", "started_at", "node"),
+    "task.finished": ("task_id", "worker", "attempt", "results", "started_at", "node",
+                      "submitted"),
     "task.failed": ("task_id", "worker", "attempt", "error", "started_at", "node"),
     "task.retried": ("task_id", "attempt", "reason"),
     "task.cancelled": ("task_id",),
@@ -124,6 +128,9 @@ class EventBuffer:
         self.max_pending = max_pending
         self.enabled = True
         self._pending: deque[Any] = deque()  # dicts (emit) and positional tuples (record)
+        # Records set aside by key until the next drain or until taken back (see hold).
+        self._held: dict[Any, tuple[Any, ...]] = {}
+        self._held_lock = threading.Lock()
         self._dropped = 0
         # Taken only on the overload path, so counting drops stays exact without taxing emit.
         self._drop_lock = threading.Lock()
@@ -134,7 +141,7 @@ class EventBuffer:
         return self._dropped
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._held)
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Record one event; a no-op when disabled, a counted drop when full.
@@ -169,33 +176,94 @@ class EventBuffer:
             with self._drop_lock:
                 self._dropped += 1
 
+    def hold(self, key: Any, kind: str, *values: Any) -> None:
+        """Record like :meth:`record`, but keep the record aside under ``key`` until the next
+        drain, so that a later event about the same thing can :meth:`take` it and carry it.
+
+        A task's submission is held: a task that ends before the next drain (most do) is then
+        shipped, logged and folded as one ``task.finished`` event instead of two.
+        """
+        if not self.enabled:
+            return
+        if len(self._pending) + len(self._held) >= self.max_pending:
+            with self._drop_lock:
+                self._dropped += 1
+            return
+        record = (kind, _now(), *values)
+        with self._held_lock:
+            earlier = self._held.pop(key, None)
+            self._held[key] = record
+        if earlier is not None:  # held twice before a drain: the first is an event of its own
+            self._pending.append(earlier)
+
+    def take(self, key: Any) -> tuple[Any, ...] | None:
+        """The record held under ``key``, removed from the buffer; None if already drained."""
+        if not self._held:
+            return None
+        with self._held_lock:
+            return self._held.pop(key, None)
+
+    def release(self, key: Any) -> None:
+        """Queue the record held under ``key`` (if any) now, before events recorded after it."""
+        record = self.take(key)
+        if record is not None:
+            self._pending.append(record)
+
     def drain(self) -> list[Any]:
-        """Take every pending event, oldest first.
+        """Take every held and pending event.
 
         Safe against concurrent :meth:`emit` calls without a lock: ``popleft`` and ``append``
         on a deque are atomic, and events emitted while draining stay for the next drain.
         Only one thread may drain a given buffer.
 
         Returns:
-            The drained events, in emission order: dicts (:meth:`emit`) and tuples
-            (:meth:`record`); :func:`expand` makes them all dicts.
+            Held records first (each is older than every event recorded after it), then the
+            pending ones in emission order: dicts (:meth:`emit`) and tuples (:meth:`record`,
+            :meth:`hold`); :func:`expand` makes them all dicts.
         """
+        held: list[Any] = []
+        if self._held:
+            with self._held_lock:
+                held, self._held = list(self._held.values()), {}
         pending = self._pending
         popleft = pending.popleft
         # Exactly this many are present: emitters only add, and we are the only consumer.
-        return [popleft() for _ in range(len(pending))]
+        return held + [popleft() for _ in range(len(pending))]
 
 
-# Fields that carry ids (or sequences of them) and may arrive as raw bytes.
-_ID_NAMES = frozenset({"task_id", "object_id", "returns", "deps", "results", "object_ids",
-                       "contained_in"})
-_ID_FIELDS: dict[str, tuple[str, ...]] = {
-    kind: tuple(f for f in fields if f in _ID_NAMES) for kind, fields in EVENT_FIELDS.items()
+def _one(value: Any) -> Any:
+    return value.hex() if type(value) is bytes else value
+
+
+def _many(values: Any) -> Any:
+    return tuple([v.hex() if type(v) is bytes else v for v in values])
+
+
+def _results(values: Any) -> Any:
+    return tuple([(o.hex() if type(o) is bytes else o, size, node) for o, size, node in values])
+
+
+def _submission(record: Any) -> Any:
+    """A held ``task.submitted`` record carried by its task's end: its fields, as a dict."""
+    _, ts, _, name, owner, returns, deps, call_site = record
+    return {"submitted_at": ts, "name": name, "owner": owner, "returns": _many(returns),
+            "deps": _many(deps), "call_site": call_site}
+
+
+# Fields that carry ids (or sequences of them) and may arrive as raw bytes, with the function
+# that makes them hex: one per shape, so the hot kinds convert without generic recursion.
+_ID_CONVERTERS: dict[str, Any] = {
+    "task_id": _one, "object_id": _one, "returns": _many, "deps": _many, "object_ids": _many,
+    "contained_in": _many, "results": _results, "submitted": _submission,
+}
+_ID_FIELDS: dict[str, tuple[tuple[str, Any], ...]] = {
+    kind: tuple((f, _ID_CONVERTERS[f]) for f in fields if f in _ID_CONVERTERS)
+    for kind, fields in EVENT_FIELDS.items()
 }
 
 
 def _hex(value: Any) -> Any:
-    """Ids travel as bytes from hot paths; readers get hex strings, nested tuples included."""
+    """Any value with bytes ids in it (a malformed record's values), made hex throughout."""
     kind = type(value)
     if kind is bytes:
         return value.hex()
@@ -210,7 +278,7 @@ def expand(events: list[Any], proc: str) -> list[dict[str, Any]]:
     A positional record ``(kind, ts, *values)`` becomes ``{"kind", "ts", "proc", *fields}``; a
     record whose values do not match its kind's fields keeps them under ``"values"`` (the model
     then counts it malformed). In every event, bytes ids (and bytes inside id sequences) become
-    hex strings.
+    hex strings; an id field of the wrong shape is left as it is, for the model to count.
 
     Args:
         events: Dicts and tuples as drained from one process's :class:`EventBuffer`.
@@ -237,9 +305,12 @@ def expand(events: list[Any], proc: str) -> list[dict[str, Any]]:
                 expanded["proc"] = proc
         else:
             continue
-        for name in ids_of(expanded.get("kind"), ()):  # type: ignore[arg-type]
+        for name, convert in ids_of(expanded.get("kind"), ()):  # type: ignore[arg-type]
             value = expanded.get(name)
-            if value is not None and type(value) is not str:
-                expanded[name] = _hex(value)
+            if value is not None and type(value) is not str and type(value) is not dict:
+                try:
+                    expanded[name] = convert(value)
+                except (TypeError, ValueError):
+                    pass
         append(expanded)
     return out

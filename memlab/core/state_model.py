@@ -277,15 +277,20 @@ class StateModel:
         rec = self._task(ev)
         if rec is None:
             return
-        rec["name"] = ev.get("name")
-        rec["owner"] = ev.get("owner", ev.get("proc"))
-        rec["call_site"] = ev.get("call_site")
-        rec["submitted_at"] = ev.get("ts")
-        rec["returns"] = tuple(ev.get("returns") or ())
-        rec["deps"] = tuple(ev.get("deps") or ())
+        self._submitted(rec, ev.get("name"), ev.get("owner", ev.get("proc")), ev.get("call_site"),
+                        ev.get("ts"), ev.get("returns"), ev.get("deps"))
+
+    def _submitted(self, rec: dict[str, Any], name: str | None, owner: str | None,
+                   call_site: str | None, ts: float | None, returns: Any, deps: Any) -> None:
+        rec["name"] = name
+        rec["owner"] = owner
+        rec["call_site"] = call_site
+        rec["submitted_at"] = ts
+        rec["returns"] = tuple(returns or ())
+        rec["deps"] = tuple(deps or ())
         # The submission announces its return objects: no object.created is sent for them.
         for oid in rec["returns"]:
-            self._created(oid, rec["owner"], rec["task_id"], rec["call_site"])
+            self._created(oid, owner, rec["task_id"], call_site)  # type: ignore[arg-type]
 
     def _on_task_started(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
@@ -314,6 +319,10 @@ class StateModel:
         rec = self._task(ev)
         if rec is None:
             return
+        sub = ev.get("submitted")
+        if sub is not None:  # a task that ended before its owner's flush: one event for both
+            self._submitted(rec, sub["name"], sub["owner"] or ev.get("proc"), sub["call_site"],
+                            sub["submitted_at"], sub["returns"], sub["deps"])
         self._started_unannounced(rec, ev)
         # The finish reports its results' readiness: no object.ready is sent for them.
         for oid, size, node in ev.get("results") or ():

@@ -101,8 +101,10 @@ class Submitter(TaskFailures):
         run_wakeups(wake)
         if ev.enabled:
             # Announces the return objects too (events.py: no object.created per return).
-            ev.record("task.submitted", spec.task_id, spec.name, core.proc, tuple(spec.returns),
-                      tuple([d for d, _ in spec.deps]) if spec.deps else (), spec.call_site)
+            # Held: if the task ends before the next flush, its end event carries it.
+            ev.hold(spec.task_id, "task.submitted", spec.task_id, spec.name, core.proc,
+                    tuple(spec.returns), tuple([d for d, _ in spec.deps]) if spec.deps else (),
+                    spec.call_site)
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
 
@@ -375,7 +377,7 @@ class Submitter(TaskFailures):
             # Carries the results' readiness (events.py: no object.ready per return), and the
             # start if the worker did not announce it.
             ev.record("task.finished", spec.task_id, worker, spec.attempt, tuple(results),
-                      h.get("st"), h.get("nd"))
+                      h.get("st"), h.get("nd"), ev.take(spec.task_id))
         spec.rebuilding = False
         self.core.recovery.task_finished(spec)
         self._complete(spec)
@@ -395,6 +397,7 @@ class Submitter(TaskFailures):
             core.actors.creation_failed(spec, error)
         ev = core.events
         if ev.enabled:
+            ev.release(spec.task_id)  # its submission goes first
             kind = "task.cancelled" if isinstance(error, TaskCancelledError) else "task.failed"
             ev.emit(kind, task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt,
                     error=f"{type(error).__name__}: {error}"[:500], **(ran or {}))
@@ -417,6 +420,7 @@ class Submitter(TaskFailures):
         self.queue.append(spec)
         ev = self.core.events
         if ev.enabled:
+            ev.release(spec.task_id)  # its submission goes first
             ev.emit("task.retried", task_id=spec.task_id.hex(), attempt=spec.attempt,
                     reason=reason)
 

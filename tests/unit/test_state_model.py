@@ -426,9 +426,13 @@ def test_every_kind_is_folded_without_error() -> None:
     ints = {"attempt", "size", "local", "tasks", "pid", "exitcode", "signal", "store_capacity"}
     ints |= {"store_used", "spilled_bytes", "num_objects"}
     lists = {"returns", "deps", "contained_in", "borrowers", "results", "object_ids"}
+    submitted = {"submitted_at": 1.0, "name": "f", "owner": "driver", "returns": [], "deps": [],
+                 "call_site": None}
     model = StateModel()
     for kind, fields in EVENT_FIELDS.items():
         values = {f: 1 if f in ints else [] if f in lists else "x" for f in fields}
+        if "submitted" in values:
+            values["submitted"] = submitted
         model.apply([ev(kind, **values)])
     assert model.malformed == 0
     model.validate()
