@@ -25,7 +25,9 @@ Invariants:
 from __future__ import annotations
 
 import io
+import marshal
 import pickle
+import types
 from typing import Any
 
 import cloudpickle
@@ -146,6 +148,11 @@ class _Pickler(cloudpickle.Pickler):
 
     def reducer_override(self, obj: object) -> Any:
         self.last_seen = obj
+        if type(obj) is types.CodeType:
+            # cloudpickle (>= 3.1.3) renames every code object's file to "<dynamic-code>", so a
+            # task's traceback would lose its file name and source lines. marshal keeps the code
+            # whole (nested code included); peers run the same interpreter, which marshal needs.
+            return marshal.loads, (marshal.dumps(obj),)
         module = type(obj).__module__
         if module.__class__ is str and module.startswith("pyarrow"):
             reduced = reduce_arrow(obj)

@@ -41,6 +41,9 @@ def big(i: int) -> np.ndarray:
 
 @memlab.remote
 def read_big(a: np.ndarray) -> tuple[float, str]:
+    # As long as ``where``: a batch keeps several workers busy, so its leases span both nodes
+    # (a fast reader lets the first granted lease run the whole batch on one node).
+    time.sleep(0.05)
     return float(a.sum()), os.environ["MEMLAB_NODE"]
 
 

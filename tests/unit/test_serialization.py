@@ -8,8 +8,11 @@ import struct
 import subprocess
 import sys
 import threading
+import traceback
+import types
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -547,3 +550,24 @@ def test_function_capturing_unpicklable_names_type() -> None:
 def test_loads_function_failure_is_serialization_error() -> None:
     with pytest.raises(SerializationError, match="cannot deserialize"):
         loads_function(b"not a pickle")
+
+
+def test_function_by_value_keeps_its_file_and_lines_for_tracebacks(tmp_path: Path) -> None:
+    source = tmp_path / "cell.py"
+    source.write_text(
+        "def outer(x):\n"
+        "    def inner(y):\n"
+        "        raise ValueError(f'bad {y}')\n"
+        "    return inner(x)\n"
+    )
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
+    fn = loads_function(dumps_function(namespace["outer"]))
+
+    inner_code = next(c for c in fn.__code__.co_consts if isinstance(c, types.CodeType))
+    assert fn.__code__.co_filename == inner_code.co_filename == str(source)
+    with pytest.raises(ValueError, match="bad 7") as info:
+        fn(7)
+    text = "".join(traceback.format_exception(info.value))
+    assert f'File "{source}", line 3, in inner' in text
+    assert "raise ValueError(f'bad {y}')" in text  # the source line, read from the file
