@@ -379,15 +379,22 @@ class ActorManager:
         with self.core.lock:
             to_push: list[Any] = []
             for view in self.views.values():
-                if view.worker != worker:
+                # A view that already learned its actor is dead (its constructor failed, it was
+                # killed) no longer names the worker, but calls sent there may still be out.
+                inflight = [s for s in view.inflight.values() if s.worker == worker]
+                if view.worker != worker and not inflight:
                     continue
-                view.worker, view.state = None, "unknown"
+                if view.worker == worker:
+                    view.worker, view.state = None, "unknown"
                 retry: list[TaskSpec] = []
-                inflight = list(view.inflight.values())
-                view.inflight.clear()
+                for spec in inflight:
+                    del view.inflight[spec.task_id]
                 self.core.submitter.forget_results(worker, inflight)
                 for spec in inflight:
-                    if spec.may_retry():
+                    if view.state == "dead":
+                        wake += self.core.submitter._fail(spec, ActorDiedError(
+                            view.cls_name, view.actor_id.hex(), view.reason))
+                    elif spec.may_retry():
                         spec.attempt += 1
                         retry.append(spec)
                     else:
