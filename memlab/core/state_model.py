@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from memlab.core.events import EVENT_KINDS
+from memlab.core.events import EVENT_FIELDS, EVENT_KINDS, expand
 from memlab.core.ownership_graph import TERMINAL_TASK_STATES, build_graph
 from memlab.core.state_records import (
     CREATOR_HOLDS,
@@ -83,7 +83,8 @@ class StateModel:
         self.malformed = 0
         self._seq = 0
         # Kept as the dicts folded (packing them saved memory but measured slower end to end).
-        self._log: deque[dict[str, Any]] = deque(maxlen=max_log)
+        # Dicts, and (seq, proc, record) for hot records folded positionally (apply_batch).
+        self._log: deque[Any] = deque(maxlen=max_log)
         self._objects: dict[str, ObjectRecord] = {}
         self._freed: OrderedDict[str, None] = OrderedDict()
         self._tasks: dict[str, dict[str, Any]] = {}
@@ -121,6 +122,36 @@ class StateModel:
                 continue
             try:
                 handler(self, event)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                self.malformed += 1
+
+    def apply_batch(self, batch: Iterable[Any], proc: str) -> None:
+        """Fold a batch as drained from one process's ``EventBuffer``: dicts and positional
+        records (see :mod:`memlab.core.events`), in order, like :meth:`apply` of their
+        :func:`~memlab.core.events.expand`.
+
+        The hot records (a task's submission and end, two per task) fold straight from their
+        tuples, and the log keeps them as ``(seq, proc, record)``, made dicts only when read
+        (:meth:`events`): building, checking and logging a dict per event was most of the
+        collector's time per task.
+
+        Args:
+            batch: What one process's buffer drained; the model takes ownership of it.
+            proc: The process that emitted the batch.
+        """
+        log = self._log
+        folds = _RECORD_FOLDS
+        for event in batch:
+            fold = folds.get(event[0]) if type(event) is tuple and event else None
+            if fold is None or len(event) != fold[1]:
+                self.apply(expand([event], proc))
+                continue
+            self._seq += 1
+            if len(log) == self.max_log:
+                self.log_dropped += 1
+            log.append((self._seq, proc, event))
+            try:
+                fold[0](self, proc, event)
             except (KeyError, TypeError, ValueError, AttributeError):
                 self.malformed += 1
 
@@ -246,11 +277,12 @@ class StateModel:
 
     def _task(self, ev: dict[str, Any]) -> dict[str, Any] | None:
         """The record a task event updates (created if unknown), or None for a stale attempt."""
-        tid = ev["task_id"]
+        return self._task_at(ev["task_id"], ev.get("attempt"))
+
+    def _task_at(self, tid: str, attempt: int | None) -> dict[str, Any] | None:
         rec = self._tasks.get(tid)
         if rec is None:
             rec = self._tasks[tid] = new_task(tid)
-        attempt = ev.get("attempt")
         if attempt is not None and attempt < rec["attempt"]:
             return None
         return rec
@@ -309,34 +341,58 @@ class StateModel:
         rec["started_at"] = ev.get("ts")
 
     @staticmethod
-    def _started_unannounced(rec: dict[str, Any], ev: dict[str, Any]) -> None:
+    def _started_unannounced(rec: dict[str, Any], started_at: Any, node: str | None) -> None:
         # A task that ended before its worker announced the start: its end event says it.
-        if rec["started_at"] is None and ev.get("started_at") is not None:
-            rec["started_at"] = ev["started_at"]
-            rec["node"] = ev.get("node")
+        if rec["started_at"] is None and started_at is not None:
+            rec["started_at"] = started_at
+            rec["node"] = node
 
     def _on_task_finished(self, ev: dict[str, Any]) -> None:
-        rec = self._task(ev)
-        if rec is None:
-            return
         sub = ev.get("submitted")
         if sub is not None:  # a task that ended before its owner's flush: one event for both
-            self._submitted(rec, sub["name"], sub["owner"] or ev.get("proc"), sub["call_site"],
-                            sub["submitted_at"], sub["returns"], sub["deps"])
-        self._started_unannounced(rec, ev)
+            sub = (sub["name"], sub["owner"] or ev.get("proc"), sub["call_site"],
+                   sub["submitted_at"], sub["returns"], sub["deps"])
+        self._finished(ev["task_id"], ev.get("ts"), ev.get("worker", _KEEP), ev.get("attempt"),
+                       ev.get("results"), ev.get("started_at"), ev.get("node"), sub)
+
+    def _finished(self, tid: str, ts: Any, worker: Any, attempt: int | None, results: Any,
+                  started_at: Any, node: str | None, submitted: tuple[Any, ...] | None) -> None:
+        rec = self._task_at(tid, attempt)
+        if rec is None:
+            return
+        if submitted is not None:
+            self._submitted(rec, *submitted)
+        self._started_unannounced(rec, started_at, node)
         # The finish reports its results' readiness: no object.ready is sent for them.
-        for oid, size, node in ev.get("results") or ():
-            obj = self._object_by_id(oid)
+        for oid, size, where in results or ():
+            obj = self._object_by_id(oid.hex() if type(oid) is bytes else oid)
             if obj is not None:
-                self._ready(obj, size, node)
-        rec["worker"] = ev.get("worker", rec["worker"])
-        rec["attempt"] = ev.get("attempt", rec["attempt"])
-        self._settle_task(rec, "finished", ev.get("ts"))
+                self._ready(obj, size, where)
+        if worker is not _KEEP:
+            rec["worker"] = worker
+        if attempt is not None:
+            rec["attempt"] = attempt
+        self._settle_task(rec, "finished", ts)
+
+    # Positional records (apply_batch): the same folds, fields unpacked from the tuple and raw
+    # bytes ids made hex here rather than in an expanded dict.
+    def _fold_submitted(self, proc: str, record: tuple[Any, ...]) -> None:
+        _, ts, tid, name, owner, returns, deps, call_site = record
+        rec = self._task_at(_hex(tid), None)
+        self._submitted(rec, name, owner, call_site, ts,  # type: ignore[arg-type]
+                        _hexes(returns), _hexes(deps))
+
+    def _fold_finished(self, proc: str, record: tuple[Any, ...]) -> None:
+        _, ts, tid, worker, attempt, results, started_at, node, sub = record
+        if sub is not None:  # the held task.submitted record, carried
+            _, sub_ts, _, name, owner, returns, deps, call_site = sub
+            sub = (name, owner or proc, call_site, sub_ts, _hexes(returns), _hexes(deps))
+        self._finished(_hex(tid), ts, worker, attempt, results, started_at, node, sub)
 
     def _on_task_failed(self, ev: dict[str, Any]) -> None:
         rec = self._task(ev)
         if rec is not None:
-            self._started_unannounced(rec, ev)
+            self._started_unannounced(rec, ev.get("started_at"), ev.get("node"))
             rec["worker"] = ev.get("worker", rec["worker"])
             rec["attempt"] = ev.get("attempt", rec["attempt"])
             self._settle_task(rec, "failed", ev.get("ts"))
@@ -466,7 +522,14 @@ class StateModel:
         else:
             first = self._seq - len(log) + 1  # the log holds consecutive events up to _seq
             selected = itertools.islice(log, max(0, since - first + 1), None)
-        return [copy_record(ev) for ev in selected], self._seq
+        out = []
+        for ev in selected:
+            if type(ev) is tuple:  # a hot record folded positionally (apply_batch)
+                seq, proc, record = ev
+                ev = expand([record], proc)[0]
+                ev["seq"] = seq
+            out.append(copy_record(ev))
+        return out, self._seq
 
     def ownership_graph(self) -> dict[str, Any]:
         """Who owns, borrows, contains, created and holds each live object (see
@@ -498,6 +561,23 @@ class StateModel:
         for tid in self._done_tasks:
             assert self._tasks[tid]["state"] in _TERMINAL_TASK_STATES, f"task {tid} not terminal"
 
+
+_KEEP = object()  # "the event does not say": the record keeps its value
+
+
+def _hex(value: Any) -> Any:
+    return value.hex() if type(value) is bytes else value
+
+
+def _hexes(values: Any) -> tuple[Any, ...]:
+    return tuple([v.hex() if type(v) is bytes else v for v in values or ()])
+
+
+# Kinds apply_batch folds from positional records: (fold, record length incl. kind and ts).
+_RECORD_FOLDS: dict[str, tuple[Callable[[StateModel, str, tuple[Any, ...]], None], int]] = {
+    "task.submitted": (StateModel._fold_submitted, len(EVENT_FIELDS["task.submitted"]) + 2),
+    "task.finished": (StateModel._fold_finished, len(EVENT_FIELDS["task.finished"]) + 2),
+}
 
 _HANDLERS: dict[str, Callable[[StateModel, dict[str, Any]], None]] = {
     kind: getattr(StateModel, "_on_" + kind.replace(".", "_")) for kind in EVENT_KINDS

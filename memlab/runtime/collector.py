@@ -31,7 +31,6 @@ import pickle
 import threading
 from typing import Any
 
-from memlab.core.events import expand
 from memlab.core.state_model import StateModel
 from memlab.protocol.transport import Connection
 
@@ -62,18 +61,18 @@ class Collector:
 
     # ------------------------------------------------------------------ input
 
-    def ingest(self, batch: list[dict[str, Any]], proc: str | None = None, dropped: int = 0
-               ) -> None:
+    def ingest(self, batch: list[Any], proc: str | None = None, dropped: int = 0) -> None:
         """Fold a batch of events from one process.
 
         Args:
-            batch: Event dicts as drained from that process's ``EventBuffer``; the collector
-                takes ownership of them.
-            proc: The shipping process, for its drop count.
+            batch: Events as drained from that process's ``EventBuffer`` (dicts and positional
+                records); the collector takes ownership of them.
+            proc: The shipping process: stamped on events that do not name theirs, and the
+                owner of the drop count.
             dropped: How many events that process's buffer has dropped so far.
         """
         with self._lock:
-            self._model.apply(batch)
+            self._model.apply_batch(batch, proc or "unknown")
             self._ingested += len(batch)
             if proc is not None:
                 self._dropped_by[proc] = dropped
@@ -128,7 +127,6 @@ class Collector:
                 batch = pickle.loads(payload)
                 if not isinstance(batch, list):
                     raise TypeError(f"an events batch is a list, not {type(batch).__name__}")
-                batch = expand(batch, proc)
             except Exception:
                 logger.exception("undecodable event batch from %s dropped", conn.name)
                 with self._lock:
