@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -468,3 +469,50 @@ def test_disabled_buffer_emits_nothing_and_drops_nothing() -> None:
 def test_invalid_max_pending_says_how_to_fix() -> None:
     with pytest.raises(ValueError, match="positive"):
         EventBuffer("driver", max_pending=0)
+
+
+# ------------------------------------------------------------- positional records (apply_batch)
+
+
+def _drained_stream() -> list[Any]:
+    """What an owner's buffer drains: held submissions (some carried by their end), ends,
+    a retried attempt's stale end, a dict event, and a record of the wrong length."""
+    buf = EventBuffer("driver")
+    tid = [bytes([i]) * 16 for i in range(4)]
+    oid = [bytes([0x80 + i]) * 16 for i in range(4)]
+    for i in range(4):
+        buf.hold(tid[i], "task.submitted", tid[i], f"f{i}", "driver", (oid[i],),
+                 (oid[0],) if i else (), "cell.py:3")
+    buf.release(tid[3])  # shipped on its own, before its end
+    buf.record("task.finished", tid[0], "w-1", 0, ((oid[0], 80, "node-0"),), 1.5, "node-0",
+               buf.take(tid[0]))
+    buf.record("task.finished", tid[3], "w-2", 0, ((oid[3], 8, None),), None, None,
+               buf.take(tid[3]))
+    buf.emit("task.retried", task_id=tid[1].hex(), attempt=1, reason="worker died")
+    buf.record("task.finished", tid[1], "w-1", 0, (), None, None, None)  # stale attempt 0
+    buf.record("task.finished", tid[2], "w-1")  # wrong length: logged, counted malformed
+    buf.emit("object.freed", object_ids=(oid[3].hex(),))
+    return buf.drain()
+
+
+def test_apply_batch_folds_positional_records_like_their_expanded_dicts() -> None:
+    from memlab.core.events import expand
+
+    stream = _drained_stream()
+    fast, slow = StateModel(), StateModel()
+    slow.apply(expand(copy.deepcopy(stream), "driver"))  # the models own what they are given
+    fast.apply_batch(stream, "driver")
+
+    assert fast.tasks() == slow.tasks()
+    assert fast.objects() == slow.objects()
+    assert fast.malformed == slow.malformed == 1
+    fast_log, fast_seq = fast.events()
+    slow_log, slow_seq = slow.events()
+    assert fast_seq == slow_seq == len(slow_log) == len(stream)
+    assert fast_log == slow_log
+    tasks = {t["task_id"]: t for t in fast.tasks()}
+    assert tasks[(b"\x00" * 16).hex()]["state"] == "finished"
+    assert tasks[(b"\x01" * 16).hex()]["attempt"] == 1  # the stale end did not settle it
+    assert tasks[(b"\x01" * 16).hex()]["state"] != "finished"
+    assert fast.events(since=fast_seq - 1)[0][0]["kind"] == "object.freed"
+    fast.validate()
