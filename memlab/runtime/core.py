@@ -47,7 +47,7 @@ from memlab.runtime.memory_store import (
 )
 from memlab.runtime.object_ref import ObjectRef
 from memlab.runtime.owner_service import OwnerService
-from memlab.runtime.store_client import StoreClient
+from memlab.runtime.store_client import ROOM_WAIT, StoreClient
 from memlab.runtime.task_spec import call_site
 from memlab.serialization import deserialize, serialize
 
@@ -359,7 +359,9 @@ class CoreWorker(OwnerService, FailureHandling):
             if slot.data is not None:
                 return deserialize(slot.data)
             assert self.store is not None
-            found, value = self.store.read(ref.binary, slot.node)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            room_wait = ROOM_WAIT if remaining is None else min(ROOM_WAIT, remaining)
+            found, value = self.store.read(ref.binary, slot.node, room_wait)
             if found:
                 return value
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -10,12 +10,17 @@ last Python object over that view dies (Invariant 3: a region is never reused wh
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
 from memlab.exceptions import ObjectStoreFullError
 from memlab.serialization import SerializedValue, deserialize
 from memlab.store.arena import Arena
+
+#: How long a read waits for room to restore or copy an existing object before it raises
+#: ObjectStoreFullError (space held by pinned views and running tasks comes back as they end).
+ROOM_WAIT = 10.0
 
 
 class StoreClient:
@@ -55,18 +60,41 @@ class StoreClient:
         conn.request({"t": "seal", "oid": oid})
         return size
 
-    def read(self, oid: bytes, node: str | None = None) -> tuple[bool, Any]:
-        """``(True, value)`` read zero-copy from this node's store, or ``(False, None)``.
+    def read(self, oid: bytes, node: str | None = None, wait: float = ROOM_WAIT
+             ) -> tuple[bool, Any]:
+        """``(True, value)`` read zero-copy from this node's store, or ``(False, None)`` if the
+        copy is not there (lost).
 
         When the primary copy lives on another ``node``, this node's manager first pulls a
-        secondary copy (once; later readers on this node find it in place).
+        secondary copy (once; later readers on this node find it in place). A copy that exists
+        but has no room now (to be restored from spill, or copied here) is not lost: the read
+        waits for room, up to ``wait`` seconds, as pinned views and running tasks release it.
+
+        Raises:
+            ObjectStoreFullError: still no room after ``wait`` seconds.
         """
+        deadline = time.monotonic() + wait
+        pause = 0.005
+        while True:
+            try:
+                return self._read_once(oid, node)
+            except ObjectStoreFullError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.2)
+
+    def _read_once(self, oid: bytes, node: str | None) -> tuple[bool, Any]:
         conn = self._conn_getter()
         if node is not None and node != self.node_id:
             reply, _ = conn.request({"t": "pull", "oid": oid, "from": node})
+            if "full" in reply:
+                raise ObjectStoreFullError(*reply["full"])
             if not reply.get("ok"):
                 return False, None
         reply, _ = conn.request({"t": "get", "oid": oid})
+        if "full" in reply:
+            raise ObjectStoreFullError(*reply["full"])
         if "offset" not in reply:
             return False, None
         offset, size = reply["offset"], reply["size"]

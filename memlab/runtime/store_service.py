@@ -51,8 +51,7 @@ class StoreService:
         try:
             offset = self.store.create(oid, h["size"], conn.peer or "", h.get("primary", True))
         except ObjectStoreFullError as exc:
-            conn.reply(h, {"t": "created", "full": [exc.requested, exc.capacity, exc.used,
-                                                    exc.pinned, exc.detail]})
+            conn.reply(h, {"t": "created", "full": full_fields(exc)})
             return
         conn.reply(h, {"t": "created", "offset": offset})
 
@@ -67,7 +66,10 @@ class StoreService:
     def _on_get(self, conn: Connection, h: dict[str, Any]) -> None:
         try:
             found = self.store.get(h["oid"], conn.peer or "")
-        except (ObjectStoreFullError, OSError) as exc:
+        except ObjectStoreFullError as exc:  # spilled, and no room to restore it now: not lost
+            conn.reply(h, {"t": "got", "full": full_fields(exc)})
+            return
+        except OSError as exc:  # its spill file cannot be read back: this copy is gone
             log.warning("%s: cannot restore %s: %s", self.node_id, h["oid"].hex(), exc)
             found = None
         if found is None:
@@ -129,20 +131,31 @@ class StoreService:
     def _on_pull(self, conn: Connection, h: dict[str, Any]) -> None:
         """A process on this node needs an object whose primary copy is on another node."""
         oid = h["oid"]
-        with self._pull_lock:
-            ok = self.store.contains(oid) or self._copy_from(h["from"], oid)
+        try:
+            with self._pull_lock:
+                ok = self.store.contains(oid) or self._copy_from(h["from"], oid)
+        except ObjectStoreFullError as exc:  # no room here or there now; the copy still exists
+            conn.reply(h, {"t": "pulled", "ok": False, "full": full_fields(exc)})
+            return
         conn.reply(h, {"t": "pulled", "ok": ok})
 
     def _copy_from(self, node: str, oid: bytes) -> bool:
+        """Copy ``oid`` from ``node``'s store into this one: False if that node has no copy.
+
+        Raises:
+            ObjectStoreFullError: either store has no room for it now.
+        """
         try:
             reply, data = self._nm(node).request({"t": "fetch", "oid": oid}, timeout=120)
         except Exception:  # the node is gone or unreachable: the object is lost to us
             return False
+        if "full" in reply:
+            raise ObjectStoreFullError(*reply["full"])
         if "missing" in reply:
             return False
         try:
             offset = self.store.create(oid, len(data), self.node_id, primary=False)
-        except (ObjectStoreFullError, ValueError):
+        except ValueError:
             return False
         copy_into(self.arena.view(offset, len(data)), memoryview(data))
         self.store.seal(oid, self.node_id)
@@ -155,7 +168,10 @@ class StoreService:
         client = f"fetch:{conn.peer}"
         try:
             found = self.store.get(oid, client)
-        except (ObjectStoreFullError, OSError):
+        except ObjectStoreFullError as exc:
+            conn.reply(h, {"t": "fetched", "full": full_fields(exc)})
+            return
+        except OSError:
             found = None
         if found is None:
             conn.reply(h, {"t": "fetched", "missing": True})
@@ -166,3 +182,8 @@ class StoreService:
             self.store.release(oid, client)
         self.copies.setdefault(oid, set()).add(conn.peer or "")
         conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid)}, data)
+
+
+def full_fields(exc: ObjectStoreFullError) -> list[Any]:
+    """An ObjectStoreFullError as header fields; ``ObjectStoreFullError(*fields)`` rebuilds it."""
+    return [exc.requested, exc.capacity, exc.used, exc.pinned, exc.detail]

@@ -150,6 +150,29 @@ def test_full_store_spills_and_restores(fresh_runtime: Callable[..., Any]) -> No
              message="store and spill empty")
 
 
+def test_spilled_put_with_no_room_to_restore_waits_and_is_not_lost(
+    fresh_runtime: Callable[..., Any],
+) -> None:
+    # A put has no lineage: had the runtime taken "no room to restore it" for "no copy", the
+    # value would be gone for good (ObjectLostError on every later read).
+    rt = fresh_runtime(object_store_memory=64 * MiB)
+    first = memlab.put(np.full(25 * MiB // 8, 7.0))
+    others = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(2)]  # spills `first`
+    assert node_stats(rt)["spilled_bytes"] > 0
+    views = memlab.get(others)  # pinned: nothing else can be spilled to restore `first`
+
+    with pytest.raises(memlab.ObjectStoreFullError, match="pinned"):
+        memlab.get(first, timeout=1.0)  # waited for room until its timeout, then said why
+
+    del views
+    gc.collect()
+    rt.core.store.flush()
+    wait_for(lambda: node_stats(rt)["num_pinned"] == 0, 2.0, message="pins released")
+    value = memlab.get(first, timeout=30)
+    assert float(value[0]) == float(value[-1]) == 7.0
+    del value, first, others
+
+
 def test_store_full_error_names_sizes_and_fix(fresh_runtime: Callable[..., Any]) -> None:
     rt = fresh_runtime(object_store_memory=64 * MiB)
     with pytest.raises(memlab.ObjectStoreFullError, match="object_store_memory") as info:
