@@ -28,6 +28,7 @@ from memlab.exceptions import (
     TaskError,
 )
 from memlab.ids import object_id
+from memlab.runtime.store_client import ROOM_WAIT
 from memlab.runtime.task_spec import ArgRef
 from memlab.runtime.wire import dumps_error
 from memlab.serialization import deserialize, loads_function, serialize
@@ -291,7 +292,7 @@ class Executor:
                 parts.append(data)
             else:
                 assert core.store is not None
-                core.store.write(object_id(tid, i), sv, caller)
+                core.store.write(object_id(tid, i), sv, caller, wait=ROOM_WAIT)
                 rets.append(["s", sv.total_size, contained, core.node_id])
         return rets, parts
 

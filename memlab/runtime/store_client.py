@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from memlab.exceptions import ObjectStoreFullError
@@ -21,6 +22,24 @@ from memlab.store.arena import Arena
 #: How long a read waits for room to restore or copy an existing object before it raises
 #: ObjectStoreFullError (space held by pinned views and running tasks comes back as they end).
 ROOM_WAIT = 10.0
+
+
+def _waiting_for_room(attempt: Callable[[], Any], wait: float) -> Any:
+    """``attempt()``, again while it finds the store full of pinned objects, up to ``wait``
+    seconds. A reply ``{"full": ...}`` counts as full; one too big for the store never waits."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        try:
+            result = attempt()
+            if type(result) is dict and "full" in result:
+                raise ObjectStoreFullError(*result["full"])
+            return result
+        except ObjectStoreFullError as exc:
+            if exc.requested > exc.capacity or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.2)
 
 
 class StoreClient:
@@ -40,17 +59,23 @@ class StoreClient:
                     self._arena = Arena.attach(self.arena_path)
         return self._arena
 
-    def write(self, oid: bytes, value: SerializedValue, owner: str) -> int:
+    def write(self, oid: bytes, value: SerializedValue, owner: str, wait: float = 0.0) -> int:
         """Store ``value`` under ``oid`` for ``owner``; returns its size.
 
+        Args:
+            wait: Seconds to wait for room while the store is full of pinned objects (a task's
+                result waits: other tasks' reads release their pins as they end; a ``put``
+                does not: its caller's own views may be what holds the space).
+
         Raises:
-            ObjectStoreFullError: even spilling cannot make room.
+            ObjectStoreFullError: even spilling cannot make room (after ``wait``), or the value
+                is larger than the whole store.
         """
         conn = self._conn_getter()
         size = value.total_size
-        reply, _ = conn.request({"t": "create", "oid": oid, "size": size, "owner": owner})
-        if "full" in reply:
-            raise ObjectStoreFullError(*reply["full"])
+        reply = _waiting_for_room(
+            lambda: conn.request({"t": "create", "oid": oid, "size": size, "owner": owner})[0],
+            wait)
         offset = reply["offset"]
         try:
             value.write_to(self.arena.view(offset, size))
@@ -73,16 +98,7 @@ class StoreClient:
         Raises:
             ObjectStoreFullError: still no room after ``wait`` seconds.
         """
-        deadline = time.monotonic() + wait
-        pause = 0.005
-        while True:
-            try:
-                return self._read_once(oid, node)
-            except ObjectStoreFullError:
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(2 * pause, 0.2)
+        return _waiting_for_room(lambda: self._read_once(oid, node), wait)
 
     def _read_once(self, oid: bytes, node: str | None) -> tuple[bool, Any]:
         conn = self._conn_getter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,6 +172,30 @@ def test_spilled_put_with_no_room_to_restore_waits_and_is_not_lost(
     value = memlab.get(first, timeout=30)
     assert float(value[0]) == float(value[-1]) == 7.0
     del value, first, others
+
+
+def test_task_result_waits_for_room_held_by_pinned_views(
+    fresh_runtime: Callable[..., Any], tmp_path: Path
+) -> None:
+    rt = fresh_runtime(object_store_memory=64 * MiB)
+    held = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(2)]
+    views = memlab.get(held)  # 50 of 64 MiB pinned: a 25 MiB result has no room yet
+    started = tmp_path / "returning"
+
+    @memlab.remote
+    def big_result(marker: str) -> np.ndarray:
+        value = np.full(25 * MiB // 8, 3.0)
+        open(marker, "w").close()
+        return value
+
+    ref = big_result.remote(str(started))
+    wait_for(started.exists, 30.0, message="the task is returning its result")
+    del views  # the pins go while the result waits for room
+    gc.collect()
+    rt.core.store.flush()
+    value = memlab.get(ref, timeout=30)
+    assert float(value[0]) == float(value[-1]) == 3.0
+    del value, ref, held
 
 
 def test_store_full_error_names_sizes_and_fix(fresh_runtime: Callable[..., Any]) -> None:
