@@ -43,6 +43,9 @@ def make_owned(n: int, started: str, gate: str, stopped: str) -> tuple[list[Any]
     """Put ``n`` large values and start a task; this worker owns all of it."""
     refs = [memlab.put(np.full(BIG, i, dtype=np.float64)) for i in range(n)]
     pending = hang.remote(started, gate, stopped)
+    # Busy until the task runs: once idle, this worker could be leased to run it itself, and
+    # killing the owner would then kill the task too, instead of cancelling it elsewhere.
+    wait_for_file(started, timeout=DEADLINE)
     return refs, pending
 
 
