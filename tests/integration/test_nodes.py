@@ -36,6 +36,7 @@ def where(i: int) -> tuple[int, str]:
 
 @memlab.remote
 def big(i: int) -> np.ndarray:
+    time.sleep(0.05)  # like ``where``: a batch outlasts the lease grants, so it spans both nodes
     return np.full(BIG, i, dtype=np.float64)
 
 
