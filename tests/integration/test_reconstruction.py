@@ -30,7 +30,7 @@ BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it live
 CHAIN = 30
 DEADLINE = 20.0
 BATCH = 8  # tasks submitted together need several leases, spread over both nodes
-WORK = 0.02  # seconds each task takes, so a batch keeps more workers busy than one lease
+WORK = 0.05  # seconds each task takes, so a batch outlasts the lease grants (even under load)
 
 
 @memlab.remote
@@ -53,6 +53,7 @@ def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @memlab.remote
 def gated_fill(i: int, marker: str, gate: str) -> np.ndarray:
+    time.sleep(WORK)
     if not first_attempt(marker):
         wait_for_file(gate)  # a rebuild waits here, so the test can watch it in progress
     return np.full(BIG, i, dtype=np.float64)
