@@ -36,11 +36,21 @@ class ActorHost:
         self.max_concurrency = 1
         self.pool: ThreadPoolExecutor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Calls that arrived before the creation: another caller learns where the actor runs
+        # as soon as its worker is granted, and its connection can overtake the owner's.
+        self.created = False
+        self.early: list[tuple[str, dict[str, Any], bytes]] = []
 
     def handle(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
                ) -> None:
         if h["t"] == "actor_create":
             self._create(caller, h, payload, fn_bytes)
+            if self.created:
+                early, self.early = self.early, []
+                for call in early:  # in arrival order, after the instance exists (or failed)
+                    self._call(*call)
+        elif not self.created:
+            self.early.append((caller, h, payload))
         else:
             self._call(caller, h, payload)
 
@@ -51,6 +61,7 @@ class ActorHost:
             self.executor._send(caller, {"t": "done", "tid": h["tid"], "att": h["att"],
                                          "need_fn": True})
             return
+        self.created = True
         self.actor_id = h["aid"]
         self.name = h["cls"]
         self.max_concurrency = int(h.get("maxc", 1))
