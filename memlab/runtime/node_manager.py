@@ -68,6 +68,7 @@ class NodeManager(StoreService):
         self.stopping = False
         self._last_stats: dict[str, int] | None = None
         self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
+        self.dead_owners: set[str] = set()  # a write or copy landing after the death is dropped
         self.writer_of: dict[bytes, str] = {}  # object -> the worker that wrote this copy
         self.copies: dict[bytes, set[str]] = {}  # our primaries -> nodes we gave a copy to
         self._nms: dict[str, Connection] = {}

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from memlab.exceptions import ObjectStoreFullError
+from memlab.exceptions import ObjectStoreFullError, OwnerDiedError
 from memlab.serialization import SerializedValue, deserialize
 from memlab.store.arena import Arena
 
@@ -76,6 +76,8 @@ class StoreClient:
         reply = _waiting_for_room(
             lambda: conn.request({"t": "create", "oid": oid, "size": size, "owner": owner})[0],
             wait)
+        if "owner_died" in reply:
+            raise OwnerDiedError(oid.hex(), reply["owner_died"])
         offset = reply["offset"]
         try:
             value.write_to(self.arena.view(offset, size))

@@ -34,6 +34,7 @@ class StoreService:
     store: ObjectStore
     arena: Arena
     owner_of: dict[bytes, str]
+    dead_owners: set[str]
     writer_of: dict[bytes, str]
     copies: dict[bytes, set[str]]
     _nms: dict[str, Connection]
@@ -43,6 +44,9 @@ class StoreService:
 
     def _on_create(self, conn: Connection, h: dict[str, Any]) -> None:
         oid = h["oid"]
+        if h.get("owner") in self.dead_owners:  # nobody can ever free it (fate-sharing)
+            conn.reply(h, {"t": "created", "owner_died": h["owner"]})
+            return
         if self.store.object_info(oid) is not None:
             self.store.delete(oid)  # a retried task writes its result again
         if "owner" in h:
@@ -57,6 +61,8 @@ class StoreService:
 
     def _on_seal(self, conn: Connection, h: dict[str, Any]) -> None:
         self.store.seal(h["oid"], conn.peer or "")
+        if self.owner_of.get(h["oid"]) in self.dead_owners:  # its owner died while it was written
+            self._delete([h["oid"]])
         conn.reply(h, {"t": "sealed"})
 
     def _on_abort(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -110,7 +116,9 @@ class StoreService:
         self._delete([oid for oid in h["oids"] if self.writer_of.get(oid) == h["writer"]])
 
     def _drop_owned_by(self, owner: str) -> None:
-        """Fate-sharing: objects whose owner died are unreachable; remove their copies."""
+        """Fate-sharing: objects whose owner died are unreachable; remove their copies, and
+        refuse the ones still being written or copied (they would have no one to free them)."""
+        self.dead_owners.add(owner)
         self._delete([oid for oid, o in list(self.owner_of.items()) if o == owner])
 
     def _on_worker_died(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -159,6 +167,9 @@ class StoreService:
             return False
         copy_into(self.arena.view(offset, len(data)), memoryview(data))
         self.store.seal(oid, self.node_id)
+        if reply.get("owner") in self.dead_owners:
+            self.store.delete(oid)
+            return False
         if reply.get("owner"):
             self.owner_of[oid] = reply["owner"]
         return True

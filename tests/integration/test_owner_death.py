@@ -26,6 +26,7 @@ STORE = 256 << 20
 BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it lives in a store
 NODES = ("node-0", "node-1")
 DEADLINE = 20.0
+MiB = 1 << 20
 
 
 @memlab.remote
@@ -76,6 +77,22 @@ def parent(marker: str, owner_file: str, gate: str) -> int:
         Path(tmp).write_text(inner.owner)  # this worker's id: it owns ``inner``
         os.replace(tmp, owner_file)
     return 2 * memlab.get(inner)
+
+
+@memlab.remote
+def big_result(marker: str) -> np.ndarray:
+    value = np.full(25 * MiB // 8, 1.0)
+    Path(marker).touch()
+    return value  # written into the store after this: it waits there while the store is full
+
+
+@memlab.remote
+def own_big_result(marker: str, owner_file: str) -> None:
+    inner = big_result.remote(marker)
+    tmp = owner_file + ".tmp"
+    Path(tmp).write_text(inner.owner)
+    os.replace(tmp, owner_file)
+    memlab.get(inner)  # never returns: this worker is killed while the result waits
 
 
 def store_stats(rt: Any, node: str) -> dict[str, Any]:
@@ -175,3 +192,28 @@ def test_nested_owner_killed_mid_task_is_retried_by_its_owner(
         return len(recs) == 1 and recs[0]["state"] == "finished" and recs[0]["attempt"] == 1
 
     wait_for(settled, DEADLINE, message="the parent's record finished on its second attempt")
+
+
+def test_result_written_after_its_owner_died_is_refused_not_leaked(
+    fresh_runtime: Any, tmp_path: Path
+) -> None:
+    # A large result waits for room in a full store; if its owner dies meanwhile, nobody could
+    # ever free it, so the store must refuse it (before: it was written, and stayed for good).
+    rt = fresh_runtime(num_workers=3, object_store_memory=64 * MiB)
+    held = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(2)]
+    views = memlab.get(held)  # 50 of 64 MiB pinned by the driver
+    marker, owner_file = str(tmp_path / "returning"), str(tmp_path / "owner")
+    own_big_result.remote(marker, owner_file)
+    wait_for_file(owner_file, DEADLINE)
+    wait_for_file(marker, DEADLINE)  # the result now waits for room
+    owner = Path(owner_file).read_text()
+    kill_owner(owner)
+    wait_for(lambda: owner in died_workers(), DEADLINE, message=f"{owner} known dead")
+
+    del views, held  # room for the waiting result, whose owner is dead
+    wait_for(
+        lambda: store_stats(rt, "node-0")["num_objects"] == 0
+        and store_stats(rt, "node-0")["used"] == 0,
+        DEADLINE,
+        message="the store empty: the dead owner's result refused, the driver's puts freed",
+    )
