@@ -26,7 +26,8 @@ ROOM_WAIT = 10.0
 
 def _waiting_for_room(attempt: Callable[[], Any], wait: float) -> Any:
     """``attempt()``, again while it finds the store full of pinned objects, up to ``wait``
-    seconds. A reply ``{"full": ...}`` counts as full; one too big for the store never waits."""
+    seconds. A reply ``{"full": ...}`` counts as full; a value too big for the store, or a
+    store full with nothing pinned, never waits."""
     deadline = time.monotonic() + wait
     pause = 0.005
     while True:
@@ -36,7 +37,10 @@ def _waiting_for_room(attempt: Callable[[], Any], wait: float) -> Any:
                 raise ObjectStoreFullError(*result["full"])
             return result
         except ObjectStoreFullError as exc:
-            if exc.requested > exc.capacity or time.monotonic() + pause > deadline:
+            # Only pins come back by themselves: with none, the store is full for good (too
+            # big, or spilling fails), and waiting would only delay the error.
+            if (exc.requested > exc.capacity or not exc.pinned
+                    or time.monotonic() + pause > deadline):
                 raise
         time.sleep(pause)
         pause = min(2 * pause, 0.2)
