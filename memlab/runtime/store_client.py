@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memlab.exceptions import ObjectStoreFullError, OwnerDiedError
+from memlab.runtime.wire import raise_if_full
 from memlab.serialization import SerializedValue, deserialize
 from memlab.store.arena import Arena
 
@@ -26,16 +27,12 @@ ROOM_WAIT = 10.0
 
 def _waiting_for_room(attempt: Callable[[], Any], wait: float) -> Any:
     """``attempt()``, again while it finds the store full of pinned objects, up to ``wait``
-    seconds. A reply ``{"full": ...}`` counts as full; a value too big for the store, or a
-    store full with nothing pinned, never waits."""
+    seconds. A value too big for the store, or a store full with nothing pinned, never waits."""
     deadline = time.monotonic() + wait
     pause = 0.005
     while True:
         try:
-            result = attempt()
-            if type(result) is dict and "full" in result:
-                raise ObjectStoreFullError(*result["full"])
-            return result
+            return attempt()
         except ObjectStoreFullError as exc:
             # Only pins come back by themselves: with none, the store is full for good (too
             # big, or spilling fails), and waiting would only delay the error.
@@ -77,9 +74,8 @@ class StoreClient:
         """
         conn = self._conn_getter()
         size = value.total_size
-        reply = _waiting_for_room(
-            lambda: conn.request({"t": "create", "oid": oid, "size": size, "owner": owner})[0],
-            wait)
+        reply = _waiting_for_room(lambda: raise_if_full(conn.request(
+            {"t": "create", "oid": oid, "size": size, "owner": owner})[0]), wait)
         if "owner_died" in reply:
             raise OwnerDiedError(oid.hex(), reply["owner_died"])
         offset = reply["offset"]
@@ -110,14 +106,10 @@ class StoreClient:
         conn = self._conn_getter()
         if node is not None and node != self.node_id:
             reply, _ = conn.request({"t": "pull", "oid": oid, "from": node})
-            if "full" in reply:
-                raise ObjectStoreFullError(*reply["full"])
-            if not reply.get("ok"):
+            if not raise_if_full(reply).get("ok"):
                 return False, None
         reply, _ = conn.request({"t": "get", "oid": oid})
-        if "full" in reply:
-            raise ObjectStoreFullError(*reply["full"])
-        if "offset" not in reply:
+        if "offset" not in raise_if_full(reply):
             return False, None
         offset, size = reply["offset"], reply["size"]
         holder = self.arena.readonly_array(offset, size)

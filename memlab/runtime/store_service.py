@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from memlab.exceptions import ObjectStoreFullError
 from memlab.protocol.endpoints import connect
 from memlab.protocol.transport import Connection
+from memlab.runtime.wire import full_fields, raise_if_full
 from memlab.serialization.memcopy import copy_into
 
 if TYPE_CHECKING:
@@ -61,8 +62,6 @@ class StoreService:
 
     def _on_seal(self, conn: Connection, h: dict[str, Any]) -> None:
         self.store.seal(h["oid"], conn.peer or "")
-        if self.owner_of.get(h["oid"]) in self.dead_owners:  # its owner died while it was written
-            self._delete([h["oid"]])
         conn.reply(h, {"t": "sealed"})
 
     def _on_abort(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -157,9 +156,7 @@ class StoreService:
             reply, data = self._nm(node).request({"t": "fetch", "oid": oid}, timeout=120)
         except Exception:  # the node is gone or unreachable: the object is lost to us
             return False
-        if "full" in reply:
-            raise ObjectStoreFullError(*reply["full"])
-        if "missing" in reply:
+        if "missing" in raise_if_full(reply):
             return False
         try:
             offset = self.store.create(oid, len(data), self.node_id, primary=False)
@@ -194,7 +191,3 @@ class StoreService:
         self.copies.setdefault(oid, set()).add(conn.peer or "")
         conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid)}, data)
 
-
-def full_fields(exc: ObjectStoreFullError) -> list[Any]:
-    """An ObjectStoreFullError as header fields; ``ObjectStoreFullError(*fields)`` rebuilds it."""
-    return [exc.requested, exc.capacity, exc.used, exc.pinned, exc.detail]

@@ -1,13 +1,17 @@
 """Exceptions on the wire: errors travel pickled, and an error that will not pickle still arrives.
 
 All low-level failures of turning an exception into bytes and back are translated here, once.
+A store's "no room" travels as header fields instead (it is answered on hot paths, and its
+fields are all it needs): :func:`full_fields` and :func:`raise_if_full`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import cloudpickle
 
-from memlab.exceptions import MemlabError, TaskError
+from memlab.exceptions import MemlabError, ObjectStoreFullError, TaskError
 
 
 def dumps_error(error: BaseException) -> bytes:
@@ -27,3 +31,15 @@ def loads_error(data: bytes) -> BaseException:
     if not isinstance(error, BaseException):
         return MemlabError(f"a remote error arrived as a {type(error).__name__}, not an exception")
     return error
+
+
+def full_fields(exc: ObjectStoreFullError) -> list[Any]:
+    """A store's "no room" as a reply header field (``{"full": full_fields(exc)}``)."""
+    return [exc.requested, exc.capacity, exc.used, exc.pinned, exc.detail]
+
+
+def raise_if_full(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply, unless it says the store had no room: then that ObjectStoreFullError."""
+    if "full" in reply:
+        raise ObjectStoreFullError(*reply["full"])
+    return reply
