@@ -19,6 +19,13 @@ Invariants (checked by :meth:`StateModel.validate`):
     * At most ``max_finished_tasks`` finished/failed/cancelled tasks are kept.
 
 Every record returned is a fresh copy; callers may mutate it.
+
+Folding is deferred until someone reads: :meth:`apply` and :meth:`apply_batch` log each event at
+once (the live stream, :meth:`events`, never waits) and queue it in a backlog; any read of the
+records (and ``malformed``) first folds the backlog, in order, and so does the backlog reaching
+``max_backlog`` events. A session nobody watches thus pays for logging, not for the records, and
+a burst folds in one pass that skips every update of an object freed later in the same backlog
+(its end state is the tombstone either way). Reads see exactly the model an eager fold makes.
 """
 
 from __future__ import annotations
@@ -55,7 +62,6 @@ class StateModel(TaskFold):
 
     Attributes:
         log_dropped: Events pushed out of the bounded log.
-        malformed: Events whose fields could not be folded (kept in the log, model unchanged).
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class StateModel(TaskFold):
         max_finished_tasks: int = 10_000,
         max_dead_workers: int = 1_000,
         max_tombstones: int = 100_000,
+        max_backlog: int = 50_000,
     ) -> None:
         """Create an empty model.
 
@@ -72,16 +79,24 @@ class StateModel(TaskFold):
             max_finished_tasks: Bound on kept tasks in a terminal state (oldest evicted first).
             max_dead_workers: Bound on kept records of dead workers.
             max_tombstones: How many freed object ids are remembered to ignore late events.
+            max_backlog: How many logged events may wait unfolded (bounds the backlog's memory
+                and the pause of the first read after a long unwatched burst).
         """
-        for name, value in (("max_log", max_log), ("max_finished_tasks", max_finished_tasks)):
+        for name, value in (("max_log", max_log), ("max_finished_tasks", max_finished_tasks),
+                            ("max_backlog", max_backlog)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}; pass e.g. 10_000")
         self.max_log = max_log
         self.max_finished_tasks = max_finished_tasks
         self.max_dead_workers = max_dead_workers
         self.max_tombstones = max_tombstones
+        self.max_backlog = max_backlog
         self.log_dropped = 0
-        self.malformed = 0
+        self._malformed = 0
+        # Logged, not yet folded, in order: (None, event dict) or (proc, positional record).
+        self._backlog: list[tuple[str | None, Any]] = []
+        # While a backlog folds: ids it frees later, whose earlier updates need not be folded.
+        self._freed_ahead: frozenset[str] | set[str] = frozenset()
         self._seq = 0
         # Kept as the dicts folded (packing them saved memory but measured slower end to end).
         # Dicts, and (seq, proc, record) for hot records folded positionally (apply_batch).
@@ -101,7 +116,7 @@ class StateModel(TaskFold):
     # ------------------------------------------------------------------ folding
 
     def apply(self, events: Iterable[dict[str, Any]]) -> None:
-        """Fold events, in order, into the model and append them to the log.
+        """Log events, in order, and queue them for the fold (see the module docstring).
 
         The model takes ownership of the event dicts (the caller must not reuse them): each is
         logged as it is, stamped with a ``"seq"`` number (1, 2, ...). Unknown
@@ -111,57 +126,84 @@ class StateModel(TaskFold):
         Args:
             events: Event dicts as made by :class:`memlab.core.events.EventBuffer`.
         """
-        log = self._log
         for event in events:
-            self._seq += 1
-            event["seq"] = self._seq  # the model owns the dicts it is given: no copy per event
-            if len(log) == self.max_log:
-                self.log_dropped += 1
-            log.append(event)
-            handler = _HANDLERS.get(event.get("kind", ""))
-            if handler is None:
-                continue
-            try:
-                handler(self, event)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                self.malformed += 1
+            self._log_dict(event)
+        if len(self._backlog) >= self.max_backlog:
+            self._catch_up()
+
+    def _log_dict(self, event: dict[str, Any]) -> None:
+        self._seq += 1
+        event["seq"] = self._seq  # the model owns the dicts it is given: no copy per event
+        if len(self._log) == self.max_log:
+            self.log_dropped += 1
+        self._log.append(event)
+        self._backlog.append((None, event))
 
     def apply_batch(self, batch: Iterable[Any], proc: str) -> None:
-        """Fold a batch as drained from one process's ``EventBuffer``: dicts and positional
-        records (see :mod:`memlab.core.events`), in order, like :meth:`apply` of their
+        """Log and queue a batch as drained from one process's ``EventBuffer``: dicts and
+        positional records (see :mod:`memlab.core.events`), in order, like :meth:`apply` of their
         :func:`~memlab.core.events.expand`.
 
-        The hot records (a task's submission and end, two per task) fold straight from their
-        tuples, and the log keeps them as ``(seq, proc, record)``, made dicts only when read
-        (:meth:`events`): building, checking and logging a dict per event was most of the
-        collector's time per task.
+        The hot records (a task's submission and end, two per task) stay tuples: the log keeps
+        them as ``(seq, proc, record)``, made dicts only when read (:meth:`events`), and they
+        fold straight from the tuple. Building, checking and logging a dict per event was most
+        of the collector's time per task.
 
         Args:
             batch: What one process's buffer drained; the model takes ownership of it.
             proc: The process that emitted the batch.
         """
         log = self._log
+        backlog = self._backlog
         folds = RECORD_FOLDS
         for event in batch:
             fold = folds.get(event[0]) if type(event) is tuple and event else None
             if fold is None or len(event) != fold[1]:
-                self.apply(expand([event], proc))
+                for expanded in expand([event], proc):
+                    self._log_dict(expanded)
                 continue
             self._seq += 1
             if len(log) == self.max_log:
                 self.log_dropped += 1
             log.append((self._seq, proc, event))
-            try:
-                fold[0](self, proc, event)
-            except (KeyError, TypeError, ValueError, AttributeError):
-                self.malformed += 1
+            backlog.append((proc, event))
+        if len(backlog) >= self.max_backlog:
+            self._catch_up()
+
+    @property
+    def malformed(self) -> int:
+        """Events whose fields could not be folded (kept in the log, model unchanged)."""
+        self._catch_up()
+        return self._malformed
+
+    def _catch_up(self) -> None:
+        """Fold the backlog, in order; every read of the records calls this first."""
+        backlog = self._backlog
+        if not backlog:
+            return
+        self._backlog = []
+        self._freed_ahead = _freed_in(backlog)
+        folds = RECORD_FOLDS
+        try:
+            for proc, event in backlog:
+                try:
+                    if proc is None:
+                        handler = _HANDLERS.get(event.get("kind", ""))
+                        if handler is not None:
+                            handler(self, event)
+                    else:
+                        folds[event[0]][0](self, proc, event)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    self._malformed += 1
+        finally:
+            self._freed_ahead = frozenset()
 
     def _object(self, event: dict[str, Any]) -> ObjectRecord | None:
         """The record an object event updates (created if unknown), or None if freed."""
         return self._object_by_id(event["object_id"])
 
     def _object_by_id(self, oid: str) -> ObjectRecord | None:
-        if oid in self._freed:
+        if oid in self._freed or oid in self._freed_ahead:
             return None
         rec = self._objects.get(oid)
         if rec is None:
@@ -344,6 +386,7 @@ class StateModel(TaskFold):
 
     def objects(self) -> list[dict[str, Any]]:
         """Live objects whose creation has been seen (see ``memlab.state`` for the fields)."""
+        self._catch_up()
         out = []
         for rec in self._objects.values():
             owner = rec["owner"]
@@ -357,18 +400,22 @@ class StateModel(TaskFold):
 
     def tasks(self) -> list[dict[str, Any]]:
         """Known tasks: all unfinished ones and the most recent terminal ones."""
+        self._catch_up()
         return [copy_record(rec) for rec in self._tasks.values()]
 
     def workers(self) -> list[dict[str, Any]]:
         """Workers: alive ones and the most recent dead ones with their exit information."""
+        self._catch_up()
         return [dict(rec) for rec in self._workers.values()]
 
     def nodes(self) -> list[dict[str, Any]]:
         """Nodes with their latest store statistics."""
+        self._catch_up()
         return [dict(rec) for rec in self._nodes.values()]
 
     def actors(self) -> list[dict[str, Any]]:
         """Actors with their state (``alive``/``dead``) and restart count."""
+        self._catch_up()
         return [dict(rec) for rec in self._actors.values()]
 
     @property
@@ -400,6 +447,7 @@ class StateModel(TaskFold):
     def ownership_graph(self) -> dict[str, Any]:
         """Who owns, borrows, contains, created and holds each live object (see
         ``memlab.core.ownership_graph``)."""
+        self._catch_up()
         return build_graph(self._objects, self._tasks, self._workers, self._nodes)
 
     # ------------------------------------------------------------------ invariants
@@ -410,6 +458,7 @@ class StateModel(TaskFold):
         Raises:
             AssertionError: Naming the broken invariant and the offending record.
         """
+        self._catch_up()
         for oid, rec in self._objects.items():
             assert oid not in self._freed, f"freed object {oid} is still live: {rec}"
             owner = rec["owner"]
@@ -426,6 +475,18 @@ class StateModel(TaskFold):
         assert len(self._done_tasks) <= self.max_finished_tasks, "too many finished tasks kept"
         for tid in self._done_tasks:
             assert self._tasks[tid]["state"] in _TERMINAL_TASK_STATES, f"task {tid} not terminal"
+
+
+def _freed_in(backlog: list[tuple[str | None, Any]]) -> set[str]:
+    """The object ids a backlog's ``object.freed`` events forget (only well-formed ones, so
+    every id returned is forgotten when the backlog folds)."""
+    freed: set[str] = set()
+    for proc, event in backlog:
+        if proc is None and event.get("kind") == "object.freed":
+            ids = event.get("object_ids")
+            if isinstance(ids, (tuple, list)) and all(type(oid) is str for oid in ids):
+                freed.update(ids)
+    return freed
 
 
 _HANDLERS: dict[str, Callable[[StateModel, dict[str, Any]], None]] = {

@@ -9,9 +9,15 @@ of task submission, nor on the workers. Every process ships batches here
 ::
 
     driver, node managers, workers ──"events" (pickled batch)──► reader thread per connection
-                                                                  │ fold (under _lock)
+                                                                  │ log + backlog (under _lock)
                                                                   ▼
                       "snapshot" / "events_since" / "statistics" ◄── StateModel
+                        (a snapshot first folds the backlog)
+
+The model folds lazily (see :mod:`memlab.core.state_model`): ingesting a batch logs it, and the
+records are brought up to date when a snapshot asks for them or the backlog reaches its bound.
+A session nobody watches thus spends the collector's CPU on decoding and logging, which matters
+on a small machine where every core also runs workers.
 
 Invariants:
     * Batches fold in arrival order per connection; across connections in any order. The model
@@ -62,7 +68,7 @@ class Collector:
     # ------------------------------------------------------------------ input
 
     def ingest(self, batch: list[Any], proc: str | None = None, dropped: int = 0) -> None:
-        """Fold a batch of events from one process.
+        """Take a batch of events from one process (logged now, folded when read).
 
         Args:
             batch: Events as drained from that process's ``EventBuffer`` (dicts and positional

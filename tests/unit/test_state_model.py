@@ -401,6 +401,7 @@ def test_ownership_graph_small_scenario(model: StateModel) -> None:
 def test_validate_catches_a_broken_invariant() -> None:
     model = StateModel()
     model.apply([created("k1")])
+    model.validate()  # folds the backlog: the record exists now
     # Corrupt on purpose (a new dict: records share their default holders, never mutated).
     model._objects["k1"]["holders"] = {"local": -1, "tasks": 0, "contained_in": [],
                                        "borrowers": []}
@@ -516,3 +517,103 @@ def test_apply_batch_folds_positional_records_like_their_expanded_dicts() -> Non
     assert tasks[(b"\x01" * 16).hex()]["state"] != "finished"
     assert fast.events(since=fast_seq - 1)[0][0]["kind"] == "object.freed"
     fast.validate()
+
+
+# ------------------------------------------------------------------ deferred fold
+
+
+def _busy_session(seed: int) -> list[tuple[str, list[Any]]]:
+    """Batches, as shipped, of a session with many short tasks: submissions and ends from the
+    owner (positional), starts, failures and retries from workers, puts, holder changes, frees
+    of objects whose updates came earlier, a node's and an owner's death."""
+    import random
+
+    rng = random.Random(seed)
+    owner, workers = EventBuffer("driver"), [EventBuffer("w-1"), EventBuffer("w-2")]
+    batches: list[tuple[str, list[Any]]] = []
+    live: list[bytes] = []
+    for step in range(600):
+        tid, oid = rng.randbytes(16), rng.randbytes(16)
+        owner.hold(tid, "task.submitted", tid, "f", "driver", (oid,),
+                   tuple(rng.sample(live, min(len(live), rng.randint(0, 2)))), "cell.py:1")
+        live.append(oid)
+        worker = rng.choice(workers)
+        fate = rng.random()
+        if fate < 0.6:
+            owner.record("task.finished", tid, worker.proc, 0,
+                         ((oid, rng.randint(1, 99), rng.choice([None, "node-0", "node-1"])),),
+                         None, "node-0", owner.take(tid) if rng.random() < 0.5 else None)
+        elif fate < 0.7:
+            worker.emit("task.started", task_id=tid.hex(), worker=worker.proc, node="node-1",
+                        attempt=0)
+            owner.emit("task.failed", task_id=tid.hex(), worker=worker.proc, attempt=0,
+                       error="ValueError", started_at=None, node="node-1")
+        elif fate < 0.8:
+            owner.emit("task.retried", task_id=tid.hex(), attempt=1, reason="worker died")
+            owner.record("task.finished", tid, worker.proc, 0, ((oid, 5, "node-1"),), None,
+                         None, None)  # the older attempt's end: stale
+            owner.record("task.finished", tid, worker.proc, 1, ((oid, 5, "node-1"),), None,
+                         None, None)
+        if rng.random() < 0.2:
+            put = rng.randbytes(16)
+            owner.record("object.created", put, "driver", None, "cell.py:2", 8, "ready",
+                         rng.choice([None, "node-0"]))
+            live.append(put)
+        if live and rng.random() < 0.3:
+            owner.emit("object.holders", object_id=rng.choice(live).hex(), local=2, tasks=1,
+                       contained_in=(), borrowers=("w-1",))
+        if live and rng.random() < 0.4:
+            gone = rng.sample(live, min(len(live), rng.randint(1, 3)))
+            live = [o for o in live if o not in gone]
+            owner.emit("object.freed", object_ids=tuple(o.hex() for o in gone))
+        if step == 300:
+            owner.emit("node.died", node_id="node-1")
+            owner.emit("owner.died", owner="w-2")
+        if rng.random() < 0.05:  # malformed, counted: a free naming nothing, an end's bad results
+            owner.emit("object.freed")
+            owner.record("task.finished", rng.randbytes(16), "w-1", 0, 5, None, None, None)
+        for buf in (owner, *workers):
+            if rng.random() < 0.3:
+                batches.append((buf.proc, buf.drain()))
+    batches += [(buf.proc, buf.drain()) for buf in (owner, *workers)]
+    return batches
+
+
+def _views(model: StateModel) -> dict[str, Any]:
+    return {"objects": model.objects(), "tasks": model.tasks(), "workers": model.workers(),
+            "nodes": model.nodes(), "actors": model.actors(), "graph": model.ownership_graph(),
+            "malformed": model.malformed, "events": model.events()}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_deferred_fold_reads_the_same_as_folding_each_batch_at_once(seed: int) -> None:
+    batches = _busy_session(seed)
+    eager = StateModel(max_finished_tasks=50, max_tombstones=10_000, max_backlog=1)
+    deferred = StateModel(max_finished_tasks=50, max_tombstones=10_000)
+    bounded = StateModel(max_finished_tasks=50, max_tombstones=10_000, max_backlog=97)
+    for proc, batch in batches:
+        for model in (eager, deferred, bounded):
+            model.apply_batch(copy.deepcopy(batch), proc)  # each model owns what it is given
+        eager.tasks()  # a read between every batch: nothing waits in its backlog
+
+    expected = _views(eager)
+    assert expected["objects"] and expected["tasks"] and expected["malformed"]
+    assert _views(deferred) == expected
+    assert _views(bounded) == expected
+    for model in (eager, deferred, bounded):
+        model.validate()
+
+
+def test_events_are_logged_at_once_and_folded_when_the_backlog_is_full() -> None:
+    model = StateModel(max_backlog=3)
+    model.apply([created("a"), created("b")])
+    assert model.latest_seq == 2 and len(model.events()[0]) == 2  # the log never waits
+    assert model._backlog  # nothing read yet: not folded
+    model.apply([created("c")])
+    assert not model._backlog  # the bound folded it without a read
+    assert {o["object_id"] for o in model.objects()} == {"a", "b", "c"}
+
+
+def test_invalid_max_backlog_says_how_to_fix() -> None:
+    with pytest.raises(ValueError, match="max_backlog must be positive"):
+        StateModel(max_backlog=0)
