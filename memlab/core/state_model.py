@@ -436,12 +436,20 @@ class StateModel(TaskFold):
             first = self._seq - len(log) + 1  # the log holds consecutive events up to _seq
             selected = itertools.islice(log, max(0, since - first + 1), None)
         out = []
+        append = out.append
         for ev in selected:
-            if type(ev) is tuple:  # a hot record folded positionally (apply_batch)
-                seq, proc, record = ev
-                ev = expand([record], proc)[0]
-                ev["seq"] = seq
-            out.append(copy_record(ev))
+            if type(ev) is not tuple:
+                append(copy_record(ev))
+                continue
+            # A hot record kept positionally (apply_batch): its expansion is a fresh dict
+            # already, so it only takes the copy's shape (lists for sequences), in place.
+            seq, proc, record = ev
+            ev = expand([record], proc)[0]
+            ev["seq"] = seq
+            for key, value in ev.items():
+                if type(value) is tuple:
+                    ev[key] = list(value)
+            append(ev)
         return out, self._seq
 
     def ownership_graph(self) -> dict[str, Any]:
