@@ -435,7 +435,7 @@ class StateModel(TaskFold):
         else:
             first = self._seq - len(log) + 1  # the log holds consecutive events up to _seq
             selected = itertools.islice(log, max(0, since - first + 1), None)
-        out = []
+        out: list[dict[str, Any]] = []
         append = out.append
         for ev in selected:
             if type(ev) is not tuple:
