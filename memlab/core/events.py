@@ -84,6 +84,7 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "object.lost": ("object_id",),
     "object.reconstructing": ("object_id",),
     "object.reconstructed": ("object_id",),
+    "object.promoted": ("object_id", "node"),
     "worker.started": ("worker_id", "node", "pid"),
     "worker.died": ("worker_id", "node", "pid", "exitcode", "signal", "cause"),
     "node.started": ("node_id", "pid", "store_capacity"),

@@ -291,6 +291,13 @@ class StateModel(TaskFold):
         if rec is not None and node is not None and node not in rec["nodes"]:
             rec["nodes"] = (*rec["nodes"], node)
 
+    def _on_object_promoted(self, ev: dict[str, Any]) -> None:
+        # Its primary died with a node; this copy is the primary now.
+        rec = self._set_object_state(ev, "ready")
+        if rec is not None:
+            node = ev["node"]
+            rec["nodes"] = (node, *(n for n in rec["nodes"] if n != node))
+
     def _on_object_evicted(self, ev: dict[str, Any]) -> None:
         rec = self._object(ev)
         if rec is not None and ev.get("node") in rec["nodes"]:

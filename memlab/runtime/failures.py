@@ -2,8 +2,9 @@
 
 A mixin of ``CoreWorker``. A dead process borrows nothing any more, and what it owned is
 unreachable (fate-sharing: borrowers' gets raise ``OwnerDiedError``); a dead node's copies are
-gone, so the objects this process owns there are rebuilt from lineage (``Recovery``) and the
-borrowed ones are asked for again.
+gone, so the objects this process owns there are served from a surviving copy on another node
+(``promotion``) or else rebuilt from lineage (``Recovery``), and the borrowed ones are asked for
+again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import OwnerDiedError
-from memlab.runtime.memory_store import run_wakeups
+from memlab.runtime.memory_store import PENDING, READY, run_wakeups
+from memlab.runtime.promotion import promote_copies
 
 if TYPE_CHECKING:
     from memlab.core.ownership import ReferenceTable
@@ -31,7 +33,9 @@ class FailureHandling:
     actors: Any
     _fetching: set[bytes]
 
+    events: Any
     _apply: Callable[[list[Any]], None]  # provided by CoreWorker
+    send_later: Callable[[str, dict[str, Any]], None]
 
     def _on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         if h["worker"] not in self.dead:
@@ -55,19 +59,51 @@ class FailureHandling:
         self.actors.node_died(node)
         wake: list[Any] = []
         lost: list[bytes] = []
+        sizes: dict[bytes, int] = {}  # values that may survive as a copy on a live node
         with self.lock:
             for oid, slot in list(self.mstore.slots.items()):
                 if slot.node != node:
                     continue
                 entry = self.table.get(oid)
-                if entry is not None and entry.owned:
-                    lost.append(oid)
-                else:
+                if entry is None or not entry.owned:
                     self.mstore.remove(oid)
                     self._fetching.discard(oid)
+                elif self.nodes and not entry.value_freed and slot.state == READY:
+                    sizes[oid] = slot.size
+                    self.mstore.reset(oid)  # pending: readers wait for the promotion's outcome
+                else:
+                    lost.append(oid)
             wake += self.recovery.objects_lost(lost)
         run_wakeups(wake)
+        if sizes:
+            self._promote_or_rebuild(sizes)
         self.submitter.kick()
+
+    def _promote_or_rebuild(self, sizes: dict[bytes, int]) -> None:
+        """Make a surviving copy of each of these objects primary; rebuild the rest."""
+        promoted = promote_copies(self, list(sizes), list(self.nodes))  # type: ignore[arg-type]
+        wake: list[Any] = []
+        lost: list[bytes] = []
+        with self.lock:
+            for oid, size in sizes.items():
+                node = promoted.get(oid)
+                slot = self.mstore.slots.get(oid)
+                entry = self.table.get(oid)
+                spec = entry.lineage if entry is not None else None
+                if (slot is None or entry is None or slot.state != PENDING
+                        or (spec is not None and spec.task_id in self.submitter.tasks)):
+                    # Freed meanwhile, or a rebuild took it over: the copy is nobody's.
+                    if node is not None:
+                        self.send_later(node, {"t": "delete", "oids": [oid]})
+                    continue
+                if node is None:
+                    lost.append(oid)
+                    continue
+                wake += self.mstore.put_stored(oid, node, size)
+                if self.events.enabled:
+                    self.events.emit("object.promoted", object_id=oid.hex(), node=node)
+            wake += self.recovery.objects_lost(lost)
+        run_wakeups(wake)
 
     def process_died(self, proc: str, info: dict[str, Any]) -> None:
         """``proc`` died: it borrows nothing any more, and what it owned is lost (fate-sharing)."""

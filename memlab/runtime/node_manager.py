@@ -85,6 +85,8 @@ class NodeManager(StoreService):
             "stats": self._on_stats, "pull": self._on_pull, "fetch": self._on_fetch,
             "worker_died": self._on_worker_died, "actor_lease": self._on_actor_lease,
             "delete_written": self._on_delete_written, "object_info": self._on_object_info,
+            "holds": self._on_holds, "promote": self._on_promote,
+            "drop_copies": self._on_drop_copies,
         }
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,

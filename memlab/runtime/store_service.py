@@ -5,7 +5,8 @@ A mixin of ``NodeManager``. Creates record each copy's owner (so a dead owner's 
 dropped) and writer (so a dead writer's unreported results are dropped unless a retry rewrote
 them). A process needing an object whose primary copy is on another node asks its own node
 manager to ``pull`` it: the copy is fetched from that node's manager once and kept as an
-evictable secondary copy, deleted with its primary.
+evictable secondary copy, deleted with its primary. When the primary's node dies, the owner may
+``promote`` a surviving copy to primary (see :mod:`memlab.runtime.promotion`).
 """
 
 from __future__ import annotations
@@ -170,6 +171,24 @@ class StoreService:
         if reply.get("owner"):
             self.owner_of[oid] = reply["owner"]
         return True
+
+    def _on_holds(self, conn: Connection, h: dict[str, Any]) -> None:
+        """An owner whose primary copies died with their node asks which of them this store
+        still has as copies."""
+        conn.reply(h, {"t": "holds", "oids": [o for o in h["oids"] if self.store.contains(o)]})
+
+    def _on_promote(self, conn: Connection, h: dict[str, Any]) -> None:
+        """Make these copies primary; ``copies`` names the other nodes that hold one, so they
+        are deleted with it, as they were with the lost primary."""
+        promoted = [oid for oid in h["oids"] if self.store.promote(oid)]
+        for oid in promoted:
+            others = h["copies"].get(oid, ())
+            if others:
+                self.copies.setdefault(oid, set()).update(others)
+        conn.reply(h, {"t": "promoted", "oids": promoted})
+
+    def _on_drop_copies(self, conn: Connection, h: dict[str, Any]) -> None:
+        conn.reply(h, {"t": "dropped", "count": self.store.drop_copies()})
 
     def _on_fetch(self, conn: Connection, h: dict[str, Any]) -> None:
         oid = h["oid"]

@@ -252,6 +252,25 @@ class ObjectStore:
             entry = self._objects.get(object_id)
             return entry is not None and entry.sealed
 
+    def promote(self, object_id: bytes) -> bool:
+        """Make this store's sealed secondary copy of ``object_id`` its primary one (kept, and
+        spilled rather than evicted under pressure). False if no sealed copy is here."""
+        with self._lock:
+            entry = self._objects.get(object_id)
+            if entry is None or not entry.sealed or entry.deleted:
+                return False
+            entry.primary = True
+            return True
+
+    def drop_copies(self) -> int:
+        """Delete every secondary copy (a copy still read through a view keeps its memory until
+        the view goes, as with ``delete``); returns how many went."""
+        with self._lock:
+            copies = [oid for oid, e in self._objects.items() if not e.primary and e.sealed]
+        for oid in copies:
+            self.delete(oid)
+        return len(copies)
+
     def stats(self) -> dict[str, int]:
         """A snapshot of the store's occupancy.
 

@@ -11,7 +11,15 @@
         return 42
 """
 
-from memlab.testing.cluster import ChaosReport, add_node, chaos, kill_node, kill_owner, nodes_alive
+from memlab.testing.cluster import (
+    ChaosReport,
+    add_node,
+    chaos,
+    drop_copies,
+    kill_node,
+    kill_owner,
+    nodes_alive,
+)
 from memlab.testing.faults import (
     CRASH_MODES,
     EXIT_CODE,
@@ -38,6 +46,7 @@ __all__ = [
     "chaos",
     "crash",
     "crash_once",
+    "drop_copies",
     "expected_exit",
     "first_attempt",
     "gated",

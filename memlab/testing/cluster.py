@@ -2,7 +2,8 @@
 
 ``kill_node`` does what losing a machine does: SIGKILL of its node manager and workers, and its
 shared memory is gone. ``kill_owner`` kills a worker that owns objects, so their borrowers see
-``OwnerDiedError``. ``add_node`` brings capacity back (a real failure does not). ``chaos``
+``OwnerDiedError``. ``drop_copies`` deletes a node's secondary copies, as memory pressure
+would. ``add_node`` brings capacity back (a real failure does not). ``chaos``
 kills at random for a while, re-adding nodes so the cluster keeps working, and reports what it
 did.
 """
@@ -18,7 +19,8 @@ from typing import Any
 from memlab.runtime.global_state import current_runtime
 from memlab.testing.faults import kill_worker
 
-__all__ = ["ChaosReport", "add_node", "chaos", "kill_node", "kill_owner", "nodes_alive"]
+__all__ = ["ChaosReport", "add_node", "chaos", "drop_copies", "kill_node", "kill_owner",
+           "nodes_alive"]
 
 
 def _runtime() -> Any:
@@ -31,10 +33,26 @@ def _runtime() -> Any:
 def kill_node(node_id: str) -> None:
     """SIGKILL node ``node_id``'s manager and workers; its shared memory is lost.
 
-    Objects whose only copy was there are rebuilt from lineage by their owners when needed.
+    Objects with a copy on another node are served from it (their owners promote it); those
+    whose only copy was there are rebuilt from lineage by their owners when needed.
     ``node-0`` hosts the driver (the head node) and cannot be killed.
     """
     _runtime().nodes.kill_node(node_id)
+
+
+def drop_copies(node_id: str) -> int:
+    """Delete the secondary copies in node ``node_id``'s store, as eviction under memory
+    pressure would (a copy read through a live view keeps its memory until the view goes);
+    returns how many went.
+
+    A node's death loses only objects with no copy left elsewhere (owners promote a surviving
+    copy); dropping copies first makes what a later ``kill_node`` loses certain.
+    """
+    runtime = _runtime()
+    if node_id not in runtime.nodes.alive:
+        raise ValueError(f"no alive node {node_id!r}; alive nodes are {runtime.nodes.alive}")
+    reply, _ = runtime.core.conn_to(node_id).request({"t": "drop_copies"}, timeout=30)
+    return int(reply["count"])
 
 
 def add_node(num_workers: int = 1, object_store_memory: int | None = None) -> str:

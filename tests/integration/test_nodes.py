@@ -65,19 +65,29 @@ def primary(ref: memlab.ObjectRef) -> str | None:
     return None
 
 
-def made_on(node: str, tries: int = 10) -> tuple[memlab.ObjectRef, int]:
+def made_on(node: str, tries: int = 10, fn: Any = big) -> tuple[memlab.ObjectRef, int]:
     """A ``big`` result whose primary copy is on ``node``; returns the ref and its fill value.
 
     Tasks are submitted in batches: a batch needs several leases, and leases are spread over
     the nodes round robin, so some results land on each node. The others are freed.
     """
     for attempt in range(tries):
-        refs = [big.remote(attempt * 8 + i) for i in range(8)]
+        refs = [fn.remote(attempt * 8 + i) for i in range(8)]
         memlab.wait(refs, num_returns=len(refs), timeout=DEADLINE)
         for i, ref in enumerate(refs):
             if primary(ref) == node:
                 return ref, attempt * 8 + i
     raise AssertionError(f"no task result landed on {node} in {tries} batches")
+
+
+def copy_to_node_0(ref: memlab.ObjectRef, value: int) -> None:
+    """Readers on node-0 pull a copy into node-0's store (batches spread over both nodes)."""
+    for _ in range(10):
+        results = memlab.get([read_big.remote(ref) for _ in range(8)], timeout=DEADLINE)
+        assert all(total == value * BIG for total, _ in results)
+        if "node-0" in {node for _, node in results}:
+            return
+    raise AssertionError("no reader task ran on node-0 in 10 batches")
 
 
 def stores_empty(rt: Any, nodes: tuple[str, ...] = NODES) -> bool:
@@ -171,14 +181,7 @@ def test_value_needed_on_another_node_gets_a_secondary_copy_freed_with_it(
     )
     assert store_stats(rt, "node-0")["num_objects"] == 0
 
-    # Readers on node-0 pull a copy into node-0's store (batches spread over both nodes).
-    for _ in range(10):
-        results = memlab.get([read_big.remote(ref) for _ in range(8)], timeout=DEADLINE)
-        assert all(total == value * BIG for total, _ in results)
-        if "node-0" in {node for _, node in results}:
-            break
-    else:
-        raise AssertionError("no reader task ran on node-0 in 10 batches")
+    copy_to_node_0(ref, value)
     stats0 = store_stats(rt, "node-0")
     assert stats0["num_objects"] == 1, "node-0's store should hold a secondary copy"
     assert stats0["used"] >= BIG * 8
@@ -190,6 +193,29 @@ def test_value_needed_on_another_node_gets_a_secondary_copy_freed_with_it(
     wait_for(
         lambda: stores_empty(rt), DEADLINE, message="both stores empty after the object was freed"
     )
+
+
+def test_a_copy_on_a_live_node_becomes_primary_when_its_node_dies(fresh_runtime: Any) -> None:
+    rt = fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    # No retries: if the surviving copy were not used, the object could not be rebuilt.
+    ref, value = made_on("node-1", fn=big.options(max_retries=0))
+    copy_to_node_0(ref, value)
+    assert primary(ref) == "node-1"
+
+    kill_node("node-1")
+    assert np.all(memlab.get(ref, timeout=DEADLINE) == value)
+    wait_for(lambda r=ref: primary(r) == "node-0", DEADLINE, message="node-0 holds the primary")
+    kinds = {e["kind"] for e in memlab.state.events() if e.get("object_id") == ref.hex()}
+    assert "object.promoted" in kinds and "object.lost" not in kinds
+    tid = task_of(ref.binary).hex()
+    assert not [e for e in memlab.state.events()
+                if e["kind"] == "task.retried" and e["task_id"] == tid]  # not run again
+    assert np.all(memlab.get(read_big.remote(ref), timeout=DEADLINE)[0] == value * BIG)
+
+    # It is a primary now: freeing the object deletes it.
+    del ref
+    wait_for(lambda: stores_empty(rt, ("node-0",)), DEADLINE,
+             message="node-0's store empty after the object was freed")
 
 
 def test_killed_node_leaves_and_an_added_node_serves(fresh_runtime: Any) -> None:

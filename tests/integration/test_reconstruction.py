@@ -23,7 +23,7 @@ import memlab
 import memlab.state
 from memlab.exceptions import ObjectLostError, ObjectReconstructionFailedError
 from memlab.ids import task_of
-from memlab.testing import first_attempt, kill_node, wait_for, wait_for_file
+from memlab.testing import drop_copies, first_attempt, kill_node, wait_for, wait_for_file
 
 STORE = 256 << 20
 BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it lives in a store
@@ -121,6 +121,13 @@ def state_of(ref: memlab.ObjectRef) -> str | None:
     return None
 
 
+def lose_node_1() -> None:
+    """Kill node-1 with nothing of it left elsewhere: readers on node-0 pulled copies of some
+    results, which node-0 would promote (test_nodes.py covers that); drop them first."""
+    drop_copies("node-0")
+    kill_node("node-1")
+
+
 def start(fresh_runtime: Any, **options: Any) -> Any:
     return fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE, **options)
 
@@ -141,7 +148,7 @@ def test_chain_whose_tail_was_on_a_killed_node_is_rebuilt(fresh_runtime: Any) ->
     chain.append(tid(tail))
     assert memlab.get(tail, timeout=DEADLINE)[0] == CHAIN - 1
 
-    kill_node("node-1")
+    lose_node_1()
     value = memlab.get(tail, timeout=DEADLINE)
     assert value.shape == (BIG,) and np.all(value == CHAIN - 1)
     assert np.all(memlab.get(keep, timeout=DEADLINE) == -1)
@@ -169,7 +176,7 @@ def test_tree_whose_results_were_on_a_killed_node_is_rebuilt(fresh_runtime: Any)
     del level
     assert memlab.get(root, timeout=DEADLINE)[0] == sum(range(8))
 
-    kill_node("node-1")
+    lose_node_1()
     value = memlab.get(root, timeout=DEADLINE)
     assert np.all(value == sum(range(8)))
     for i, leaf in enumerate(leaves):
@@ -198,7 +205,7 @@ def test_state_shows_an_object_reconstructing_while_it_is(
     ref = pick_on("node-1", lambda i: gated_fill.remote(i, str(tmp_path / f"m{i}"), gate))
     i = int(memlab.get(ref, timeout=DEADLINE)[0])
 
-    kill_node("node-1")
+    lose_node_1()
     wait_for(
         lambda: state_of(ref) == "reconstructing",
         DEADLINE,
@@ -249,7 +256,7 @@ def test_spent_retry_budget_raises_reconstruction_failed(fresh_runtime: Any) -> 
     ref = pick_on("node-1", fragile.remote)
     memlab.get(ref, timeout=DEADLINE)
 
-    kill_node("node-1")
+    lose_node_1()
     with pytest.raises(ObjectReconstructionFailedError) as info:
         memlab.get(ref, timeout=DEADLINE)
     err = info.value
@@ -277,7 +284,7 @@ def test_pending_task_runs_after_its_lost_argument_is_rebuilt(
     a_hex = a.hex()
     del a  # now only the pending task needs a
 
-    kill_node("node-1")
+    lose_node_1()
     Path(gate).touch()  # g may now finish before, during or after a's rebuild
     assert memlab.get(out, timeout=DEADLINE) == i * BIG + 1
     assert a_hex in object_ids("object.lost"), [
@@ -318,7 +325,7 @@ def test_lineage_beyond_the_byte_budget_cannot_rebuild(fresh_runtime: Any) -> No
     del x
     assert rt.core.recovery.kept_bytes <= 600
 
-    kill_node("node-1")
+    lose_node_1()
     with pytest.raises(ObjectReconstructionFailedError, match="lineage_budget") as info:
         memlab.get(tail, timeout=DEADLINE)
     assert "evicted" in str(info.value)

@@ -1,0 +1,85 @@
+"""Promoting a surviving copy when a node dies with primary copies on it.
+
+When a node dies, the objects an owner had there lose their primary copy, but a store on another
+node may still hold a secondary copy (made when a task there read the object). Before the owner
+rebuilds such an object from lineage, or fails it, it asks the live nodes which copies they hold
+and makes one of them primary. The object is then ready again at once, without re-running its
+task, even when its lineage was evicted or its retries are spent. Ray's recovery also pins an
+existing copy first and reconstructs only when none is left.
+
+::
+
+    node_died ─(lock) owned objects there: slots made pending─► "holds"? to every live node
+              ─► "promote" at one holder, naming the other holders ─(lock) put_stored there
+                                                  └─ no copy left ─► Recovery.objects_lost
+
+Invariants:
+    * While its promotion is asked for, an object's slot is pending: readers and borrowers wait
+      for the outcome and never read the dead node's address.
+    * One store holds an object's primary copy: a copy is promoted at one node only, and the
+      other holders are registered there, so their copies are deleted with it.
+    * A promoted copy that is no longer wanted when the answer comes (the object was freed, or a
+      rebuild already took it over) is deleted: nobody else would.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from memlab.exceptions import ConnectionClosedError, MemlabError
+
+if TYPE_CHECKING:
+    from memlab.runtime.core import CoreWorker
+
+__all__ = ["promote_copies"]
+
+log = logging.getLogger("memlab.runtime")
+
+# A node that does not answer this quickly is dying too: its copies do not count.
+_TIMEOUT = 10.0
+
+
+def promote_copies(core: CoreWorker, oids: list[bytes], nodes: list[str]) -> dict[bytes, str]:
+    """Find copies of ``oids`` on ``nodes`` and make one copy of each primary (no lock held).
+
+    Args:
+        core: The owner.
+        oids: Owned objects whose primary copy was on a node that died.
+        nodes: The nodes alive now.
+
+    Returns:
+        The node now holding the primary copy, per object promoted; objects with no copy left
+        are absent.
+    """
+    holders: dict[bytes, list[str]] = {}
+    for node in nodes:
+        for oid in _ask(core, node, {"t": "holds", "oids": oids}):
+            holders.setdefault(oid, []).append(node)
+    promoted: dict[bytes, str] = {}
+    candidates = {oid: list(where) for oid, where in holders.items()}
+    while candidates:  # a copy may be evicted before its promotion: try the next holder
+        by_node: dict[str, list[bytes]] = {}
+        for oid, where in candidates.items():
+            by_node.setdefault(where[0], []).append(oid)
+        for node, batch in by_node.items():
+            others = {oid: [n for n in holders[oid] if n != node] for oid in batch}
+            done = set(_ask(core, node, {"t": "promote", "oids": batch, "copies": others}))
+            for oid in batch:
+                if oid in done:
+                    promoted[oid] = node
+                    del candidates[oid]
+                else:
+                    candidates[oid].pop(0)
+                    if not candidates[oid]:
+                        del candidates[oid]
+    return promoted
+
+
+def _ask(core: CoreWorker, node: str, request: dict) -> list[bytes]:
+    try:
+        reply, _ = core.conn_to(node).request(request, timeout=_TIMEOUT)
+    except (ConnectionClosedError, MemlabError, OSError) as exc:
+        log.info("%s: node %s did not answer %r: %s", core.proc, node, request["t"], exc)
+        return []
+    return list(reply.get("oids", ()))
