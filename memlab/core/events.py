@@ -55,9 +55,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["EVENT_FIELDS", "EVENT_KINDS", "EventBuffer", "expand"]
+__all__ = ["EVENT_FIELDS", "EVENT_KINDS", "EventBuffer", "checked_kinds", "expand"]
 
 _now = time.time  # a module global is found faster than the attribute lookup on ``time``
 
@@ -99,6 +100,23 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
 
 #: Every kind the state model understands.
 EVENT_KINDS: frozenset[str] = frozenset(EVENT_FIELDS)
+
+
+def checked_kinds(kinds: Iterable[str]) -> list[str]:
+    """``kinds`` as a sorted list, for a reader's filter.
+
+    Raises:
+        ValueError: If one is not a kind memlab emits (a typo would otherwise filter out
+            everything, silently); the message lists the known kinds.
+    """
+    if isinstance(kinds, str):
+        kinds = [kinds]  # one kind passed bare, not its letters
+    wanted = sorted(set(kinds))
+    unknown = [k for k in wanted if k not in EVENT_KINDS]
+    if unknown:
+        raise ValueError(f"unknown event kinds {unknown}; use some of: "
+                         f"{', '.join(sorted(EVENT_KINDS))}")
+    return wanted
 
 
 class EventBuffer:

@@ -430,11 +430,17 @@ class StateModel(TaskFold):
         """Sequence number of the last applied event (0 before any)."""
         return self._seq
 
-    def events(self, since: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    def events(self, since: int | None = None, kinds: frozenset[str] | None = None
+               ) -> tuple[list[dict[str, Any]], int]:
         """Logged events with ``seq > since`` (all kept ones when None), and the latest seq.
 
         When events after ``since`` already fell out of the bounded log, the result starts at
         the oldest kept one; callers see the gap in the ``seq`` numbers.
+
+        Args:
+            since: The ``seq`` of the last event already seen.
+            kinds: Only events of these kinds (all when None). Others are skipped before they
+                are expanded, so a reader of rare kinds pays little for a busy task stream.
         """
         log = self._log
         if since is None or not log:
@@ -446,11 +452,14 @@ class StateModel(TaskFold):
         append = out.append
         for ev in selected:
             if type(ev) is not tuple:
-                append(copy_record(ev))
+                if kinds is None or ev.get("kind") in kinds:
+                    append(copy_record(ev))
                 continue
             # A hot record kept positionally (apply_batch): its expansion is a fresh dict
             # already, so it only takes the copy's shape (lists for sequences), in place.
             seq, proc, record = ev
+            if kinds is not None and record[0] not in kinds:
+                continue
             ev = expand([record], proc)[0]
             ev["seq"] = seq
             for key, value in ev.items():

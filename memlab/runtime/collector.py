@@ -105,10 +105,12 @@ class Collector:
         with self._lock:
             return getattr(self._model, what)()
 
-    def events(self, since: int | None = None) -> tuple[list[dict], int]:
-        """Logged events with ``seq > since`` (all kept ones when None), and the latest seq."""
+    def events(self, since: int | None = None, kinds: frozenset[str] | None = None
+               ) -> tuple[list[dict], int]:
+        """Logged events with ``seq > since`` (all kept ones when None), only of ``kinds`` if
+        given, and the latest seq."""
         with self._lock:
-            return self._model.events(since)
+            return self._model.events(since, kinds)
 
     def statistics(self) -> dict[str, int]:
         """Counters for overload and health: what was ingested, dropped, or malformed."""
@@ -146,7 +148,9 @@ class Collector:
             if kind == "snapshot":
                 body: Any = self.snapshot(header["what"])
             elif kind == "events_since":
-                body = self.events(header.get("since"))
+                kinds = header.get("kinds")
+                body = self.events(header.get("since"),
+                                   None if kinds is None else frozenset(kinds))
             elif kind == "statistics":
                 body = self.statistics()
             else:

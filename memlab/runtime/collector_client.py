@@ -26,9 +26,10 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from memlab.core.events import checked_kinds
 from memlab.exceptions import ConnectionClosedError, EventsUnavailableError
 from memlab.runtime.collector import SNAPSHOTS
 from memlab.runtime.event_shipper import EventShipper
@@ -45,12 +46,14 @@ _JOIN_TIMEOUT = 2.0
 
 
 class _Subscriber:
-    __slots__ = ("active", "callback", "interval", "next_due", "since")
+    __slots__ = ("active", "callback", "interval", "kinds", "next_due", "since")
 
-    def __init__(self, callback: Callable[[list[dict]], None], interval: float, since: int):
+    def __init__(self, callback: Callable[[list[dict]], None], interval: float, since: int,
+                 kinds: list[str] | None) -> None:
         self.callback = callback
         self.interval = interval
         self.since = since
+        self.kinds = kinds
         self.next_due = time.monotonic() + interval
         self.active = True
 
@@ -112,9 +115,18 @@ class CollectorClient:
             )
         return self._request(f"memlab.state.{what}()", {"t": "snapshot", "what": what})
 
-    def events(self, since: int | None = None) -> tuple[list[dict], int]:
-        """Logged events with ``seq > since`` (all kept ones when None), and the latest seq."""
-        return self._request("memlab.state.events()", {"t": "events_since", "since": since})
+    def events(self, since: int | None = None, kinds: Iterable[str] | None = None
+               ) -> tuple[list[dict], int]:
+        """Logged events with ``seq > since`` (all kept ones when None), only of ``kinds`` if
+        given, and the latest seq.
+
+        Raises:
+            ValueError: If ``kinds`` names a kind memlab does not emit.
+        """
+        header: dict[str, Any] = {"t": "events_since", "since": since}
+        if kinds is not None:
+            header["kinds"] = checked_kinds(kinds)
+        return self._request("memlab.state.events()", header)
 
     def statistics(self) -> dict[str, int]:
         """The collector's counters, plus what the driver's own buffer dropped and shipped."""
@@ -130,6 +142,7 @@ class CollectorClient:
         callback: Callable[[list[dict]], None],
         max_rate_hz: float = 10.0,
         since: int | None = None,
+        kinds: Iterable[str] | None = None,
     ) -> Callable[[], None]:
         """Call ``callback(new_events)`` from the publisher thread as events arrive.
 
@@ -141,16 +154,21 @@ class CollectorClient:
             max_rate_hz: Upper bound on calls per second for this subscriber.
             since: Deliver events after this seq (e.g. the seq of a snapshot just taken);
                 default: only events folded after this call.
+            kinds: Deliver only events of these kinds (default: all). The collector filters
+                before it builds the event dicts, so watching rare kinds costs the driver
+                little even under a stream of task events.
 
         Returns:
             A function that unsubscribes; once it returns no new call starts.
 
         Raises:
-            ValueError: If ``max_rate_hz`` is not positive.
+            ValueError: If ``max_rate_hz`` is not positive, or ``kinds`` names a kind memlab
+                does not emit.
             RuntimeError: If the client is closed (the runtime shut down).
         """
         if not max_rate_hz > 0:
             raise ValueError(f"max_rate_hz must be > 0, got {max_rate_hz!r}; pass e.g. 10.0")
+        wanted = None if kinds is None else checked_kinds(kinds)
         if self._closed:
             raise RuntimeError(
                 "this collector is closed (the runtime shut down); start memlab again with "
@@ -158,7 +176,7 @@ class CollectorClient:
             )
         if since is None:
             since = self._request("memlab.state.subscribe()", {"t": "statistics"})["latest_seq"]
-        sub = _Subscriber(callback, 1.0 / max_rate_hz, since)
+        sub = _Subscriber(callback, 1.0 / max_rate_hz, since, wanted)
         with self._subs_lock:
             self._subs[id(sub)] = sub
             if self._thread is None:
@@ -193,7 +211,7 @@ class CollectorClient:
         if not sub.active:
             return
         try:
-            batch, latest = self.events(sub.since)
+            batch, latest = self.events(sub.since, sub.kinds)
         except EventsUnavailableError:
             return  # the session is ending; close() stops this thread
         sub.since = max(sub.since, latest)

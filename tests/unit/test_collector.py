@@ -217,6 +217,35 @@ def test_subscriber_gets_new_events_in_batches(session: Session) -> None:
     assert len(calls) < 50  # batched, not one call per event
 
 
+def test_subscriber_of_some_kinds_gets_only_those(session: Session) -> None:
+    received: list[dict] = []
+    got = threading.Event()
+
+    def on_events(batch: list[dict]) -> None:
+        received.extend(batch)
+        if any(e["kind"] == "object.freed" for e in batch):
+            got.set()
+
+    session.client.subscribe(on_events, max_rate_hz=20, kinds=["object.lost", "object.freed"])
+    worker, _ = session.worker()
+    tid, oid = b"\x01" * 16, b"\x02" * 16
+    for _ in range(20):  # a task stream, recorded positionally as the runtime does
+        worker.record("task.submitted", tid, "f", "w-1", (oid,), (), None)
+    worker.emit("object.lost", object_id=oid.hex())
+    worker.emit("object.freed", object_ids=(oid.hex(),))
+    assert got.wait(DEADLINE)
+    assert [e["kind"] for e in received] == ["object.lost", "object.freed"]
+    tasks, _ = session.client.events(kinds="task.submitted")  # one kind, passed bare
+    assert len(tasks) == 20 and tasks[0]["task_id"] == tid.hex()
+
+
+def test_an_unknown_kind_is_refused_with_the_known_ones(session: Session) -> None:
+    with pytest.raises(ValueError, match=r"unknown event kinds \['object.lots'\].*object.lost"):
+        session.client.subscribe(lambda batch: None, kinds=["object.lots"])
+    with pytest.raises(ValueError, match="unknown event kinds"):
+        session.client.events(kinds=["task.finish"])
+
+
 def test_subscriber_rate_is_bounded(session: Session) -> None:
     stamps: list[float] = []
     enough = threading.Event()
