@@ -48,6 +48,19 @@ def _rss_of_children() -> int:
     return total
 
 
+def cpu_of_tree() -> float:
+    """CPU seconds used so far by this process and every process under it."""
+    me = psutil.Process(os.getpid())
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 class Backend:
     name = "?"
     supports: frozenset[str] = frozenset()
@@ -67,13 +80,20 @@ class Backend:
         time.sleep(1.0)  # let start-up settle: the figure is the steady idle footprint
         return _rss_of_children() / MiB
 
+    def idle_cpu(self, seconds: float = 2.0) -> float:
+        """CPU milliseconds per second an idle runtime spends: its processes and its threads in
+        this one (which the sleeping benchmark leaves idle)."""
+        before = cpu_of_tree()
+        time.sleep(seconds)
+        return (cpu_of_tree() - before) / seconds * 1e3
+
 
 class Memlab(Backend):
     name = "memlab"
     supports = frozenset({
-        "startup", "idle memory", "tasks sync", "tasks async", "put calls", "get calls",
-        "put gigabytes", "get large", "pass large arg", "chain 100", "actor calls sync",
-        "actor calls async",
+        "startup", "idle memory", "idle CPU", "tasks sync", "tasks async", "put calls",
+        "get calls", "put gigabytes", "get large", "pass large arg", "chain 100",
+        "actor calls sync", "actor calls async",
     })
 
     def __init__(self, events: bool = True) -> None:
@@ -214,7 +234,8 @@ class Ray(Backend):
 
 class Dask(Backend):
     name = "dask"
-    supports = frozenset({"startup", "idle memory", "tasks sync", "tasks async", "chain 100"})
+    supports = frozenset({"startup", "idle memory", "idle CPU", "tasks sync", "tasks async",
+                          "chain 100"})
 
     def start(self) -> float:
         from dask.distributed import Client, LocalCluster
@@ -252,7 +273,7 @@ class Dask(Backend):
 
 class ProcessPool(Backend):
     name = "pool"
-    supports = frozenset({"startup", "idle memory", "tasks sync", "tasks async"})
+    supports = frozenset({"startup", "idle memory", "idle CPU", "tasks sync", "tasks async"})
 
     def start(self) -> float:
         from concurrent.futures import ProcessPoolExecutor

@@ -121,6 +121,7 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
             record("startup", b.name, b.start())
             try:
                 record("idle memory", b.name, b.idle_memory())
+                record("idle CPU", b.name, b.idle_cpu(0.5 if quick else 2.0))
                 for workload, (_, _, full, small) in WORKLOADS.items():
                     if workload in b.supports:
                         size = small if quick else full
@@ -147,7 +148,7 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
 
 
 UNITS = {**{k: (v[0], v[1]) for k, v in WORKLOADS.items()},
-         "startup": ("s", False), "idle memory": ("MiB", False),
+         "startup": ("s", False), "idle memory": ("MiB", False), "idle CPU": ("ms/s", False),
          "chain fresh": ("ms", False), "recovery": ("ms", False),
          "recovery from a copy": ("ms", False)}
 

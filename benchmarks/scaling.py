@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from backends import cpu_of_tree
 
 import memlab
 
@@ -133,11 +134,11 @@ def event_cost(quick: bool) -> dict[str, Any]:
         watcher = _Watcher() if arm == "watched" else None
         try:
             for burst in range(bursts):
-                before = _session_cpu()
+                before = cpu_of_tree()
                 rate = _async_rate(n)
                 if burst >= 2:
                     rates.setdefault(arm, []).append(rate)
-                    cpus.setdefault(arm, []).append((_session_cpu() - before) / (n + 100) * 1e6)
+                    cpus.setdefault(arm, []).append((cpu_of_tree() - before) / (n + 100) * 1e6)
         finally:
             if watcher is not None:
                 watcher.stop()
@@ -178,19 +179,6 @@ class _Watcher:
         self._stop.set()
         self._thread.join()
         self._unsubscribe()
-
-
-def _session_cpu() -> float:
-    """CPU seconds used so far by this process and every runtime process under it."""
-    me = psutil.Process(os.getpid())
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def table(result: dict[str, Any]) -> str:

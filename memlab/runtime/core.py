@@ -54,6 +54,10 @@ from memlab.serialization import deserialize, serialize
 log = logging.getLogger("memlab.runtime")
 
 HOUSEKEEPING_PERIOD = 0.01
+# After this long with nothing to do, housekeeping ticks every IDLE_PERIOD instead: an idle
+# runtime then wakes each process 10 times a second rather than 100 (~1% of a core saved).
+QUIET_AFTER = 0.5
+IDLE_PERIOD = 0.1
 REASK_PERIOD = 5.0  # seconds a get waits on a borrowed object before asking its owner again
 DEFAULT_INLINE_THRESHOLD = 100 * 1024
 
@@ -110,6 +114,7 @@ class CoreWorker(OwnerService, FailureHandling):
         self.on_peer_lost: list[Any] = []
         self.on_block: Any = None  # a worker's executor: hand back queued tasks while blocked
         self.on_flush: Any = None  # a worker's executor: announce tasks still running
+        self.busy: Any = None  # a worker's executor: whether a task runs or waits here
         self.store: StoreClient | None = None
         self.listener = Listener(
             self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
@@ -400,11 +405,21 @@ class CoreWorker(OwnerService, FailureHandling):
     # -- housekeeping --------------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
-        while not self._stopped.wait(HOUSEKEEPING_PERIOD):
+        quiet_rounds, quiet_limit = 0, round(QUIET_AFTER / HOUSEKEEPING_PERIOD)
+        while not self._stopped.wait(
+                IDLE_PERIOD if quiet_rounds >= quiet_limit else HOUSEKEEPING_PERIOD):
             try:
                 self.flush()
             except Exception:  # keep the thread alive whatever one round hits
                 log.exception("%s: housekeeping round failed", self.proc)
+            quiet_rounds = quiet_rounds + 1 if self._quiet() else 0
+
+    def _quiet(self) -> bool:
+        """Nothing waits for a housekeeping round: no queued message, release, delete or
+        event, no task or lease in flight here, and no task running here."""
+        return not (self._outbox or self._releases or self._deletes or self._dirty
+                    or self._freed or (self.store is not None and self.store.has_pending())
+                    or not self.submitter.idle() or (self.busy is not None and self.busy()))
 
     def flush(self) -> None:
         self.flush_object_events()

@@ -49,6 +49,10 @@ COLLECTOR = "collector"
 _CHUNK = 2_000
 # After a failed connect, wait this long before the next attempt (the collector may be starting).
 _RETRY = 0.05
+# After this long with no event, drain every _IDLE_INTERVAL: an idle process wakes 10 times a
+# second, not 100; the first events after a pause wait at most that long.
+_QUIET_AFTER = 0.5
+_IDLE_INTERVAL = 0.1
 
 
 def collector_address(session_dir: str) -> str:
@@ -154,7 +158,10 @@ class EventShipper:
             return True
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        quiet_rounds, quiet_limit = 0, round(_QUIET_AFTER / self._interval)
+        while not self._stop.wait(
+                _IDLE_INTERVAL if quiet_rounds >= quiet_limit else self._interval):
+            quiet_rounds = 0 if len(self.buffer) else quiet_rounds + 1
             try:
                 self.flush()
             except Exception:  # keep shipping whatever one round hits

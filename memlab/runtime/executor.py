@@ -61,6 +61,8 @@ class Executor:
         # task for the owner to build, ship and fold); the flush announces the ones still running.
         self.unannounced: dict[bytes, tuple[int, float]] = {}  # task id -> (attempt, start)
         core.on_flush = self.announce_running
+        core.busy = lambda: bool(self.unannounced) or self.current is not None \
+            or not self.queue.empty()
         core.handlers.update(push=self._on_push, cancel=self._on_cancel,
                              actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)

@@ -119,6 +119,10 @@ class StoreClient:
     def _release_later(self, oid: bytes) -> None:
         self._releases.append(oid)  # list.append is atomic; flushed by the housekeeping thread
 
+    def has_pending(self) -> bool:
+        """Whether releases wait for the next ``flush``."""
+        return bool(self._releases)
+
     def flush(self) -> None:
         if not self._releases:
             return

@@ -438,6 +438,12 @@ class Submitter(TaskFailures):
             to_push = self._pump()
         self._push_all(to_push)
 
+    def idle(self) -> bool:
+        """No task of this owner is queued, in flight or awaiting crash information, and no
+        lease is held or asked for."""
+        return not (self.tasks or self.queue or self.leases or self.lease_requests
+                    or self._lost)
+
     def housekeeping(self) -> None:
         now = time.monotonic()
         wake: list[Any] = []
