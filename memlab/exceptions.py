@@ -29,6 +29,7 @@ boundary. Invariants:
     ├── ActorDiedError
     ├── ProtocolError                     internal: the connection is dropped
     │   └── AuthenticationError
+    │       └── HandshakeAbandonedError   a peer went away mid-handshake (logged quietly)
     └── ConnectionClosedError             internal: translated before users see it
 """
 
@@ -51,6 +52,7 @@ __all__ = [
     "ConnectionClosedError",
     "EventsUnavailableError",
     "GetTimeoutError",
+    "HandshakeAbandonedError",
     "MemlabError",
     "ObjectLostError",
     "ObjectReconstructionFailedError",
@@ -382,6 +384,12 @@ class ProtocolError(MemlabError):
 
 class AuthenticationError(ProtocolError):
     """Raised internally when a peer fails the session's HMAC challenge; nothing is unpickled."""
+
+
+class HandshakeAbandonedError(AuthenticationError):
+    """Raised internally when a connecting peer closes or resets the connection before it
+    answers the challenge: a process that died while connecting (a killed node's worker), not
+    one holding another secret, which answers and fails the check."""
 
 
 class ConnectionClosedError(MemlabError):

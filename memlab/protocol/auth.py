@@ -28,7 +28,7 @@ import os
 import time
 from typing import Any
 
-from memlab.exceptions import AuthenticationError, ConnectionClosedError
+from memlab.exceptions import AuthenticationError, ConnectionClosedError, HandshakeAbandonedError
 
 __all__ = ["MAGIC", "client_handshake", "server_handshake"]
 
@@ -51,13 +51,14 @@ def _check_secret(secret: bytes) -> None:
 
 def _recv_exact(sock: Any, size: int, deadline: float, step: str,
                 closed: type[Exception] = AuthenticationError,
-                reset: type[Exception] | None = None) -> bytes:
+                reset: type[Exception] | None = None, vanished: bool = False) -> bytes:
     """Read exactly size bytes before deadline, or raise AuthenticationError naming the step.
 
     ``closed`` is raised instead when the peer closes or resets the connection: for the
     server's challenge, which it sends before checking anything, that means the server died.
     ``reset`` is raised when the peer resets it (a process that died; a server refusing a
-    wrong secret closes cleanly instead).
+    wrong secret closes cleanly instead). With ``vanished`` (the server reading the client's
+    answer) either is ``HandshakeAbandonedError``: a client with another secret answers.
     """
     buf = bytearray(size)
     view = memoryview(buf)
@@ -78,6 +79,10 @@ def _recv_exact(sock: Any, size: int, deadline: float, step: str,
                 "process - check that both sides belong to the same session"
             ) from exc
         except OSError as exc:
+            if vanished and isinstance(exc, ConnectionError):
+                raise HandshakeAbandonedError(
+                    f"peer reset the connection before {step}: it went away while connecting"
+                ) from exc
             if reset is not None and isinstance(exc, ConnectionResetError):
                 raise reset("server", f"it reset the connection during the handshake: {exc}"
                             ) from exc
@@ -86,6 +91,10 @@ def _recv_exact(sock: Any, size: int, deadline: float, step: str,
                              f"it reset the connection during the handshake: {exc}") from exc
             raise AuthenticationError(f"handshake failed while reading {step}: {exc}") from exc
         if not n:
+            if vanished:
+                raise HandshakeAbandonedError(
+                    f"peer closed the connection before {step} ({got} of {size} bytes): it "
+                    "went away while connecting")
             if closed is not AuthenticationError:
                 raise closed("server", f"it closed the connection before {step}")
             raise AuthenticationError(
@@ -100,6 +109,9 @@ def _send(sock: Any, data: bytes, deadline: float, step: str) -> None:
     sock.settimeout(max(deadline - time.monotonic(), 1e-3))
     try:
         sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise HandshakeAbandonedError(
+            f"peer went away before {step} could be sent: {exc}") from exc
     except OSError as exc:  # includes TimeoutError
         raise AuthenticationError(f"handshake failed while sending {step}: {exc}") from exc
 
@@ -120,7 +132,8 @@ def server_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     server_nonce = os.urandom(_NONCE)
     _send(sock, MAGIC + server_nonce, deadline, "the server challenge")
-    answer = _recv_exact(sock, _DIGEST + _NONCE, deadline, "the client's answer")
+    answer = _recv_exact(sock, _DIGEST + _NONCE, deadline, "the client's answer",
+                         vanished=True)
     if not hmac.compare_digest(answer[:_DIGEST], _mac(secret, b"client", server_nonce)):
         raise AuthenticationError(
             "client failed the HMAC challenge: it does not hold this session's secret "

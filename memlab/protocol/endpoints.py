@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from memlab.exceptions import AuthenticationError, ConnectionClosedError
+from memlab.exceptions import AuthenticationError, ConnectionClosedError, HandshakeAbandonedError
 from memlab.protocol.auth import _check_secret, client_handshake, server_handshake
 from memlab.protocol.transport import CloseHandler, Connection, MessageHandler
 
@@ -142,7 +142,10 @@ class Listener:
                 if not self._closed:
                     self.rejected += 1
             client.close()
-            log.warning("listener %r rejected a peer: %s", self.name, exc)
+            # A peer that vanished mid-handshake is a process that died while connecting (a
+            # killed node's workers do this): routine, unlike one that failed the check.
+            level = logging.DEBUG if isinstance(exc, HandshakeAbandonedError) else logging.WARNING
+            log.log(level, "listener %r rejected a peer: %s", self.name, exc)
             return
         with self._lock:
             self._handshaking.discard(client)

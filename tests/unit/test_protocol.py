@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import logging
 import os
 import pickle
 import shutil
@@ -239,6 +240,32 @@ def test_wrong_secret_is_rejected_and_listener_keeps_serving(
     conn = client(listener.path)
     assert conn.request({"t": "ping"}, timeout=5)[0]["got"] == "ping"
     conn.close()
+
+
+def test_a_peer_gone_mid_handshake_is_dropped_quietly_a_wrong_secret_loudly(
+    server: tuple[Listener, Recorder], caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener, _ = server
+    caplog.set_level(logging.DEBUG, logger="memlab.protocol")
+    for linger in (False, True):  # closed before or after reading the challenge
+        peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        peer.connect(listener.path)
+        if linger:
+            peer.recv(37, socket.MSG_WAITALL)
+        peer.close()  # a process killed while connecting
+    wait_until(lambda: listener.rejected == 2)
+    with pytest.raises(AuthenticationError):
+        connect(listener.path, b"wrong" * 8, "bad", Recorder().on_message, Recorder().on_close)
+    wait_until(lambda: listener.rejected == 3)
+
+    def rejections(level: int) -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if "rejected a peer" in r.getMessage() and r.levelno == level]
+
+    wait_until(lambda: len(rejections(logging.WARNING)) == 1)
+    assert "HMAC" in rejections(logging.WARNING)[0]
+    assert len(rejections(logging.DEBUG)) == 2
+    assert all("went away" in m for m in rejections(logging.DEBUG))
 
 
 def test_client_refuses_a_server_with_another_secret(sockdir: str) -> None:
