@@ -7,7 +7,8 @@ Threads::
 
     user / task thread ── put, get, submit ──► lock ─► table, memory store ─► send (after unlock)
     reader thread per connection ── messages ──► handlers (never block on the network)
-    housekeeping thread (every 10 ms) ── batched releases, deletes, unpins, events, idle leases
+    housekeeping thread (every 10 ms; 100 ms when idle) ── batched releases, deletes, unpins,
+                                          events, idle leases (``housekeeping``)
 
 Ordering: every message to a given peer goes through one connection (``conn_to``), so a task's
 reply always reaches its owner before the releases that follow it (the handoff rule, DESIGN §3).
@@ -37,6 +38,7 @@ from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
 from memlab.runtime import object_ref as object_ref_module
 from memlab.runtime.failures import FailureHandling
+from memlab.runtime.housekeeping import Housekeeping
 from memlab.runtime.memory_store import (
     FAILED,
     PENDING,
@@ -53,16 +55,11 @@ from memlab.serialization import deserialize, serialize
 
 log = logging.getLogger("memlab.runtime")
 
-HOUSEKEEPING_PERIOD = 0.01
-# After this long with nothing to do, housekeeping ticks every IDLE_PERIOD instead: an idle
-# runtime then wakes each process 10 times a second rather than 100 (~1% of a core saved).
-QUIET_AFTER = 0.5
-IDLE_PERIOD = 0.1
 REASK_PERIOD = 5.0  # seconds a get waits on a borrowed object before asking its owner again
 DEFAULT_INLINE_THRESHOLD = 100 * 1024
 
 
-class CoreWorker(OwnerService, FailureHandling):
+class CoreWorker(OwnerService, FailureHandling, Housekeeping):
     """Ownership, values and messaging of one runtime process."""
 
     def __init__(
@@ -401,62 +398,6 @@ class CoreWorker(OwnerService, FailureHandling):
         for ref, slot in zip(refs, slots):
             (ready if slot.state != PENDING and len(ready) < num_returns else not_ready).append(ref)
         return ready, not_ready
-
-    # -- housekeeping --------------------------------------------------------------------------
-
-    def _housekeeping(self) -> None:
-        quiet_rounds, quiet_limit = 0, round(QUIET_AFTER / HOUSEKEEPING_PERIOD)
-        while not self._stopped.wait(
-                IDLE_PERIOD if quiet_rounds >= quiet_limit else HOUSEKEEPING_PERIOD):
-            try:
-                self.flush()
-            except Exception:  # keep the thread alive whatever one round hits
-                log.exception("%s: housekeeping round failed", self.proc)
-            quiet_rounds = quiet_rounds + 1 if self._quiet() else 0
-
-    def _quiet(self) -> bool:
-        """Nothing waits for a housekeeping round: no queued message, release, delete or
-        event, no task or lease in flight here, and no task running here."""
-        return not (self._outbox or self._releases or self._deletes or self._dirty
-                    or self._freed or (self.store is not None and self.store.has_pending())
-                    or not self.submitter.idle() or (self.busy is not None and self.busy()))
-
-    def flush(self) -> None:
-        self.flush_object_events()
-        with self.lock:
-            releases, self._releases = self._releases, defaultdict(list)
-            deletes, self._deletes = self._deletes, defaultdict(list)
-        for owner, oids in releases.items():
-            try:
-                self.conn_to(owner).send({"t": "release_borrow", "oids": oids})
-            except ConnectionClosedError:
-                pass
-        for node, oids in deletes.items():
-            self.submitter.send_to_node(node, {"t": "delete", "oids": oids})
-        if self.store is not None:
-            self.store.flush()
-        self.submitter.housekeeping()
-        self.drain_outbox()
-        if self.on_flush is not None:
-            self.on_flush()
-
-    def flush_object_events(self) -> None:
-        """Emit one ``object.holders`` event per owned object whose holders changed, and one
-        ``object.freed`` for every object freed since the last flush."""
-        with self.lock:
-            dirty, self._dirty = self._dirty, set()
-            freed, self._freed = self._freed, []
-            if not self.events.enabled:
-                return
-            if freed:
-                self.events.emit("object.freed", object_ids=tuple(freed))
-            holders = []
-            for oid in dirty:
-                entry = self.table.get(oid)
-                if entry is not None and entry.owned:
-                    holders.append((oid, entry.holders()))
-        for oid, held in holders:
-            self.events.emit("object.holders", object_id=oid.hex(), **held)
 
     def close(self) -> None:
         self._stopped.set()
