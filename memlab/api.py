@@ -35,6 +35,7 @@ def init(
     inline_threshold: int | None = None,
     events: bool | None = None,
     lineage_budget: int | None = None,
+    plasma_directory: str | None = None,
 ) -> Any:
     """Start the runtime, or return the running one when the arguments agree with it.
 
@@ -48,24 +49,32 @@ def init(
         events: emit the event stream that dashboards read (default True).
         lineage_budget: bytes of task lineage each owner keeps for rebuilding lost objects
             (default 1 GiB); past it the oldest lineage is dropped.
+        plasma_directory: the directory of the stores' shared-memory files (default
+            /dev/shm). A tmpfs mounted with ``huge=always`` gives the stores huge pages, which
+            makes reading large values faster (Ray's ``_plasma_directory``).
 
     Raises:
         RuntimeConflictError: a runtime runs with different arguments; call
             ``memlab.shutdown()`` first.
+        ValueError: an argument is out of range, or ``plasma_directory`` is not a writable
+            directory.
     """
     from memlab.runtime.driver import Runtime, RuntimeOptions
     from memlab.runtime.recovery import DEFAULT_LINEAGE_BUDGET
-    from memlab.runtime.session import default_store_memory
+    from memlab.runtime.session import SHM_DIR, check_plasma_directory, default_store_memory
 
     asked = {"num_workers": num_workers, "num_nodes": num_nodes,
              "object_store_memory": object_store_memory, "inline_threshold": inline_threshold,
-             "events": events, "lineage_budget": lineage_budget}
+             "events": events, "lineage_budget": lineage_budget,
+             "plasma_directory": plasma_directory}
     for key in ("num_workers", "num_nodes", "object_store_memory", "inline_threshold",
                 "lineage_budget"):
         value = asked[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < (0 if key == "inline_threshold" else 1)):
             raise ValueError(f"{key} must be a positive int, got {value!r}")
+    if plasma_directory is not None:
+        plasma_directory = asked["plasma_directory"] = check_plasma_directory(plasma_directory)
     with _init_lock:
         running = global_state.current_runtime()
         if running is not None:
@@ -81,10 +90,12 @@ def init(
         options = RuntimeOptions(
             num_workers=num_workers or os.cpu_count() or 1,
             num_nodes=num_nodes or 1,
-            object_store_memory=object_store_memory or default_store_memory(),
+            object_store_memory=object_store_memory
+            or default_store_memory(plasma_directory or SHM_DIR),
             inline_threshold=100 * 1024 if inline_threshold is None else inline_threshold,
             events=True if events is None else events,
             lineage_budget=DEFAULT_LINEAGE_BUDGET if lineage_budget is None else lineage_budget,
+            plasma_directory=plasma_directory,
         )
         if options.num_nodes > options.num_workers:
             raise ValueError(f"num_nodes={options.num_nodes} needs at least as many workers; "

@@ -28,7 +28,7 @@ def stop_and_check(runtime: Any) -> None:
     runtime.core.validate()
     memlab.shutdown()
     runtime.shutdown()
-    assert_session_gone(session_dir, pids)
+    assert_session_gone(session_dir, pids, plasma_directory=runtime.options.plasma_directory)
     wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("memlab")], 5,
              message="runtime threads stopped")
 

@@ -51,6 +51,7 @@ class RuntimeOptions:
     inline_threshold: int = DEFAULT_INLINE_THRESHOLD
     events: bool = True
     lineage_budget: int = 1 << 30
+    plasma_directory: str | None = None
 
 
 class Runtime:
@@ -93,7 +94,7 @@ class Runtime:
         self.core.handlers["worker_died"] = on_worker_died
 
     def start(self) -> Runtime:
-        reap_stale_sessions()
+        reap_stale_sessions(self.options.plasma_directory)
         opts = self.options
         try:
             if opts.events:

@@ -51,7 +51,7 @@ class Nodes:
         rt = self.rt
         node_id = f"node-{self._count}"
         self._count += 1
-        path = arena_path(rt.session_dir, node_id)
+        path = arena_path(rt.session_dir, node_id, rt.options.plasma_directory)
         self.arenas[node_id] = path
         self.sizes[node_id] = num_workers
         config = {

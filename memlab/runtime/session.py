@@ -24,18 +24,37 @@ def make_session_dir() -> str:
     return path
 
 
-def arena_path(session_dir: str, node_id: str) -> str:
-    base = SHM_DIR if os.path.isdir(SHM_DIR) else session_dir
+def arena_path(session_dir: str, node_id: str, directory: str | None = None) -> str:
+    """Where a node's arena file goes: ``directory`` (``plasma_directory``) or /dev/shm."""
+    base = directory or (SHM_DIR if os.path.isdir(SHM_DIR) else session_dir)
     return os.path.join(base, f"{os.path.basename(session_dir)}-{node_id}")
 
 
-def default_store_memory() -> int:
-    """30% of available memory, as Ray does, bounded by the free space of /dev/shm."""
+def check_plasma_directory(directory: str) -> str:
+    """``directory`` as an absolute path, if arenas can be created there.
+
+    Raises:
+        ValueError: It is not an existing directory this process can write to.
+    """
+    if not isinstance(directory, str) or not os.path.isdir(directory):
+        raise ValueError(
+            f"plasma_directory={directory!r} is not an existing directory; pass a directory "
+            "on a memory file system (a tmpfs, e.g. one mounted with huge=always for huge "
+            "pages), or leave it unset for /dev/shm")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"plasma_directory={directory!r} is not writable by this process; "
+                         "pick a directory it can create files in")
+    return os.path.abspath(directory)
+
+
+def default_store_memory(directory: str = SHM_DIR) -> int:
+    """30% of available memory, as Ray does, bounded by the free space of the arenas' file
+    system (/dev/shm unless ``plasma_directory`` says otherwise)."""
     import psutil
 
     budget = int(psutil.virtual_memory().available * 0.3)
     with contextlib.suppress(OSError):
-        st = os.statvfs(SHM_DIR)
+        st = os.statvfs(directory)
         budget = min(budget, int(st.f_bavail * st.f_frsize * 0.8))
     return max(budget, 64 << 20)
 
@@ -47,10 +66,11 @@ def remove_session(session_dir: str, arena_paths: list[str]) -> None:
     shutil.rmtree(session_dir, ignore_errors=True)
 
 
-def reap_stale_sessions() -> list[str]:
-    """Remove directories and arenas of sessions whose driver is no longer alive."""
+def reap_stale_sessions(plasma_directory: str | None = None) -> list[str]:
+    """Remove directories and arenas of sessions whose driver is no longer alive (in /dev/shm,
+    the temporary directory, and ``plasma_directory`` if one is used)."""
     removed = []
-    for base in {SHM_DIR, _short_tmp()}:
+    for base in {SHM_DIR, _short_tmp(), plasma_directory or SHM_DIR}:
         with contextlib.suppress(OSError):
             for name in os.listdir(base):
                 m = _NAME.match(name)

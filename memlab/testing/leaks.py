@@ -41,27 +41,31 @@ def session_processes(root_pid: int | None = None) -> list[psutil.Process]:
     return out
 
 
-def session_files(session_dir: str) -> list[str]:
-    """Files a session left: its directory and its arenas in /dev/shm."""
+def session_files(session_dir: str, plasma_directory: str | None = None) -> list[str]:
+    """Files a session left: its directory and its arenas (in /dev/shm, or in the session's
+    ``plasma_directory``)."""
     name = os.path.basename(session_dir)
     left = [session_dir] if os.path.exists(session_dir) else []
-    if os.path.isdir(SHM_DIR):
-        left += [os.path.join(SHM_DIR, f) for f in os.listdir(SHM_DIR) if f.startswith(name)]
+    base = plasma_directory or SHM_DIR
+    if os.path.isdir(base):
+        left += [os.path.join(base, f) for f in os.listdir(base) if f.startswith(name)]
     return left
 
 
-def assert_session_gone(session_dir: str, pids: list[int], timeout: float = 10.0) -> None:
+def assert_session_gone(session_dir: str, pids: list[int], timeout: float = 10.0,
+                        plasma_directory: str | None = None) -> None:
     """Every pid has exited and no file of the session remains, within ``timeout`` seconds."""
 
     def gone() -> bool:
         alive = [p for p in pids if psutil.pid_exists(p) and
                  psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        return not alive and not session_files(session_dir)
+        return not alive and not session_files(session_dir, plasma_directory)
 
     try:
         wait_for(gone, timeout, 0.05, "session cleanup")
     except AssertionError:
         alive = [p for p in pids if psutil.pid_exists(p)]
         raise AssertionError(
-            f"session not cleaned up: live pids {alive}, files {session_files(session_dir)}"
+            f"session not cleaned up: live pids {alive}, "
+            f"files {session_files(session_dir, plasma_directory)}"
         ) from None

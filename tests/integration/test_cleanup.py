@@ -411,3 +411,37 @@ def test_kernel_restart_and_shutdown_leave_nothing(kernel: Any) -> None:
         assert_session_gone(after["session_dir"], after["pids"], timeout=CLEANUP_TIMEOUT)
     finally:
         _force_cleanup(after)
+
+
+@memlab.remote
+def total(a: np.ndarray) -> float:
+    return float(a.sum())
+
+
+def test_stores_live_in_the_plasma_directory_and_leave_nothing(
+    fresh_runtime: Callable[..., Any],
+) -> None:
+    directory = tempfile.mkdtemp(prefix="memlab-test-plasma-", dir=SHM_DIR)  # a tmpfs
+    try:
+        runtime = fresh_runtime(plasma_directory=directory)
+        ref = memlab.put(np.ones(1 << 20))
+        assert memlab.get(total.remote(ref)) == float(1 << 20)
+        name = os.path.basename(runtime.session_dir)
+        assert [f for f in os.listdir(directory) if f.startswith(name)], "no arena there"
+        assert not [f for f in os.listdir(SHM_DIR) if f.startswith(name)], "arena in /dev/shm"
+        pids = [p.pid for p in session_processes()]
+        del ref
+        memlab.shutdown()
+        assert_session_gone(runtime.session_dir, pids, timeout=0.5, plasma_directory=directory)
+        assert os.listdir(directory) == []
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_plasma_directory_that_cannot_hold_stores_is_refused(tmp_path: Any) -> None:
+    missing, afile = str(tmp_path / "missing"), tmp_path / "file"
+    afile.write_text("")
+    for bad in (missing, str(afile)):
+        with pytest.raises(ValueError, match=r"plasma_directory=.*not an existing directory"):
+            memlab.init(num_workers=1, object_store_memory=64 << 20, plasma_directory=bad)
+        assert not memlab.is_initialized()
