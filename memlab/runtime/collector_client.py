@@ -123,9 +123,12 @@ class CollectorClient:
         Raises:
             ValueError: If ``kinds`` names a kind memlab does not emit.
         """
+        return self._events(since, None if kinds is None else checked_kinds(kinds))
+
+    def _events(self, since: int | None, kinds: list[str] | None) -> tuple[list[dict], int]:
         header: dict[str, Any] = {"t": "events_since", "since": since}
         if kinds is not None:
-            header["kinds"] = checked_kinds(kinds)
+            header["kinds"] = kinds  # already checked
         return self._request("memlab.state.events()", header)
 
     def statistics(self) -> dict[str, int]:
@@ -211,7 +214,7 @@ class CollectorClient:
         if not sub.active:
             return
         try:
-            batch, latest = self.events(sub.since, sub.kinds)
+            batch, latest = self._events(sub.since, sub.kinds)
         except EventsUnavailableError:
             return  # the session is ending; close() stops this thread
         sub.since = max(sub.since, latest)

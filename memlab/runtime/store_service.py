@@ -188,7 +188,10 @@ class StoreService:
         conn.reply(h, {"t": "promoted", "oids": promoted})
 
     def _on_drop_copies(self, conn: Connection, h: dict[str, Any]) -> None:
-        conn.reply(h, {"t": "dropped", "count": self.store.drop_copies()})
+        """Delete every secondary copy here, as eviction under pressure would (testing)."""
+        copies = self.store.secondary_copies()
+        self._delete(copies)
+        conn.reply(h, {"t": "dropped", "count": len(copies)})
 
     def _on_fetch(self, conn: Connection, h: dict[str, Any]) -> None:
         oid = h["oid"]

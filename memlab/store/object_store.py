@@ -262,14 +262,11 @@ class ObjectStore:
             entry.primary = True
             return True
 
-    def drop_copies(self) -> int:
-        """Delete every secondary copy (a copy still read through a view keeps its memory until
-        the view goes, as with ``delete``); returns how many went."""
+    def secondary_copies(self) -> list[bytes]:
+        """Ids of the sealed secondary copies here (copies of objects whose primary is on
+        another node)."""
         with self._lock:
-            copies = [oid for oid, e in self._objects.items() if not e.primary and e.sealed]
-        for oid in copies:
-            self.delete(oid)
-        return len(copies)
+            return [oid for oid, e in self._objects.items() if not e.primary and e.sealed]
 
     def stats(self) -> dict[str, int]:
         """A snapshot of the store's occupancy.
