@@ -31,6 +31,7 @@ class TaskSpec:
         "attempt",
         "call_site",
         "cancelled",
+        "captured",
         "deps",
         "fn_hash",
         "held",
@@ -89,6 +90,15 @@ class TaskSpec:
         self.lineage_evicted = False
         self.lost_retries = 0
         self.held = [d for d, _ in deps] + nested  # counted in the owner's ``tasks`` while pending
+        # Refs captured in the function's (or actor class's) code: the pickled code holds them,
+        # so the spec keeps them alive while it may be run (or re-run from lineage).
+        self.captured: tuple[Any, ...] = ()
+
+    def capture(self, refs: tuple[Any, ...]) -> None:
+        """The task's code holds these ObjectRefs; count them as its arguments are."""
+        if refs:
+            self.captured = refs
+            self.held.extend(r.binary for r in refs)
 
     def may_retry(self) -> bool:
         return self.max_retries < 0 or self.attempt < self.max_retries
