@@ -12,6 +12,7 @@ file name (``remote_filename(n)``), so their call site is their own cell too.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from memlab.runtime import task_spec
@@ -42,6 +43,19 @@ class CellNames:
         if filename.startswith(_REMOTE_PREFIX):
             return cell_label(int(filename[len(_REMOTE_PREFIX):-1]))
         return None
+
+
+def current_cell(shell: Any) -> int:
+    """The number of the cell running now (from a magic): the caller frame compiled from a
+    cell says, since ``shell.execution_count`` may already count the next one."""
+    names: dict[str, int] = getattr(shell.compile, "_filename_map", {})
+    frame = sys._getframe(1)
+    while frame is not None:
+        number = names.get(frame.f_code.co_filename)
+        if number is not None:
+            return number
+        frame = frame.f_back  # type: ignore[assignment]
+    return int(shell.execution_count)
 
 
 def install(shell: Any) -> None:
