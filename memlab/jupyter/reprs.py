@@ -32,8 +32,8 @@ def ref_summary(ref: ObjectRef) -> dict[str, Any]:
                                 "size": None, "call_site": None, "holders": None}
     names: list[str] = []
     index = holder_index
-    if index is not None and index._last is not None:  # the last scan; no new walk per repr
-        names = index._last.objects.get(ref.hex(), [])
+    if index is not None:  # a scan at most 500 ms old: no new walk per ref of one output
+        names = index.names().get(ref.hex(), [])
     return {**info, "names": names}
 
 
