@@ -137,8 +137,8 @@ def _ship(name: str, value: Any) -> Any:
     if size <= SHIP_INLINE_LIMIT:
         return value
     entry = _stored.get(id(value))
-    if entry is not None and entry[0]() is value:
-        return entry[1]
+    if entry is not None and entry[0]() is value and entry[1].local_info() is not None:
+        return entry[1]  # (a ref of a runtime since stopped is no longer in the table)
     ref = memlab.put(value)
     try:
         key = id(value)
