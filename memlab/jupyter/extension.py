@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from memlab import api
-from memlab.jupyter import callsite, progress, reprs
+from memlab.jupyter import callsite, holders, progress, reprs
 from memlab.jupyter.magics import MemlabMagics
 from memlab.runtime import object_ref
 
@@ -27,6 +27,7 @@ def load(shell: Any) -> None:
     _loaded[id(shell)] = magics
     callsite.install(shell)
     reprs.holder_index = magics.holders
+    holders.set_active(magics.holders)
     object_ref.set_html_renderer(reprs.ref_html)
     html = shell.display_formatter.formatters["text/html"]
     html.for_type_by_name(*_RUNTIME_TYPE, reprs.runtime_repr_html)
@@ -40,6 +41,7 @@ def unload(shell: Any) -> None:
     api.set_blocking_hook(None)
     object_ref.set_html_renderer(None)
     reprs.holder_index = None
+    holders.set_active(None)
     callsite.uninstall()
     html = shell.display_formatter.formatters["text/html"]
     html.deferred_printers.pop(_RUNTIME_TYPE, None)

@@ -202,3 +202,17 @@ class HolderIndex:
 
     def invalidate(self) -> None:
         self._last = None
+
+
+_active: HolderIndex | None = None
+
+
+def set_active(index: HolderIndex | None) -> None:
+    global _active
+    _active = index
+
+
+def active() -> HolderIndex | None:
+    """The holder index of the shell that loaded the extension, for views (the dashboard)
+    that show holder names: ``active().names()`` maps object ids to names."""
+    return _active

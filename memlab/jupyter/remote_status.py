@@ -158,9 +158,9 @@ class _Watcher:
                     cell.done.set()
                 self._drop(cells)
                 continue
-            self._events(cells)
             ready, _ = memlab.wait([c.output for c in cells], num_returns=len(cells),
                                    timeout=POLL)
+            self._events(cells)  # after the wait: a finished cell's events are in by then
             finished = [c for c in cells if c.output in set(ready)]
             for cell in finished:
                 try:
