@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +37,29 @@ def _quiet(fn: Callable[[], Any]) -> Callable[[], Any]:
         with contextlib.redirect_stdout(io.StringIO()):
             return fn()
     return run
+
+
+def _cpu_share(window: float) -> tuple[float, float]:
+    """CPU seconds per second of this process, and of it with all its children, over
+    ``window`` seconds."""
+    import psutil
+
+    me = psutil.Process()
+
+    def totals() -> tuple[float, float]:
+        own = sum(me.cpu_times()[:2])
+        children = 0.0
+        for child in me.children(recursive=True):
+            try:
+                children += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return own, own + children
+
+    start, t0 = totals(), time.perf_counter()
+    time.sleep(window)  # a measurement window, not a wait for a state
+    end, t1 = totals(), time.perf_counter()
+    return (end[0] - start[0]) / (t1 - t0), (end[1] - start[1]) / (t1 - t0)
 
 
 def main() -> None:
@@ -93,6 +118,29 @@ def main() -> None:
         lambda: memlab.get(ns["trivial"].remote()), args.repeat * 4) * 1e3, "ms"))
     rows.append(("%%remote --block round trip", _median(_quiet(
         lambda: ip.run_cell_magic("remote", "--block", "1")), args.repeat * 4) * 1e3, "ms"))
+
+    # what a %%remote cell's live status line costs while it is in flight: CPU of the kernel
+    # process (its watcher thread polls events and readiness) and of the whole session
+    window = 1.0 if args.quick else 3.0
+    idle_kernel, idle_session = _cpu_share(window)
+    gate = tempfile.mktemp(prefix="memlab-bench-gate-")
+    ns["gate"] = gate
+    ip.run_cell("from memlab.testing import wait_for_file\n"
+                "wait_remote = memlab.remote(wait_for_file)", store_history=True)
+    plain = ns["wait_remote"].remote(gate, 600)
+    task_kernel, task_session = _cpu_share(window)
+    _quiet(lambda: ip.run_cell_magic("remote", "", "wait_for_file(gate, 600)"))()
+    live_kernel, live_session = _cpu_share(window)
+    with open(gate, "w") as f:
+        f.write("go")
+    rows.append(("kernel CPU, idle (% of one core)", 100 * idle_kernel, "%"))
+    rows.append(("kernel CPU, a plain task in flight", 100 * task_kernel, "%"))
+    rows.append(("kernel CPU, + a %%remote status line live", 100 * live_kernel, "%"))
+    rows.append(("session CPU (all processes), idle", 100 * idle_session, "%"))
+    rows.append(("session CPU, a plain task in flight", 100 * task_session, "%"))
+    rows.append(("session CPU, + a %%remote status line live", 100 * live_session, "%"))
+    memlab.get([ns["_remote"], plain])
+    os.unlink(gate)
 
     _quiet(lambda: ip.run_line_magic("memlab", "stop"))()
     width = max(len(r[0]) for r in rows)

@@ -141,12 +141,12 @@ def scan_shell(shell: Any, *, max_depth: int = 3, max_items: int = 500_000,
             if name.startswith("_") and (name[1:].isdigit() or name.startswith("_i")):
                 continue  # _4 is Out[4] again; _i4 is input history
             if not isinstance(value, _LEAVES):
-                walk.visit(value, name)
+                _visit_root(walk, value, name)
         out = ns.get("Out")
         if isinstance(out, dict):
             for number, value in list(out.items()):
                 if not isinstance(value, _LEAVES):
-                    walk.visit(value, f"Out[{number}]")
+                    _visit_root(walk, value, f"Out[{number}]")
         _scan_traceback(walk, ns)
     except _Stop:
         pass
@@ -159,6 +159,13 @@ def scan_shell(shell: Any, *, max_depth: int = 3, max_items: int = 500_000,
 
 def _name_order(name: str) -> int:
     return 2 if is_traceback_name(name) else 1 if is_history_name(name) else 0
+
+
+def _visit_root(walk: _Walk, value: Any, name: str) -> None:
+    try:
+        walk.visit(value, name)
+    except RuntimeError:  # a container changed size under a scan from a view's thread: skip it
+        pass
 
 
 def _scan_traceback(walk: _Walk, ns: dict[str, Any]) -> None:

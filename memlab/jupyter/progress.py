@@ -34,6 +34,8 @@ class _Bar:
         self.widget: Any = None
         self.label: Any = None
         self.verb = verb
+        self._last_done = -1
+        self._last_write = 0.0
         if in_kernel:
             try:
                 import ipywidgets
@@ -56,6 +58,10 @@ class _Bar:
             if final:
                 self.widget.bar_style = "danger" if "interrupted" in final else "success"
         else:
+            now = time.monotonic()
+            if not final and done == self._last_done and now - self._last_write < 1.0:
+                return  # a terminal bar redraws on progress, or once a second
+            self._last_done, self._last_write = done, now
             width = 30
             filled = int(width * done / max(self.total, 1))
             sys.stderr.write(f"\rmemlab.{self.verb} [{'#' * filled}{'.' * (width - filled)}] "

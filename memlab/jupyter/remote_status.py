@@ -1,6 +1,6 @@
 """The live status line of a ``%%remote`` cell, and its output delivered to its own cell.
 
-One watcher thread serves every cell in flight: every ``POLL`` seconds it reads the new task
+One watcher thread serves every cell in flight: every ``POLL`` (0.5) seconds it reads the new task
 events (``memlab.state.events(kinds=...)``, only while a cell is in flight) and the readiness of
 each cell's output ref, and updates the cell's display (a display handle, so the line updates
 in place even after later cells ran): ``queued`` → ``running on worker w-…`` → ``done in
@@ -22,7 +22,7 @@ from typing import Any
 import memlab
 import memlab.state as st
 
-POLL = 0.2
+POLL = 0.5  # seconds between status reads (each asks the collector once)
 _KINDS = ["task.started", "task.finished", "task.failed", "task.retried", "task.cancelled"]
 _FRAME = re.compile(r'^(\s*)File "(Cell In\[\d+\])", line (\d+), in (.+)$')
 
@@ -158,8 +158,10 @@ class _Watcher:
                     cell.done.set()
                 self._drop(cells)
                 continue
-            ready, _ = memlab.wait([c.output for c in cells], num_returns=len(cells),
-                                   timeout=POLL)
+            pending = [c.output for c in cells]
+            # returns as soon as one cell is done; otherwise after POLL, to read the events
+            memlab.wait(pending, num_returns=1, timeout=POLL)
+            ready, _ = memlab.wait(pending, num_returns=len(pending), timeout=0)
             self._events(cells)  # after the wait: a finished cell's events are in by then
             finished = [c for c in cells if c.output in set(ready)]
             for cell in finished:

@@ -62,6 +62,34 @@ def status(runtime: Any = None) -> None:
     runtime = runtime if runtime is not None else memlab.init()
     summary = reprs.runtime_summary(runtime)
     show(reprs.runtime_text(summary), reprs.runtime_html(summary))
+    _dashboard_button()
+
+
+def _dashboard_button() -> None:
+    """In a kernel with the dashboard installed: a button under the summary that opens it."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if getattr(shell, "kernel", None) is None:
+        return
+    try:
+        import ipywidgets
+
+        from memlab.jupyter.dashboard import dashboard as make_dashboard
+    except ImportError:
+        return
+    from IPython.display import display
+
+    out = ipywidgets.Output()
+    button = ipywidgets.Button(description="Open dashboard", icon="tachometer")
+
+    def open_dashboard(_: Any) -> None:
+        button.disabled = True
+        with out:
+            display(make_dashboard())
+
+    button.on_click(open_dashboard)
+    display(ipywidgets.VBox([button, out]))
 
 
 def kill_parser() -> MagicParser:

@@ -129,3 +129,20 @@ def test_task_call_site_is_the_cell(ip: Any) -> None:
     task = next(t for t in st.tasks() if t["task_id"] == task_id)
     assert task["call_site"] == f"Cell In[{number}], line 1"
     assert task["name"] == f"Cell In[{number}]"
+
+
+def test_notebook_functions_ship_by_value(ip: Any) -> None:
+    run(ip, "def helper(v):\n    return v * factor\nfactor = 3")
+    assert run(ip, "%%remote --block\nhelper(2)") == 6
+
+
+def test_retries_rerun_a_cell_whose_worker_died(ip: Any, tmp_path: Any) -> None:
+    run(ip, f"from memlab.testing import crash_once\nmarker = {str(tmp_path / 'm')!r}")
+    assert run(ip, "%%remote --block --retries 1\ncrash_once(marker)\n'survived'") == "survived"
+    result = cell(ip, f"%%remote --block --retries 0\ncrash_once({str(tmp_path / 'n')!r})")
+    assert isinstance(result.error_in_exec, memlab.WorkerCrashedError)
+
+
+def test_a_ref_inside_a_container_stays_a_ref(ip: Any) -> None:
+    run(ip, "import memlab\nparts = [memlab.put(1), memlab.put(2)]")
+    assert run(ip, "%%remote --block\nimport memlab\nsum(memlab.get(parts))") == 3
