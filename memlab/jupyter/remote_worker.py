@@ -18,6 +18,8 @@ import linecache
 import sys
 from typing import Any
 
+from memlab.runtime import task_spec
+
 # Chunks of output: (stream name, text), in the order they were written.
 Output = list[tuple[str, str]]
 
@@ -39,6 +41,10 @@ class _Capture(io.TextIOBase):
         return len(text)
 
 
+def _cell_label(filename: str) -> str | None:
+    return filename if filename.startswith("Cell In[") else None
+
+
 def run_cell(code: str, label: str, names: tuple[str, ...], modules: dict[str, str],
              outputs: tuple[str, ...], *values: Any) -> tuple[Any, ...]:
     """Run ``code``; return the values of ``outputs``, the last expression's value and the
@@ -48,6 +54,8 @@ def run_cell(code: str, label: str, names: tuple[str, ...], modules: dict[str, s
     for name, module in modules.items():
         ns[name] = importlib.import_module(module)
     linecache.cache[label] = (len(code), None, code.splitlines(True), label)
+    if task_spec.filename_translator() is None:  # refs the cell makes here say "Cell In[7], line 3" too
+        task_spec.set_filename_translator(_cell_label)
     tree = ast.parse(code, label)
     last = None
     tail = tree.body[-1] if tree.body else None

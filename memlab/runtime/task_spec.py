@@ -112,6 +112,10 @@ def set_filename_translator(translate: Callable[[str], str | None] | None) -> No
     _translate = translate
 
 
+def filename_translator() -> Callable[[str], str | None] | None:
+    return _translate
+
+
 def call_site(skip_package: str = "memlab") -> str | None:
     """``file:line`` of the first frame outside memlab: where the user made the ref."""
     frame = sys._getframe(2)

@@ -146,3 +146,13 @@ def test_retries_rerun_a_cell_whose_worker_died(ip: Any, tmp_path: Any) -> None:
 def test_a_ref_inside_a_container_stays_a_ref(ip: Any) -> None:
     run(ip, "import memlab\nparts = [memlab.put(1), memlab.put(2)]")
     assert run(ip, "%%remote --block\nimport memlab\nsum(memlab.get(parts))") == 3
+
+
+def test_refs_made_inside_a_remote_cell_name_the_cell(ip: Any) -> None:
+    run(ip, "%%remote -o inner --block\nimport memlab\nx = 1\ninner = memlab.put(b'made remotely')")
+    number = ip.execution_count - 1
+    inner = memlab.get(ip.user_ns["inner"])
+    wait_for(lambda: any(o["object_id"] == inner.hex() for o in st.objects()), 10)
+    rec = next(o for o in st.objects() if o["object_id"] == inner.hex())
+    assert rec["owner"].startswith("w-")
+    assert rec["call_site"] == f"Cell In[{number}], line 3"
