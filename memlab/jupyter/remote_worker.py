@@ -54,7 +54,7 @@ def run_cell(code: str, label: str, names: tuple[str, ...], modules: dict[str, s
     for name, module in modules.items():
         ns[name] = importlib.import_module(module)
     linecache.cache[label] = (len(code), None, code.splitlines(True), label)
-    if task_spec.filename_translator() is None:  # refs the cell makes here say "Cell In[7], line 3" too
+    if task_spec.filename_translator() is None:  # refs made here say "Cell In[7], line 3"
         task_spec.set_filename_translator(_cell_label)
     tree = ast.parse(code, label)
     last = None
