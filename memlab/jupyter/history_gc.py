@@ -56,19 +56,26 @@ def _drop(shell: Any, names: list[str]) -> None:
     ns = shell.user_ns
     out = ns.get("Out", {})
     tracebacks = False
+    dropped: list[Any] = []
     for name in names:
         if name.startswith("Out["):
             number = int(name[4:name.index("]")])
             value = out.pop(number, None)
+            dropped.append(value)
             ns.pop(f"_{number}", None)
             getattr(shell, "user_ns_hidden", {}).pop(f"_{number}", None)
             for under in ("_", "__", "___"):  # they point at the most recent Out entries
                 if value is not None and ns.get(under) is value:
                     _clear_under(shell, under)
-        elif name in ("_", "__", "___"):
-            _clear_under(shell, name)
+        elif _root(name) in ("_", "__", "___"):
+            dropped.append(ns.get(_root(name)))
+            _clear_under(shell, _root(name))
         elif is_traceback_name(name):
             tracebacks = True
+    # The shell's result of the last cell holds its value too, while the next cell runs.
+    last = getattr(shell, "last_execution_result", None)
+    if last is not None and any(last.result is v for v in dropped if v is not None):
+        last.result = None
     if tracebacks:
         # Others keep the traceback too (the shell's last execution result holds the
         # exception): clearing its frames' locals lets go of the refs wherever it is held.
@@ -76,6 +83,12 @@ def _drop(shell: Any, names: list[str]) -> None:
         for attr in ("last_traceback", "last_value", "last_type"):
             if hasattr(sys, attr):
                 setattr(sys, attr, None)
+
+
+def _root(name: str) -> str:
+    end = min((i for i in (name.find("["), name.find("."), name.find("{")) if i >= 0),
+              default=len(name))
+    return name[:end]
 
 
 def _clear_frames(tb: Any) -> None:

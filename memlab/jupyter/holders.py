@@ -14,6 +14,7 @@ measures it at 10,000 names and 10,000 refs.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import types
@@ -46,16 +47,33 @@ class Scan:
 
 
 def is_history_name(name: str) -> bool:
-    """``Out[4]``, ``_4``, ``_``/``__``/``___``: held only by IPython's output history."""
-    return name.startswith("Out[") or name in HISTORY_UNDERS or (
-        name.startswith("_") and name[1:].isdigit())
+    """``Out[4]``, ``_4``, ``_``/``__``/``___`` (or inside them, ``Out[4][0]``): a holder in
+    IPython's output history."""
+    root = _ROOT.match(name)
+    first = root.group(0) if root else name
+    return first == "Out" or first in HISTORY_UNDERS or (
+        first.startswith("_") and first[1:].isdigit())
+
+
+_ROOT = re.compile(r"^[A-Za-z_]\w*")
+
+
+def _is_input_history(name: str) -> bool:
+    return name in ("_i", "_ii", "_iii") or (name.startswith("_i") and name[2:].isdigit())
 
 
 def is_traceback_name(name: str) -> bool:
     return name.startswith("traceback ")
 
 
+Found = tuple[tuple[str, Any], ...]  # (path suffix such as "[2]", ref or actor handle)
+_NOTHING: Found = ()
+
+
 class _Walk:
+    """One walk. A container reached by two names (``parts`` and ``Out[4]``) is walked once:
+    what it holds is remembered (``memo``) and named again under each path."""
+
     def __init__(self, scan: Scan, max_depth: int, max_items: int, deadline: float,
                  keep_refs: bool) -> None:
         self.scan = scan
@@ -63,49 +81,71 @@ class _Walk:
         self.max_items = max_items
         self.deadline = deadline
         self.keep_refs = keep_refs
-        self.seen: set[int] = set()
+        self.memo: dict[int, tuple[int, Found]] = {}  # id -> (depth walked at, what it holds)
+        self.active: set[int] = set()  # containers being walked (a cycle ends there)
 
-    def visit(self, value: Any, path: str, depth: int = 0) -> None:
+    def visit(self, value: Any, path: str) -> None:
+        """Name every ref and actor handle reachable from ``value`` under ``path``."""
+        if type(value) is ObjectRef or type(value) is ActorHandle:
+            self._record(path, value)
+            return
+        for suffix, leaf in self._inside(value, 0):
+            self._record(path + suffix, leaf)
+
+    def _record(self, path: str, leaf: Any) -> None:
+        scan = self.scan
+        if type(leaf) is ObjectRef:
+            key = leaf.hex()
+            scan.objects.setdefault(key, []).append(path)
+            if self.keep_refs:
+                scan.refs.setdefault(key, []).append(leaf)
+        else:
+            scan.actors.setdefault(leaf._actor_id.hex(), []).append(path)
+
+    def _tick(self) -> None:
         scan = self.scan
         scan.visited += 1
         if scan.visited >= self.max_items or (
                 scan.visited % 1024 == 0 and time.perf_counter() > self.deadline):
             scan.truncated = True
             raise _Stop
+
+    def _inside(self, value: Any, depth: int) -> Found:
+        if depth >= self.max_depth or isinstance(value, _LEAVES):
+            return _NOTHING
+        key = id(value)
+        memo = self.memo.get(key)
+        if memo is not None and memo[0] <= depth:
+            return memo[1]
+        if key in self.active:
+            return _NOTHING
         kind = type(value)
-        if kind is ObjectRef:
-            key = value.hex()
-            scan.objects.setdefault(key, []).append(path)
-            if self.keep_refs:
-                scan.refs.setdefault(key, []).append(value)
-            return
-        if kind is ActorHandle:
-            scan.actors.setdefault(value._actor_id.hex(), []).append(path)
-            return
-        if depth >= self.max_depth or isinstance(value, _LEAVES) or id(value) in self.seen:
-            return
         if kind is list or kind is tuple:
-            self.seen.add(id(value))
-            for i, item in enumerate(value):
-                if not isinstance(item, _LEAVES):
-                    self.visit(item, f"{path}[{i}]", depth + 1)
+            items: Any = ((f"[{i}]", item) for i, item in enumerate(value))
         elif kind is dict:
-            self.seen.add(id(value))
-            for k, item in value.items():
-                if not isinstance(item, _LEAVES):
-                    self.visit(item, f"{path}[{k!r}]", depth + 1)
+            items = ((f"[{k!r}]", item) for k, item in value.items())
         elif kind is set or kind is frozenset:
-            self.seen.add(id(value))
-            for item in value:
-                if type(item) is ObjectRef:
-                    self.visit(item, f"{path}{{{item.hex()[:8]}…}}", depth + 1)
+            items = ((f"{{{item.hex()[:8]}…}}", item) for item in value
+                     if type(item) is ObjectRef)
         else:
             attrs = getattr(value, "__dict__", None)
-            if type(attrs) is dict and kind.__module__ not in _FOREIGN_MODULES:
-                self.seen.add(id(value))
-                for k, item in attrs.items():
-                    if not isinstance(item, _LEAVES):
-                        self.visit(item, f"{path}.{k}", depth + 1)
+            if type(attrs) is not dict or kind.__module__ in _FOREIGN_MODULES:
+                return _NOTHING
+            items = ((f".{k}", item) for k, item in attrs.items())
+        self.active.add(key)
+        found: list[tuple[str, Any]] = []
+        try:
+            for suffix, item in items:
+                self._tick()
+                if type(item) is ObjectRef or type(item) is ActorHandle:
+                    found.append((suffix, item))
+                elif not isinstance(item, _LEAVES):
+                    found += [(suffix + s, leaf) for s, leaf in self._inside(item, depth + 1)]
+        finally:
+            self.active.discard(key)
+        result = tuple(found) if found else _NOTHING
+        self.memo[key] = (depth, result)
+        return result
 
 
 # Objects of these libraries hold no refs worth a walk (and can be huge).
@@ -138,7 +178,7 @@ def scan_shell(shell: Any, *, max_depth: int = 3, max_items: int = 500_000,
             if name in _SKIP or (name in hidden and hidden[name] is value
                                  and name not in HISTORY_UNDERS):
                 continue
-            if name.startswith("_") and (name[1:].isdigit() or name.startswith("_i")):
+            if (name[:1] == "_" and name[1:].isdigit()) or _is_input_history(name):
                 continue  # _4 is Out[4] again; _i4 is input history
             if not isinstance(value, _LEAVES):
                 _visit_root(walk, value, name)

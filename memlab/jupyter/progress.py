@@ -117,7 +117,7 @@ class BlockingProgress:
                 except GetTimeoutError as exc:
                     if remaining is not None and remaining <= STEP:
                         bar.update(len(refs) - exc.pending, "timed out")
-                        raise
+                        raise GetTimeoutError(timeout or 0.0, exc.pending) from None
                     done = len(refs) - exc.pending
                     continue
                 if verb == "get" or len(result[0]) >= need or (

@@ -85,3 +85,16 @@ def test_last_traceback_frames() -> None:
 def test_active_index_is_the_loaded_shells(ipython: Any) -> None:
     index = active()
     assert index is ipython.magics_manager.registry["MemlabMagics"].holders
+
+
+def test_underscore_user_names_are_holders_but_input_history_is_not() -> None:
+    r = _ref(8)
+    shell = _Shell(_items=[r], _i3="x = put()", _ii="", _5=r)
+    assert scan_shell(shell).objects[r.hex()] == ["_items[0]"]
+
+
+def test_a_container_held_by_two_names_names_both() -> None:
+    r = _ref(9)
+    shared = [0, r]
+    shell = _Shell(parts=shared, again={"p": shared}, Out={3: shared})
+    assert scan_shell(shell).objects[r.hex()] == ["parts[1]", "again['p'][1]", "Out[3][1]"]

@@ -115,7 +115,7 @@ def test_get_timeout_still_raises_past_the_grace(ip: Any, quick_bar: BlockingPro
                                                  tmp_path: Any) -> None:
     gate = tmp_path / "gate"
     _slow_tasks(ip, gate, 1)
-    with pytest.raises(memlab.GetTimeoutError):
+    with pytest.raises(memlab.GetTimeoutError, match=r"timed out after 0\.6 s"):
         memlab.get(ip.user_ns["refs"], timeout=0.6)
     gate.write_text("go")
     assert memlab.get(ip.user_ns["refs"]) == [0]

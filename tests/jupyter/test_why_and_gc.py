@@ -255,3 +255,17 @@ def test_why_magic_prints_the_chain(ip: Any, capsys: Any) -> None:
     out = capsys.readouterr().out
     assert out.startswith("object ") and "└── notebook variable x" in out
     assert os.getpid() and memlab.is_initialized()
+
+
+def test_gc_drops_a_container_in_the_history(ip: Any, capsys: Any) -> None:
+    run(ip, "import memlab")
+    cell(ip, "[memlab.put(b'a'), memlab.put(b'b')]")
+    number = ip.execution_count - 1
+    held = [r.hex() for r in ip.user_ns["Out"][number]]
+    for oid in held:
+        _seen(oid)
+    assert f"Out[{number}][1]" in _why(ip, held[1]).text()
+    capsys.readouterr()
+    ip.run_line_magic("memlab", "gc")
+    assert "freed 2 object(s)" in capsys.readouterr().out
+    assert not set(held) & {o["object_id"] for o in st.objects()}
