@@ -20,6 +20,8 @@ _loaded: dict[int, MemlabMagics] = {}
 
 
 def load(shell: Any) -> None:
+    if id(shell) in _loaded:  # loaded twice by hand: once is enough
+        return
     magics = MemlabMagics(shell)
     shell.register_magics(magics)
     # Names change with every cell: a scan never outlives the cell it was made in.

@@ -61,7 +61,7 @@ def run(shell: Any, line: str, cell: str) -> Any:
         raise UsageError("%%remote needs a running runtime; run %memlab start first.")
     number = callsite.current_cell(shell)
     label = callsite.cell_label(number)
-    names = analyze(cell, label)
+    names = _analyze(shell, cell, label)
     wanted = [n.strip() for n in args.outputs.split(",") if n.strip()]
     missing = [n for n in wanted if n not in names.assigns]
     if missing:
@@ -82,6 +82,18 @@ def run(shell: Any, line: str, cell: str) -> Any:
         remote.watch()
         return None
     return _block(remote, refs, args.timeout)
+
+
+def _analyze(shell: Any, cell: str, label: str) -> Any:
+    try:
+        return analyze(cell, label)
+    except SyntaxError as exc:
+        where = f"{label}, line {exc.lineno}"
+        if shell.transform_cell(cell).strip() != cell.strip():
+            raise UsageError(f"%%remote runs plain Python on a worker; IPython syntax such as "
+                             f"%magics and !commands is not available there ({where}: "
+                             f"{exc.msg})") from None
+        raise UsageError(f"the %%remote cell does not parse: {exc.msg} ({where})") from None
 
 
 def _block(remote: RemoteCell, refs: list[memlab.ObjectRef], timeout: float | None) -> Any:

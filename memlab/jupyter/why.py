@@ -25,7 +25,9 @@ import memlab.state as st
 from memlab.jupyter.holders import HolderIndex, Scan, is_history_name, is_traceback_name
 from memlab.jupyter.parsing import MagicParser, format_bytes
 
-_EXPRESSION = re.compile(r"^[A-Za-z_]\w*(\.\w+|\[[^\[\]]+\])*$")
+# A name with attributes and literal subscripts (parts[2], d['k'], Out[4]): resolving it calls
+# nothing but lookups.
+_EXPRESSION = re.compile(r"""^[A-Za-z_]\w*(\.\w+|\[(-?\d+|'[^'\\]*'|"[^"\\]*")\])*$""")
 _HEX = re.compile(r"^[0-9a-f]{4,32}$")
 MAX_DEPTH = 8
 

@@ -156,3 +156,10 @@ def test_refs_made_inside_a_remote_cell_name_the_cell(ip: Any) -> None:
     rec = next(o for o in st.objects() if o["object_id"] == inner.hex())
     assert rec["owner"].startswith("w-")
     assert rec["call_site"] == f"Cell In[{number}], line 3"
+
+
+def test_syntax_errors_and_magics_are_reported_before_submitting(ip: Any) -> None:
+    with pytest.raises(UsageError, match=r"does not parse: .*line 2"):
+        ip.run_cell_magic("remote", "", "a = 1\nb = (")
+    with pytest.raises(UsageError, match="IPython syntax such as %magics"):
+        ip.run_cell_magic("remote", "", "%time 1")
