@@ -12,6 +12,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from memlab.exceptions import EventsUnavailableError, RuntimeNotStartedError
 from memlab.jupyter import history_gc, session_commands, tables
 from memlab.jupyter.holders import HolderIndex
 from memlab.jupyter.parsing import MagicParser
@@ -49,6 +50,12 @@ class MemlabMagics(Magics):
     @line_magic
     def memlab(self, line: str) -> Any:
         """Drive memlab from a notebook; ``%memlab`` alone prints the subcommands."""
+        try:
+            return self._memlab(line)
+        except (RuntimeNotStartedError, EventsUnavailableError) as exc:
+            raise UsageError(str(exc)) from None  # one sentence, not a traceback
+
+    def _memlab(self, line: str) -> Any:
         command, _, rest = line.strip().partition(" ")
         if not command or command in ("help", "-h", "--help"):
             print(USAGE)

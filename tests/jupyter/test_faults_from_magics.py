@@ -52,3 +52,20 @@ r = slow.remote()
         ip2.run_cell_magic("remote", "--node node-1", "1")
     gate.write_text("go")
     assert memlab.get(ip2.user_ns["r"], timeout=30) == 42
+
+
+def test_views_without_a_runtime_or_events_say_what_to_do(ipython: Any,
+                                                          fresh_runtime: Callable[..., Any],
+                                                          capsys: Any) -> None:
+    if memlab.is_initialized():
+        memlab.shutdown()
+    for line in ("refs", "events", "why x"):
+        with pytest.raises(UsageError, match="needs a running memlab runtime"):
+            ipython.run_line_magic("memlab", line)
+    ipython.run_line_magic("memlab", "status")
+    assert "memlab is not running; start it with %memlab start" in capsys.readouterr().out
+    fresh_runtime(events=False)
+    with pytest.raises(UsageError, match="started with events=False"):
+        ipython.run_line_magic("memlab", "refs")
+    ipython.run_line_magic("memlab", "status")
+    assert "events=False" in capsys.readouterr().out
