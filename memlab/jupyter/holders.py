@@ -128,8 +128,13 @@ class _Walk:
             items = ((f"{{{item.hex()[:8]}…}}", item) for item in value
                      if type(item) is ObjectRef)
         else:
-            attrs = getattr(value, "__dict__", None)
-            if type(attrs) is not dict or kind.__module__ in _FOREIGN_MODULES:
+            if kind.__module__ in _FOREIGN_MODULES:
+                return _NOTHING
+            try:  # never through __getattr__: a proxy's could compute, or call out
+                attrs = object.__getattribute__(value, "__dict__")
+            except (AttributeError, TypeError):
+                return _NOTHING
+            if type(attrs) is not dict:
                 return _NOTHING
             items = ((f".{k}", item) for k, item in attrs.items())
         self.active.add(key)

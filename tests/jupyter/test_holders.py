@@ -98,3 +98,22 @@ def test_a_container_held_by_two_names_names_both() -> None:
     shared = [0, r]
     shell = _Shell(parts=shared, again={"p": shared}, Out={3: shared})
     assert scan_shell(shell).objects[r.hex()] == ["parts[1]", "again['p'][1]", "Out[3][1]"]
+
+
+def test_proxies_are_not_asked_for_attributes() -> None:
+    asked: list[str] = []
+
+    class Proxy:
+        __slots__ = ()
+
+        def __getattr__(self, name: str) -> Any:
+            asked.append(name)
+            return [_ref(10)]
+
+    class Plain:
+        def __init__(self) -> None:
+            self.ref = _ref(11)
+
+    scan = scan_shell(_Shell(proxy=Proxy(), plain=Plain()))
+    assert asked == []
+    assert scan.objects == {_ref(11).hex(): ["plain.ref"]}
