@@ -59,9 +59,9 @@ class RemoteCell:
         if self.state == "running":
             return f"{self.label}: running on worker {self.worker}{bound}"
         if self.state == "done":
-            return f"{self.label}: done in {self.elapsed:.1f} s on worker {self.worker}{bound}"
+            return f"{self.label}: done in {_duration(self.elapsed)} on worker {self.worker}{bound}"
         if self.state == "failed":
-            return f"{self.label}: failed after {self.elapsed:.1f} s ({self.error})"
+            return f"{self.label}: failed after {_duration(self.elapsed)} ({self.error})"
         return f"{self.label}: {self.state}{bound}"
 
     def _bundle(self) -> dict[str, str]:
@@ -99,6 +99,10 @@ class RemoteCell:
             self.update("done")
             self.context.run(write_output, chunks)
         self.done.set()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def write_output(chunks: list[tuple[str, str]]) -> None:

@@ -71,7 +71,7 @@ def runtime_summary(runtime: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"runtime": described, "nodes": [], "workers": [], "objects": 0,
                                "object_bytes": 0, "tasks": {}}
     try:
-        summary["nodes"] = st.nodes()
+        summary["nodes"] = sorted(st.nodes(), key=lambda n: (len(n["node_id"]), n["node_id"]))
         summary["workers"] = [w for w in st.workers() if w["state"] == "alive"]
         objects = st.objects()
         summary["objects"] = len(objects)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -44,7 +45,27 @@ def start(args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
     if was_running:
         print("memlab is already running with these settings; using it.")
+    else:
+        described = runtime.describe()
+        _wait_for_nodes(described["num_nodes"], described["num_workers"])
     status(runtime)
+
+
+def _wait_for_nodes(nodes: int, workers: int, timeout: float = 2.0) -> None:
+    """Until every node's and worker's first report reached the collector (so the summary
+    lists them all), or ``timeout``: the summary is shown either way."""
+    import memlab.state as st
+
+    def reported() -> bool:
+        alive = [w for w in st.workers() if w["state"] == "alive"]
+        return len(st.nodes()) >= nodes and len(alive) >= workers
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not reported() and time.monotonic() < deadline:
+            time.sleep(0.02)  # polled with a deadline; reports arrive within milliseconds
+    except memlab.MemlabError:  # events=False: no node records to wait for
+        pass
 
 
 def stop() -> None:
