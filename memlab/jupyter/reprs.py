@@ -13,7 +13,7 @@ from typing import Any
 from memlab.jupyter.parsing import format_bytes
 from memlab.runtime.object_ref import ObjectRef
 
-_STATE_COLOURS = {"ready": "#2e7d32", "pending": "#9e9e9e", "failed": "#c62828",
+_STATE_COLOURS = {"ready": "#2e7d32", "running": "#2e7d32", "stopped": "#616161", "pending": "#9e9e9e", "failed": "#c62828",
                   "lost": "#c62828", "reconstructing": "#ef6c00", "spilled": "#1565c0"}
 
 # Set by the extension: the shell's holder index, so a ref shows its notebook names.
@@ -133,8 +133,10 @@ def runtime_html(summary: dict[str, Any]) -> str:
         f"{r['num_nodes']} node(s) · store {format_bytes(r['object_store_memory'])} · "
         f"{summary['objects']} objects ({format_bytes(summary['object_bytes'])})"
         + (f" · tasks: {tasks}" if tasks else "")
-        + '<table style="margin-top:4px"><tr><th>node</th><th>state</th><th>workers</th>'
-        "<th>store used</th><th>spilled</th><th>objects</th></tr>" + "".join(rows)
+        + '<table style="margin-top:4px;text-align:left"><tr>'
+        + "".join(f'<th style="text-align:left;padding-right:12px">{h}</th>' for h in (
+            "node", "state", "workers", "store used", "spilled", "objects"))
+        + "</tr>" + "".join(rows)
         + "</table>" + error
         + "<small>Live views: <code>%memlab dashboard</code> · objects: "
         "<code>%memlab refs</code> · why is it alive: <code>%memlab why NAME</code></small>"
