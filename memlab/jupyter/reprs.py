@@ -13,7 +13,8 @@ from typing import Any
 from memlab.jupyter.parsing import format_bytes
 from memlab.runtime.object_ref import ObjectRef
 
-_STATE_COLOURS = {"ready": "#2e7d32", "running": "#2e7d32", "stopped": "#616161", "pending": "#9e9e9e", "failed": "#c62828",
+_STATE_COLOURS = {"ready": "#2e7d32", "running": "#2e7d32", "stopped": "#616161",
+                  "pending": "#9e9e9e", "failed": "#c62828",
                   "lost": "#c62828", "reconstructing": "#ef6c00", "spilled": "#1565c0"}
 
 # Set by the extension: the shell's holder index, so a ref shows its notebook names.

@@ -112,9 +112,12 @@ def _text_table(columns: tuple[str, ...], rows: Sequence[Sequence[str]], caption
     return "\n".join([caption, line, *body])
 
 
+_CELL = "text-align:left;padding-right:12px"
+
+
 def _html_table(columns: tuple[str, ...], rows: Sequence[Sequence[str]], caption: str) -> str:
-    head = "".join(f"<th style='text-align:left;padding-right:12px'>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td style='text-align:left;padding-right:12px'>{html.escape(v)}</td>"
-                                    for v in r) + "</tr>" for r in rows)
+    head = "".join(f"<th style='{_CELL}'>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td style='{_CELL}'>{html.escape(v)}</td>" for v in r)
+                   + "</tr>" for r in rows)
     return (f"<table class='memlab-table'><caption style='text-align:left'>"
             f"{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>")
