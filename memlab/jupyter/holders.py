@@ -18,6 +18,7 @@ import re
 import sys
 import time
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +194,9 @@ def scan_shell(shell: Any, *, max_depth: int = 3, max_items: int = 500_000,
                 if not isinstance(value, _LEAVES):
                     _visit_root(walk, value, f"Out[{number}]")
         _scan_traceback(walk, ns)
+        for roots in _EXTRA_ROOTS:
+            for name, value in roots():
+                _visit_root(walk, value, name)
     except _Stop:
         pass
     for names in scan.objects.values():
@@ -257,6 +261,14 @@ class HolderIndex:
 
 
 _active: HolderIndex | None = None
+# Holders the kernel keeps on the user's behalf, by name (e.g. %%remote's store copies).
+_EXTRA_ROOTS: list[Callable[[], Iterable[tuple[str, Any]]]] = []
+
+
+def register_roots(roots: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+    """Make ``roots()``'s ``(name, value)`` pairs holders in every scan."""
+    if roots not in _EXTRA_ROOTS:
+        _EXTRA_ROOTS.append(roots)
 
 
 def set_active(index: HolderIndex | None) -> None:

@@ -21,7 +21,7 @@ from IPython.core.error import UsageError
 
 import memlab
 from memlab.exceptions import SerializationError
-from memlab.jupyter import callsite
+from memlab.jupyter import callsite, holders
 from memlab.jupyter.cell_analysis import analyze
 from memlab.jupyter.parsing import MagicParser, non_negative_float
 from memlab.jupyter.remote_status import RemoteCell, render_error, write_output
@@ -32,7 +32,7 @@ _NOT_SHIPPED = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_remote"}
 _run_cell = memlab.remote(run_cell)
 # id(value) -> (weak reference to it, its ref in the store): a value read by many cells is put
 # once; the entry goes with the value.
-_stored: dict[int, tuple[Any, memlab.ObjectRef]] = {}
+_stored: dict[int, tuple[Any, memlab.ObjectRef, str]] = {}
 recent: deque[RemoteCell] = deque(maxlen=16)  # the last cells submitted (tests, dashboards)
 
 
@@ -154,10 +154,18 @@ def _ship(name: str, value: Any) -> Any:
     ref = memlab.put(value)
     try:
         key = id(value)
-        _stored[key] = (weakref.ref(value, lambda _: _stored.pop(key, None)), ref)
+        _stored[key] = (weakref.ref(value, lambda _: _stored.pop(key, None)), ref, name)
     except TypeError:  # not weakly referenceable: put again next time
         pass
     return ref
+
+
+def _stored_roots() -> list[tuple[str, Any]]:
+    """The store copies of notebook values, as holders: ``%%remote copy of big``."""
+    return [(f"%%remote copy of {name}", ref) for _, ref, name in list(_stored.values())]
+
+
+holders.register_roots(_stored_roots)
 
 
 def _known_size(value: Any) -> int | None:

@@ -55,6 +55,12 @@ def test_large_arrays_go_through_the_store_once(ip: Any) -> None:
     # the task itself carried no copy of the array: its only dependency is the stored one
     tasks = [t for t in st.tasks() if t["name"].startswith("Cell In[")]
     assert tasks and all(puts[0]["object_id"] in t["deps"] for t in tasks[-2:])
+    index = ip.magics_manager.registry["MemlabMagics"].holders
+    index.invalidate()
+    assert index.names()[puts[0]["object_id"]] == ["%%remote copy of big"]
+    run(ip, "del big")  # the copy goes with the value
+    wait_for(lambda: puts[0]["object_id"] not in {o["object_id"] for o in st.objects()}, 10,
+             message="the store copy freed with its notebook value")
 
 
 def test_non_blocking_status_line_and_late_output(ip: Any, capsys: Any, tmp_path: Any
