@@ -153,6 +153,7 @@ class _Watcher:
                 cells = list(self.cells)
                 if not cells:
                     self.thread = None
+                    self.seq = None  # the next cell may run on a new runtime, counting anew
                     return
             if not memlab.is_initialized():
                 for cell in cells:
@@ -164,8 +165,11 @@ class _Watcher:
                 continue
             pending = [c.output for c in cells]
             # returns as soon as one cell is done; otherwise after POLL, to read the events
-            memlab.wait(pending, num_returns=1, timeout=POLL)
-            ready, _ = memlab.wait(pending, num_returns=len(pending), timeout=0)
+            try:
+                memlab.wait(pending, num_returns=1, timeout=POLL)
+                ready, _ = memlab.wait(pending, num_returns=len(pending), timeout=0)
+            except memlab.RuntimeNotStartedError:
+                continue  # stopped meanwhile: the next round says so
             self._events(cells)  # after the wait: a finished cell's events are in by then
             finished = [c for c in cells if c.output in set(ready)]
             for cell in finished:

@@ -69,3 +69,17 @@ def test_views_without_a_runtime_or_events_say_what_to_do(ipython: Any,
         ipython.run_line_magic("memlab", "refs")
     ipython.run_line_magic("memlab", "status")
     assert "events=False" in capsys.readouterr().out
+
+
+def test_stopping_with_a_remote_cell_in_flight_fails_its_status(
+        ipython: Any, fresh_runtime: Callable[..., Any], tmp_path: Any) -> None:
+    from memlab.jupyter import remote_cell
+
+    fresh_runtime()
+    run(ipython, f"from memlab.testing import wait_for_file\ngate = {str(tmp_path / 'g')!r}")
+    ipython.run_cell("%%remote\nwait_for_file(gate)", store_history=True)
+    remote = remote_cell.recent[-1]
+    ipython.run_line_magic("memlab", "stop")
+    assert remote.done.wait(10)
+    assert remote.state == "failed"
+    assert remote.status.endswith("(the runtime stopped)"), remote.status
