@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import types
 from typing import Any
 
 import pytest
@@ -14,7 +17,10 @@ from tests.jupyter.conftest import cell, run
 
 
 def test_load_ext_registers_the_magics(ipython: Any) -> None:
-    assert memlab.load_ipython_extension is not None
+    import memlab.jupyter
+
+    assert memlab.load_ipython_extension is memlab.jupyter.load_ipython_extension
+    assert memlab.unload_ipython_extension is memlab.jupyter.unload_ipython_extension
     assert "memlab" in ipython.magics_manager.magics["line"]
     assert "remote" in ipython.magics_manager.magics["cell"]
 
@@ -74,8 +80,10 @@ def test_status_summarizes_workers_nodes_and_store(ip: Any, capsys: Any) -> None
     ip.run_line_magic("memlab", "status")
     out = capsys.readouterr().out
     assert "2 workers on 1 node(s)" in out
-    assert "node-0: alive, store 1.5 MiB of 256.0 MiB used" in out
-    assert "objects: 1 live, 1.5 MiB" in out
+    # x's 1.5 MiB at least (objects of earlier tests may still be on their way out)
+    assert re.search(r"node-0: alive, store (1\.[5-9]|[2-9]\.\d|\d\d+\.\d) MiB of "
+                     r"256\.0 MiB used", out), out
+    assert re.search(r"objects: \d+ live", out) and "workers: 2 on node-0" in out
 
 
 def test_runtime_html_repr(ip: Any, rt: Any) -> None:
@@ -90,13 +98,12 @@ def test_runtime_html_repr(ip: Any, rt: Any) -> None:
 
 def test_refs_lists_objects_with_notebook_holders(ip: Any, capsys: Any) -> None:
     run(ip, "import memlab\nx = memlab.put(b'a' * 1000)\nparts = [1, 2, x]\nd = {'k': (x,)}")
-    objects = ip.run_line_magic("memlab", "refs") or st.objects()
+    ip.run_line_magic("memlab", "refs")
     out = capsys.readouterr().out
     line = next(row for row in out.splitlines() if row.startswith(run(ip, "x.hex()")[:12]))
     assert "ready" in line and "driver" in line
     assert "Cell In[" in line and "line 2" in line
-    assert "x" in line and "parts[2]" in line and "d['k'][0]" in line
-    assert objects
+    assert "x, parts[2], d['k'][0]" in line
 
 
 def test_refs_all_includes_objects_owned_elsewhere(ip: Any, capsys: Any) -> None:
@@ -152,10 +159,15 @@ def test_kill_worker_really_kills_it(ip: Any, capsys: Any) -> None:
             "assert memlab.get(one.remote()) == 1")
 
 
-def test_dashboard_without_the_widget_says_so_or_shows_it(ip: Any, capsys: Any) -> None:
+def test_dashboard_not_installed_says_so(ip: Any, capsys: Any, monkeypatch: Any) -> None:
+    monkeypatch.setitem(sys.modules, "memlab.jupyter.dashboard", None)  # import fails
     ip.run_line_magic("memlab", "dashboard")
-    out = capsys.readouterr().out
-    try:
-        import memlab.jupyter.dashboard  # noqa: F401
-    except ImportError:
-        assert "dashboard widget is not available" in out
+    assert "dashboard widget is not available" in capsys.readouterr().out
+
+
+def test_dashboard_shows_the_widget(ip: Any, capsys: Any, monkeypatch: Any) -> None:
+    fake = types.ModuleType("memlab.jupyter.dashboard")
+    fake.dashboard = lambda: "the dashboard widget"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "memlab.jupyter.dashboard", fake)
+    ip.run_line_magic("memlab", "dashboard")
+    assert "the dashboard widget" in capsys.readouterr().out
