@@ -9,13 +9,17 @@ from typing import Any
 import pytest
 
 
-@pytest.fixture(scope="session")
-def ipython() -> Any:
+@pytest.fixture(scope="package")
+def ipython() -> Iterator[Any]:
+    """The shell; the extension's hooks (call sites, progress) go after this package's tests,
+    so later tests run without them."""
     from IPython.testing.globalipapp import start_ipython
 
     shell = start_ipython()
     shell.run_line_magic("load_ext", "memlab")
-    return shell
+    yield shell
+    if "memlab" in shell.extension_manager.loaded:
+        shell.run_line_magic("unload_ext", "memlab")
 
 
 @pytest.fixture
