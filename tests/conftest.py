@@ -18,6 +18,10 @@ from memlab.testing.leaks import SHM_DIR, assert_session_gone, session_processes
 
 STORE = 256 << 20
 
+# Every process of every runtime the suite starts (workers too) checks its ownership invariants
+# every 50 ms; ``validate_session`` at each runtime's teardown reports a failure from any of them.
+os.environ.setdefault("MEMLAB_VALIDATE_EVERY", "0.05")
+
 
 def _pids(runtime: Any) -> list[int]:
     return [p.pid for p in session_processes()]

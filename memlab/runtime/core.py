@@ -103,6 +103,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         # full socket, and blocking while holding the lock could deadlock with a peer's reader.
         self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._stopped = threading.Event()
+        self.validation_failure: str | None = None  # the first periodic check that failed
         self.handlers: dict[str, Any] = {
             "hello": self._on_hello,
             "add_borrower": self._on_add_borrower,
@@ -455,7 +456,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         and say what its table still holds."""
         try:
             self.validate()
-            error = ""
+            error = self.validation_failure or ""
         except AssertionError as exc:
             error = f"{self.proc}: {exc}"
         with self.lock:
