@@ -73,7 +73,7 @@ def init(
     """
     from memlab.runtime.driver import Runtime, RuntimeOptions
     from memlab.runtime.recovery import DEFAULT_LINEAGE_BUDGET
-    from memlab.runtime.session import SHM_DIR, check_plasma_directory, default_store_memory
+    from memlab.runtime.session import check_plasma_directory, place_store
 
     asked = {"num_workers": num_workers, "num_nodes": num_nodes,
              "object_store_memory": object_store_memory, "inline_threshold": inline_threshold,
@@ -99,15 +99,16 @@ def init(
         if _object_ref.current_core() is not None:
             raise RuntimeError("memlab.init() is for the driver; inside a task the runtime "
                                "is already running")
+        # A small /dev/shm moves the stores to the temporary directory (with a warning).
+        store_memory, store_directory = place_store(object_store_memory, plasma_directory)
         options = RuntimeOptions(
             num_workers=num_workers or os.cpu_count() or 1,
             num_nodes=num_nodes or 1,
-            object_store_memory=object_store_memory
-            or default_store_memory(plasma_directory or SHM_DIR),
+            object_store_memory=store_memory,
             inline_threshold=100 * 1024 if inline_threshold is None else inline_threshold,
             events=True if events is None else events,
             lineage_budget=DEFAULT_LINEAGE_BUDGET if lineage_budget is None else lineage_budget,
-            plasma_directory=plasma_directory,
+            plasma_directory=store_directory,
         )
         if options.num_nodes > options.num_workers:
             raise ValueError(f"num_nodes={options.num_nodes} needs at least as many workers; "

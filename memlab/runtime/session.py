@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 
 SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"^memlab-(\d+)-")
@@ -50,13 +51,69 @@ def check_plasma_directory(directory: str) -> str:
 def default_store_memory(directory: str = SHM_DIR) -> int:
     """30% of available memory, as Ray does, bounded by the free space of the arenas' file
     system (/dev/shm unless ``plasma_directory`` says otherwise)."""
+    budget = int(available_memory() * 0.3)
+    free = _free_bytes(directory)
+    if free is not None:
+        budget = min(budget, int(free * 0.8))
+    return max(budget, 64 << 20)
+
+
+def place_store(object_store_memory: int | None, plasma_directory: str | None,
+                shm_dir: str = SHM_DIR) -> tuple[int, str | None]:
+    """The stores' capacity and directory: ``(object_store_memory, plasma_directory)``.
+
+    A small /dev/shm (Docker's and Binder's default is 64 MiB) would cap the store at a size
+    where the first large ``put`` fails. When the directory is not chosen and the store
+    (asked for, or 30% of available memory) does not fit in /dev/shm's free space, the arenas
+    go to the temporary directory instead, as Ray does, with a warning that says why: the
+    store keeps its size, and pages of a file there are shared memory all the same.
+    """
+    if plasma_directory is not None:
+        return object_store_memory or default_store_memory(plasma_directory), plasma_directory
+    wanted = object_store_memory or max(int(available_memory() * 0.3), 64 << 20)
+    free = _free_bytes(shm_dir)
+    if free is None or wanted <= free * 0.8:
+        return object_store_memory or default_store_memory(shm_dir), None
+    fallback = _short_tmp()
+    capacity = object_store_memory or default_store_memory(fallback)
+    warnings.warn(
+        f"{shm_dir} has only {free >> 20} MiB free, too little for a {capacity >> 20} MiB "
+        f"object store, so the store's files go to {fallback} instead (a disk-backed file "
+        "system: large values may be slower). To keep the store in shared memory, give the "
+        "machine or container a larger /dev/shm (e.g. docker run --shm-size=2g), or pass "
+        f"object_store_memory below {int(free * 0.8) >> 20} MiB.", stacklevel=3)
+    return capacity, fallback
+
+
+def available_memory() -> int:
+    """Bytes this process may still use: the machine's available memory, or less when a
+    cgroup (a container: Docker, Binder) limits the memory of this process's group."""
     import psutil
 
-    budget = int(psutil.virtual_memory().available * 0.3)
-    with contextlib.suppress(OSError):
+    available = int(psutil.virtual_memory().available)
+    for limit_file, usage_file in _CGROUP_MEMORY:
+        with contextlib.suppress(OSError, ValueError):
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            if limit != "max" and int(limit) < (1 << 60):  # v1 "unlimited" is ~2**63
+                with open(usage_file) as f:
+                    used = int(f.read().strip())
+                available = min(available, max(int(limit) - used, 0))
+            break
+    return available
+
+
+_CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                   "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _free_bytes(directory: str) -> int | None:
+    try:
         st = os.statvfs(directory)
-        budget = min(budget, int(st.f_bavail * st.f_frsize * 0.8))
-    return max(budget, 64 << 20)
+    except OSError:
+        return None
+    return int(st.f_bavail * st.f_frsize)
 
 
 def remove_session(session_dir: str, arena_paths: list[str]) -> None:
