@@ -6,6 +6,8 @@ creates, the worker owns). Misuse raises a typed error whose message says what t
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import threading
 from collections.abc import Sequence
@@ -170,10 +172,16 @@ def put(value: Any) -> ObjectRef:
 def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """The value(s) of ``refs``, waiting for them; numpy and Arrow data come back zero-copy.
 
+    Args:
+        refs: a ref, or a list of refs.
+        timeout: seconds to wait at most; ``None`` waits for ever and ``0`` polls.
+
     Raises:
         GetTimeoutError: ``timeout`` seconds passed first.
         TaskError: the task raised (also an instance of the original exception class).
+        ValueError: ``timeout`` is negative, NaN or not a number.
     """
+    timeout = check_timeout(timeout)
     core = _core("get()")
     if isinstance(refs, ObjectRef):
         return core.get([refs], timeout)[0]
@@ -189,7 +197,12 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
 def wait(
     refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``."""
+    """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``.
+
+    ``timeout`` is in seconds: ``None`` waits for ever and ``0`` polls. A ``ValueError`` refuses
+    one that is negative, NaN or not a number.
+    """
+    timeout = check_timeout(timeout)
     if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
         raise TypeError("memlab.wait() takes a list of ObjectRefs, e.g. memlab.wait([ref])")
     _check_refs(refs, "wait")
@@ -235,6 +248,22 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
         raise TypeError(f"memlab.kill() takes an ActorHandle, got {type(actor).__name__}; "
                         "to stop a task use memlab.cancel(ref, force=True)")
     _core("kill()").actors.kill(actor._actor_id, actor._owner, no_restart)
+
+
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
+    """``timeout`` as a float of seconds (or None), refusing what would wait wrongly.
+
+    NaN must be refused here: every comparison with it is false, so a deadline of NaN never
+    passes and the wait would last for ever.
+    """
+    if timeout is None:
+        return None
+    number = (isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
+              and not math.isnan(timeout) and timeout >= 0)
+    if not number:
+        raise ValueError(f"{name} must be None or a number of seconds >= 0 (0 polls), got "
+                         f"{timeout!r}; pass e.g. {name}=30, or {name}=None to wait for ever")
+    return float(timeout)
 
 
 def _check_refs(refs: Sequence[Any], verb: str) -> None:

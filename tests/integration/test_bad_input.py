@@ -418,3 +418,32 @@ def test_use_before_init_and_after_shutdown_says_to_call_init(tmp_path: Path) ->
         10,
         message="the child's session files removed",
     )
+
+
+# -------------------------------------------------------------------------------- timeout values
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, "5", float("nan"), True, [1]])
+def test_bad_timeout_is_refused_naming_the_argument(rt: Any, tmp_path: Path, bad: Any) -> None:
+    with work_in_flight(tmp_path) as flight:
+        for call in (lambda: memlab.get(flight.refs[0], timeout=bad),
+                     lambda: memlab.get(flight.refs, timeout=bad),
+                     lambda: memlab.wait(flight.refs, timeout=bad)):
+            start = time.monotonic()
+            with pytest.raises(ValueError, match=r"timeout must be None or a number of "
+                                                 r"seconds >= 0 \(0 polls\), got ") as info:
+                call()
+            assert repr(bad) in str(info.value)
+            assert time.monotonic() - start < 5  # refused at once, never waited on (nan)
+    still_works()
+
+
+def test_timeout_zero_polls(rt: Any, tmp_path: Path) -> None:
+    done = memlab.put("ready")
+    assert memlab.get(done, timeout=0) == "ready"
+    with work_in_flight(tmp_path) as flight:
+        with pytest.raises(memlab.GetTimeoutError):
+            memlab.get(flight.refs[0], timeout=0)
+        assert memlab.wait([done, *flight.refs], timeout=0) == ([done], flight.refs)
+        assert memlab.get([done], timeout=0.0) == ["ready"]
+    still_works()
