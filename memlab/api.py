@@ -258,12 +258,11 @@ def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
     """
     if timeout is None:
         return None
-    number = (isinstance(timeout, numbers.Real) and not isinstance(timeout, bool)
-              and not math.isnan(timeout) and timeout >= 0)
-    if not number:
+    seconds = float(timeout) if isinstance(timeout, numbers.Real) else math.nan
+    if isinstance(timeout, bool) or math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{name} must be None or a number of seconds >= 0 (0 polls), got "
                          f"{timeout!r}; pass e.g. {name}=30, or {name}=None to wait for ever")
-    return float(timeout)
+    return seconds
 
 
 def _check_refs(refs: Sequence[Any], verb: str) -> None:
