@@ -184,6 +184,7 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     timeout = check_timeout(timeout)
     core = _core("get()")
     if isinstance(refs, ObjectRef):
+        _object_ref.check_session(refs)
         return core.get([refs], timeout)[0]
     if isinstance(refs, (list, tuple)):
         _check_refs(refs, "get")
@@ -220,6 +221,8 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> None:
     ``TaskCancelledError``. Cancelling a finished task does nothing."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"memlab.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    _core("cancel()")
+    _object_ref.check_session(ref)
     _core("cancel()").submitter.cancel(ref.binary, force)
 
 
@@ -272,3 +275,4 @@ def _check_refs(refs: Sequence[Any], verb: str) -> None:
                 f"memlab.{verb}() got a value of type {type(r).__name__!r} at position {i}; every "
                 "item must be an ObjectRef returned by f.remote() or memlab.put()"
             )
+        _object_ref.check_session(r)

@@ -19,7 +19,7 @@ from typing import Any
 
 from memlab.exceptions import SerializationError
 from memlab.ids import object_id
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.object_ref import ObjectRef, check_session
 from memlab.runtime.task_spec import ArgRef, TaskSpec, call_site
 from memlab.serialization import dumps_function, serialize
 
@@ -157,6 +157,7 @@ def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
     def dep(value: Any) -> Any:
         if type(value) is ObjectRef:
+            check_session(value)
             keep.append(value)
             deps.append((value.binary, value.owner))
             return ArgRef(len(deps) - 1)
