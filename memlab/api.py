@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memlab.exceptions import RuntimeConflictError, RuntimeNotStartedError
+from memlab.protocol.frames import MAX_INLINE_THRESHOLD
 from memlab.remote_function import RemoteFunction, validate_options
 from memlab.runtime import global_state
 from memlab.runtime import object_ref as _object_ref
@@ -47,7 +48,7 @@ def init(
         object_store_memory: bytes of shared memory for all stores together (default: 30% of
             available memory).
         inline_threshold: values up to this many bytes travel inline instead of through shared
-            memory (default 100 KiB).
+            memory (default 100 KiB, at most 16 MiB).
         events: emit the event stream that dashboards read (default True).
         lineage_budget: bytes of task lineage each owner keeps for rebuilding lost objects
             (default 1 GiB); past it the oldest lineage is dropped.
@@ -75,6 +76,10 @@ def init(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < (0 if key == "inline_threshold" else 1)):
             raise ValueError(f"{key} must be a positive int, got {value!r}")
+    if inline_threshold is not None and inline_threshold > MAX_INLINE_THRESHOLD:
+        raise ValueError(f"inline_threshold must be at most {MAX_INLINE_THRESHOLD} bytes "
+                         f"({MAX_INLINE_THRESHOLD >> 20} MiB), got {inline_threshold}; larger "
+                         "values are read faster from shared memory than through a socket")
     if plasma_directory is not None:
         plasma_directory = asked["plasma_directory"] = check_plasma_directory(plasma_directory)
     with _init_lock:

@@ -447,3 +447,38 @@ def test_timeout_zero_polls(rt: Any, tmp_path: Path) -> None:
         assert memlab.wait([done, *flight.refs], timeout=0) == ([done], flight.refs)
         assert memlab.get([done], timeout=0.0) == ["ready"]
     still_works()
+
+
+# -------------------------------------------------------------------------------- message sizes
+
+
+def test_function_capturing_a_large_value_is_refused_at_remote(rt: Any, tmp_path: Path) -> None:
+    captured = b"x" * (101 << 20)  # over the code limit (a task message carries the function)
+
+    def uses_captured() -> int:
+        return len(captured)
+
+    remote_fn = memlab.remote(uses_captured)
+    with work_in_flight(tmp_path), pytest.raises(ValueError) as info:
+        remote_fn.remote()
+    message = str(info.value)
+    assert "uses_captured" in message and "over the 100 MiB limit" in message, message
+    assert "captures a large value" in message and "memlab.put()" in message, message  # the fix
+    still_works()
+
+
+def test_many_inline_arguments_adding_up_past_a_message_are_refused(
+    rt: Any, tmp_path: Path
+) -> None:
+    # Each small enough to travel inline (distinct: pickle would write one object once); 66 MiB.
+    pieces = [bytes([i % 256]) * (40 << 10) for i in range(1700)]
+    with work_in_flight(tmp_path):
+        with pytest.raises(ValueError, match=r"arguments of ident\(\) that travel inline add up "
+                                             r"to .* MiB.*as one list"):
+            ident.remote(*pieces)
+        with pytest.raises(ValueError, match=r"inline_threshold must be at most 16777216 bytes"):
+            memlab.init(inline_threshold=(16 << 20) + 1)
+        as_one = ident.remote(pieces)  # the suggested fix: one argument, through the store
+    assert len(memlab.get(as_one, timeout=30)) == len(pieces)
+    del as_one
+    still_works()
