@@ -29,6 +29,7 @@ from memlab.runtime.collector_client import CollectorClient
 from memlab.runtime.core import DEFAULT_INLINE_THRESHOLD, CoreWorker
 from memlab.runtime.event_shipper import EventShipper
 from memlab.runtime.nodes import HEAD_NODE, Nodes, worker_env
+from memlab.runtime.process_tree import labelled_processes
 from memlab.runtime.session import make_session_dir, reap_stale_sessions, remove_session
 from memlab.runtime.store_client import StoreClient
 
@@ -164,6 +165,11 @@ class Runtime:
             self.collector.close()
         self.shipper.close()
         self._stop_collector(deadline)
+        # The last sweep: processes that tasks started and no node manager could end (one was
+        # killed, or hung) still carry the session's mark.
+        for stray in labelled_processes(self.session_dir):
+            with contextlib.suppress(Exception):
+                stray.kill()
         remove_session(self.session_dir, list(self.nodes.arenas.values()))
         self.state = RuntimeState.STOPPED
 

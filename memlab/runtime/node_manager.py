@@ -9,7 +9,9 @@ blocked in ``get`` frees its slot, so the pool grows by one while it waits (no n
 
 Lifelines: the manager reads its stdin, a pipe from the driver; end of file means the driver
 died, and the manager kills its workers, removes the arena and exits. Workers hold the same
-kind of pipe from the manager. So no process of a session outlives the driver.
+kind of pipe from the manager. So no process of a session outlives the driver. Nor does any
+process a task started: the manager is the child subreaper of its tree, and kills the whole
+tree when it stops (see :mod:`memlab.runtime.process_tree`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from memlab.core.events import EventBuffer
 from memlab.exceptions import ConnectionClosedError, WorkerCrashedError
 from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
+from memlab.runtime import process_tree
 from memlab.runtime.event_shipper import EventShipper
 from memlab.runtime.store_service import StoreService
 from memlab.store import Arena, ObjectStore
@@ -66,6 +69,7 @@ class NodeManager(StoreService):
         self.pending: deque[tuple[Connection, int]] = deque()
         self.blocked: set[str] = set()
         self.stopping = False
+        self._spawning = 0
         self._last_stats: dict[str, int] | None = None
         self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
         self.dead_owners: set[str] = set()  # a write or copy landing after the death is dropped
@@ -98,6 +102,7 @@ class NodeManager(StoreService):
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        process_tree.become_subreaper()
         for _ in range(self.num_workers):
             self._spawn()
         self.events.emit("node.started", node_id=self.node_id, pid=os.getpid(),
@@ -132,6 +137,8 @@ class NodeManager(StoreService):
         for w in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.popen.wait(max(0.0, deadline - time.monotonic()))
+        # What tasks started, wherever it is below us now (detached ones were re-parented here).
+        process_tree.kill_descendants(max(0.5, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             self.store.close()
         self.arena.unlink()
@@ -158,10 +165,17 @@ class NodeManager(StoreService):
             MEMLAB_LINEAGE_BUDGET=str(self.config.get("lineage_budget", 1 << 30)),
             MEMLAB_EVENTS="1" if self.events.enabled else "0",
         )
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
-            env=env, close_fds=True,
-        )
+        with self.lock:
+            self._spawning += 1  # until it is in self.workers, the zombie reaper must skip it
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
+                env=env, close_fds=True,  # it leads its own process group (worker_main)
+            )
+        except BaseException:
+            with self.lock:
+                self._spawning -= 1
+            raise
         assert popen.stdin is not None
         popen.stdin.write(self.secret.hex().encode() + b"\n")
         popen.stdin.flush()  # stdin stays open: it is the worker's lifeline
@@ -169,11 +183,13 @@ class NodeManager(StoreService):
         w.actor_request = actor_request
         with self.lock:
             self.workers[worker_id] = w
+            self._spawning -= 1
         threading.Thread(target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}",
                          daemon=True).start()
 
     def _reap(self, w: WorkerProc) -> None:
         code = w.popen.wait()
+        process_tree.kill_group(w.pid)  # its tasks' children and fork copies go with it
         if w.actor_request is not None and w.state == "starting":
             owner, lid = w.actor_request  # it died before it could host the actor: say so
             with contextlib.suppress(ConnectionClosedError):
@@ -324,6 +340,10 @@ class NodeManager(StoreService):
     def _housekeeping(self) -> None:
         while not self.stopping:
             time.sleep(0.05)  # a steady tick for batching events, not a wait for a state
+            with self.lock:
+                keep = None if self._spawning else {w.pid for w in self.workers.values()}
+            if keep is not None:  # orphans re-parented to us must not stay zombies
+                process_tree.reap_children(keep)
             with contextlib.suppress(Exception):
                 stats = self.store.stats()
                 if stats != self._last_stats:

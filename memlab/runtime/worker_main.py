@@ -2,7 +2,9 @@
 
 The node manager passes the session's coordinates in the environment and the secret on the
 first line of stdin; stdin then stays open as the lifeline: when the node manager dies, the read
-returns and the worker exits at once, so no worker outlives its node.
+returns and the worker exits at once, so no worker outlives its node. The worker leads its own
+process group, and takes that group with it when it leaves that way: what its tasks started
+(children, fork copies) does not outlive the node either.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ def _lifeline() -> None:
     try:
         sys.stdin.buffer.read()
     finally:
-        os._exit(0)
+        _exit_with_group()
+
+
+def _exit_with_group() -> None:
+    if os.getpgrp() == os.getpid():  # never the node manager's group, should setpgid have failed
+        os.killpg(0, signal.SIGKILL)  # this worker included
+    os._exit(0)
 
 
 def main() -> None:
+    # Before any task runs: the node manager kills this group when the worker exits.
+    os.setpgid(0, 0)
     secret = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     env = os.environ
     proc, node = env["MEMLAB_PROC"], env["MEMLAB_NODE"]
@@ -55,7 +65,7 @@ def main() -> None:
 
 def _exit_if_lifeline(peer: str, node: str, driver: str) -> None:
     if peer in (node, driver):
-        os._exit(0)
+        _exit_with_group()
 
 
 if __name__ == "__main__":
