@@ -34,6 +34,7 @@ from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
 from memlab.runtime import process_tree
 from memlab.runtime.event_shipper import EventShipper
+from memlab.runtime.session import driver_gone, kill_point, remove_driver_files
 from memlab.runtime.store_service import StoreService
 from memlab.store import Arena, ObjectStore
 
@@ -54,7 +55,9 @@ class WorkerProc:
 
 
 class NodeManager(StoreService):
-    def __init__(self, config: dict[str, Any], secret: bytes) -> None:
+    def __init__(self, config: dict[str, Any], secret: bytes,
+                 driver_pid: int | None = None) -> None:
+        self.driver_pid = driver_pid or config.get("driver_pid") or os.getppid()
         self.node_id: str = config["node_id"]
         self.session_dir: str = config["session_dir"]
         self.num_workers: int = config["num_workers"]
@@ -80,6 +83,7 @@ class NodeManager(StoreService):
         self.arena = Arena.create(config["arena_path"], config["capacity"])
         self.store = ObjectStore(self.arena, config["spill_dir"], emit=self.events.emit,
                                  node_id=self.node_id)
+        kill_point("node_arena", self._driver_if_mine())
         self.handlers = {
             "hello": self._on_hello, "lease": self._on_lease, "return_lease": self._on_return,
             "create": self._on_create, "seal": self._on_seal, "abort": self._on_abort,
@@ -105,6 +109,7 @@ class NodeManager(StoreService):
         process_tree.become_subreaper()
         for _ in range(self.num_workers):
             self._spawn()
+        kill_point("node_workers", self._driver_if_mine())
         self.events.emit("node.started", node_id=self.node_id, pid=os.getpid(),
                          store_capacity=self.arena.capacity)
         self.driver.send({"t": "hello", "proc": self.node_id, "kind": "node", "pid": os.getpid(),
@@ -112,6 +117,20 @@ class NodeManager(StoreService):
         threading.Thread(target=self._housekeeping, name="memlab-node-housekeeping",
                          daemon=True).start()
         self.shipper.start()
+
+    def _driver_if_mine(self) -> int | None:
+        """The driver's pid while it is still our parent (None once it is not)."""
+        return self.driver_pid if os.getppid() == self.driver_pid else None
+
+    def stop_workers(self) -> None:
+        """Kill every worker and whatever they started (a start-up that failed)."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.workers.values())
+        for w in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+        process_tree.kill_descendants()
 
     def wait_for_driver_death(self) -> None:
         """Block on the lifeline from the driver; its end means shut down."""
@@ -149,6 +168,8 @@ class NodeManager(StoreService):
             self.shipper.close(timeout=0.5)
         if driver_died:
             shutil.rmtree(self.session_dir, ignore_errors=True)
+            if driver_gone(self.driver_pid):  # also what other nodes may not have removed
+                remove_driver_files(self.driver_pid, self.config.get("plasma_directory"))
         os._exit(0)
 
     # -- workers -------------------------------------------------------------------------------
