@@ -57,7 +57,8 @@ class Nodes:
         config = {
             "node_id": node_id, "session_dir": rt.session_dir, "num_workers": num_workers,
             "total_workers": self.total_workers(extra=num_workers), "capacity": capacity,
-            "driver": "driver", "driver_pid": os.getpid(), "inline_threshold": rt.options.inline_threshold,
+            "driver": "driver", "driver_pid": os.getpid(),
+            "inline_threshold": rt.options.inline_threshold,
             "arena_path": path, "plasma_directory": rt.options.plasma_directory,
             "spill_dir": os.path.join(rt.session_dir, f"spill-{node_id}"),
             "lineage_budget": rt.options.lineage_budget, "events": rt.options.events,
