@@ -36,25 +36,31 @@ from memlab.runtime import process_tree
 from memlab.runtime.event_shipper import EventShipper
 from memlab.runtime.session import driver_gone, kill_point, remove_driver_files
 from memlab.runtime.store_service import StoreService
+from memlab.runtime.worker_retirement import RETIRED_CAUSE, WorkerRetirement
 from memlab.store import Arena, ObjectStore
 
 log = logging.getLogger("memlab.node")
 
 
 class WorkerProc:
-    __slots__ = ("actor_request", "holder", "pid", "popen", "state", "worker_id")
+    __slots__ = ("actor_request", "ask_after", "holder", "idle_since", "pid", "popen",
+                 "retiring", "state", "worker_id")
 
     def __init__(self, worker_id: str, popen: subprocess.Popen[bytes]) -> None:
         self.worker_id = worker_id
         self.popen = popen
         self.pid = popen.pid
-        self.state = "starting"  # starting -> idle <-> leased -> dead; or starting -> actor
+        # starting -> idle <-> leased -> dead, idle <-> retiring -> dead; or starting -> actor
+        self.state = "starting"
         self.holder: str | None = None
+        self.idle_since = 0.0
+        self.ask_after = 0.0  # when it may be asked to retire (again)
+        self.retiring = False  # it agreed to retire: its exit is no crash
         # (connection, lease id) of the owner that asked for this worker to host an actor
         self.actor_request: tuple[Connection, int] | None = None
 
 
-class NodeManager(StoreService):
+class NodeManager(StoreService, WorkerRetirement):
     def __init__(self, config: dict[str, Any], secret: bytes,
                  driver_pid: int | None = None) -> None:
         self.driver_pid = driver_pid or config.get("driver_pid") or os.getppid()
@@ -94,8 +100,9 @@ class NodeManager(StoreService):
             "worker_died": self._on_worker_died, "actor_lease": self._on_actor_lease,
             "delete_written": self._on_delete_written, "object_info": self._on_object_info,
             "holds": self._on_holds, "promote": self._on_promote,
-            "drop_copies": self._on_drop_copies,
+            "drop_copies": self._on_drop_copies, "pool": self._on_pool,
         }
+        self._init_retirement()
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
                                  name=self.node_id)
@@ -227,8 +234,9 @@ class NodeManager(StoreService):
         self.store.disconnect(w.worker_id)
         self._drop_owned_by(w.worker_id)
         exitcode, sig = (None, -code) if code < 0 else (code, None)
+        cause = RETIRED_CAUSE if w.retiring else WorkerCrashedError.describe_exit(exitcode, sig)
         info = {"worker": w.worker_id, "pid": w.pid, "exitcode": exitcode, "signal": sig,
-                "node": self.node_id, "cause": WorkerCrashedError.describe_exit(exitcode, sig)}
+                "node": self.node_id, "cause": cause}
         self.events.emit("worker.died", worker_id=w.worker_id, node=self.node_id, pid=w.pid,
                          exitcode=exitcode, signal=sig, cause=info["cause"])
         self._broadcast({"t": "worker_died", **info})
@@ -236,6 +244,10 @@ class NodeManager(StoreService):
             del self.workers[w.worker_id]
             if self._pool_size() < self.num_workers + len(self.blocked):
                 self._spawn()
+
+    def _to_idle(self, w: WorkerProc) -> None:
+        w.state, w.holder, w.idle_since = "idle", None, time.monotonic()
+        self.idle.append(w.worker_id)
 
     def _pool_size(self) -> int:
         """Live workers that serve task leases (actor workers are extra and never pooled)."""
@@ -266,7 +278,7 @@ class NodeManager(StoreService):
             for w in self.workers.values():
                 if w.holder == peer and w.state == "leased":
                     w.state, w.holder = "idle", None
-                    self.idle.append(w.worker_id)
+                    self._to_idle(w)
                 elif w.holder == peer and w.state == "actor":
                     # Actors fate-share with their owner.
                     with contextlib.suppress(ProcessLookupError):
@@ -290,7 +302,7 @@ class NodeManager(StoreService):
                                 "actor": True})
             else:
                 w.state = "idle"
-                self.idle.append(w.worker_id)
+                self._to_idle(w)
                 self._serve()
         self.events.emit("worker.started", worker_id=w.worker_id, node=self.node_id, pid=w.pid)
 
@@ -321,7 +333,7 @@ class NodeManager(StoreService):
             w = self.workers.get(h["worker"])
             if w is not None and w.state == "leased" and w.holder == conn.peer:
                 w.state, w.holder = "idle", None
-                self.idle.append(w.worker_id)
+                self._to_idle(w)
                 self._serve()
 
     def _on_actor_lease(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -365,6 +377,8 @@ class NodeManager(StoreService):
                 keep = None if self._spawning else {w.pid for w in self.workers.values()}
             if keep is not None:  # orphans re-parented to us must not stay zombies
                 process_tree.reap_children(keep)
+            with contextlib.suppress(Exception):
+                self.retire_idle()
             with contextlib.suppress(Exception):
                 stats = self.store.stats()
                 if stats != self._last_stats:
