@@ -39,10 +39,14 @@ if TYPE_CHECKING:
 
 MAX_IN_FLIGHT = 2
 LEASE_LINGER = 0.02
+# A second task is pipelined onto a busy worker only behind a task pushed this recently: one
+# that has run longer may be long, and what waits behind it waits for all of it. Tiny tasks,
+# the only ones pipelining speeds up, finish well within it.
+PIPELINE_WINDOW = 0.002
 
 
 class Lease:
-    __slots__ = ("blocked", "idle_since", "inflight", "node", "revoked", "worker")
+    __slots__ = ("blocked", "idle_since", "inflight", "node", "revoked", "stealing", "worker")
 
     def __init__(self, worker: str, node: str) -> None:
         self.worker = worker
@@ -51,6 +55,7 @@ class Lease:
         self.idle_since = time.monotonic()
         self.revoked = False
         self.blocked = False  # its task waits in get: queue nothing behind it
+        self.stealing = False  # asked to give back what waits behind its running task
 
 
 
@@ -168,6 +173,7 @@ class Submitter(TaskFailures):
                 continue
             lease.inflight[spec.task_id] = spec
             spec.worker = lease.worker
+            spec.pushed_at = time.monotonic()
             to_push.append((lease.worker, spec))
         # A leased worker blocked in get frees its slot (its node starts another worker), so
         # it does not count against this owner's share either.
@@ -195,6 +201,13 @@ class Submitter(TaskFailures):
         return min(order, key=lambda n: held.get(n, 0) + self.requests_by_node.get(n, 0))
 
     def _free_lease(self) -> Lease | None:
+        """The lease to push the next queued task to, or None to keep it queued here.
+
+        An idle lease first. A busy one only when this owner cannot get another worker (it
+        holds ``max_leases``) and its running task is young (``PIPELINE_WINDOW``): a ready task
+        must never wait behind a running one while a worker is, or may soon be, free; it waits
+        here instead, and goes to whichever worker frees first.
+        """
         best = None
         for lease in self.leases.values():
             n = len(lease.inflight)
@@ -202,13 +215,30 @@ class Submitter(TaskFailures):
                     and (best is None or n < len(best.inflight))):
                 best = lease
                 if n == 0:
-                    break
-        if best is not None and best.inflight and (
-                len(self.leases) + self.lease_requests < self.max_leases):
-            # Queue behind a busy worker only when no other worker can be had: a short task
-            # must not wait for a long one while a worker idles.
+                    return best
+        if best is None or len(self.leases) < self.max_leases:
+            return None  # every lease is busy: ask for (or wait for) another worker
+        now = time.monotonic()
+        if any(now - spec.pushed_at > PIPELINE_WINDOW for spec in best.inflight.values()):
             return None
         return best
+
+    def _steal_back(self, now: float) -> None:
+        """A task pipelined behind one that turned out long goes back to a free worker.
+
+        Pipelining guesses that the running task is short; when it has run past the window and
+        another lease idles, the worker is asked to bounce what waits behind it (``steal``).
+        Called with the lock held, from housekeeping.
+        """
+        if not any(not lease.inflight and not lease.revoked for lease in self.leases.values()):
+            return
+        for lease in self.leases.values():
+            if len(lease.inflight) <= 1:
+                lease.stealing = False
+            elif not lease.stealing and now - min(
+                    spec.pushed_at for spec in lease.inflight.values()) > PIPELINE_WINDOW:
+                lease.stealing = True
+                self.core.send_later(lease.worker, {"t": "steal"})
 
     def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
         if self.core._outbox:
@@ -302,7 +332,8 @@ class Submitter(TaskFailures):
             lease = self.leases.get(worker)
             if lease is not None:
                 lease.inflight.pop(tid, None)
-                lease.blocked = bool(h.get("bounce")) and bool(lease.inflight)
+                lease.blocked = (bool(h.get("bounce")) and not h.get("stolen")
+                                 and bool(lease.inflight))
                 if not lease.inflight:
                     lease.idle_since = time.monotonic()
                     if lease.revoked:
@@ -452,6 +483,7 @@ class Submitter(TaskFailures):
                 for lease in list(self.leases.values()):
                     if not lease.inflight and now - lease.idle_since > LEASE_LINGER:
                         self._return_lease(lease)
+            self._steal_back(now)
             for worker, (since, specs) in list(self._lost.items()):
                 if now - since > CRASH_INFO_WAIT:
                     del self._lost[worker]
