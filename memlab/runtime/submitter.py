@@ -4,7 +4,9 @@ Owns this process's submitted tasks (their specs are the lineage of their return
 tasks whose dependencies are ready, and the worker leases it holds. Following Ray, an owner
 leases a worker from its node manager and pushes tasks straight to it, up to ``MAX_IN_FLIGHT``
 at a time, keeping the lease while it has work and returning it when idle for ``LEASE_LINGER``
-seconds or when the node manager asks for it back (another owner waits).
+seconds or when the node manager asks for it back (another owner waits). A second task goes to
+a busy worker (pipelining) only when no other worker can be had and the running task is young;
+one left behind a task that turned out long is stolen back when another lease idles.
 
 Life of a task::
 
@@ -42,7 +44,7 @@ LEASE_LINGER = 0.02
 # A second task is pipelined onto a busy worker only behind a task pushed this recently: one
 # that has run longer may be long, and what waits behind it waits for all of it. Tiny tasks,
 # the only ones pipelining speeds up, finish well within it.
-PIPELINE_WINDOW = 0.002
+PIPELINE_WINDOW = 0.01
 
 
 class Lease:
