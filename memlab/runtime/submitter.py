@@ -29,8 +29,10 @@ from memlab.exceptions import (
     TaskError,
 )
 from memlab.ids import object_id
+from memlab.protocol.frames import MAX_PAYLOAD_BYTES
 from memlab.runtime.memory_store import FAILED, PENDING, Slot, run_wakeups
 from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.pipelining import free_lease, to_steal_from
 from memlab.runtime.task_failures import CRASH_INFO_WAIT, TaskFailures
 from memlab.runtime.task_spec import TaskSpec
 from memlab.runtime.wire import loads_error
@@ -39,12 +41,7 @@ if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
     from memlab.runtime.core import CoreWorker
 
-MAX_IN_FLIGHT = 2
 LEASE_LINGER = 0.02
-# A second task is pipelined onto a busy worker only behind a task pushed this recently: one
-# that has run longer may be long, and what waits behind it waits for all of it. Tiny tasks,
-# the only ones pipelining speeds up, finish well within it.
-PIPELINE_WINDOW = 0.01
 
 
 class Lease:
@@ -203,44 +200,14 @@ class Submitter(TaskFailures):
         return min(order, key=lambda n: held.get(n, 0) + self.requests_by_node.get(n, 0))
 
     def _free_lease(self) -> Lease | None:
-        """The lease to push the next queued task to, or None to keep it queued here.
-
-        An idle lease first. A busy one only when this owner cannot get another worker (it
-        holds ``max_leases``) and its running task is young (``PIPELINE_WINDOW``): a ready task
-        must never wait behind a running one while a worker is, or may soon be, free; it waits
-        here instead, and goes to whichever worker frees first.
-        """
-        best = None
-        for lease in self.leases.values():
-            n = len(lease.inflight)
-            if (n < MAX_IN_FLIGHT and not lease.revoked and not (lease.blocked and n)
-                    and (best is None or n < len(best.inflight))):
-                best = lease
-                if n == 0:
-                    return best
-        if best is None or len(self.leases) < self.max_leases:
-            return None  # every lease is busy: ask for (or wait for) another worker
-        now = time.monotonic()
-        if any(now - spec.pushed_at > PIPELINE_WINDOW for spec in best.inflight.values()):
-            return None
-        return best
+        """The lease for the next queued task, or None to keep it queued (see pipelining)."""
+        return free_lease(self.leases.values(), len(self.leases) < self.max_leases,
+                          time.monotonic())
 
     def _steal_back(self, now: float) -> None:
-        """A task pipelined behind one that turned out long goes back to a free worker.
-
-        Pipelining guesses that the running task is short; when it has run past the window and
-        another lease idles, the worker is asked to bounce what waits behind it (``steal``).
-        Called with the lock held, from housekeeping.
-        """
-        if not any(not lease.inflight and not lease.revoked for lease in self.leases.values()):
-            return
-        for lease in self.leases.values():
-            if len(lease.inflight) <= 1:
-                lease.stealing = False
-            elif not lease.stealing and now - min(
-                    spec.pushed_at for spec in lease.inflight.values()) > PIPELINE_WINDOW:
-                lease.stealing = True
-                self.core.send_later(lease.worker, {"t": "steal"})
+        """Take back tasks pipelined behind a long one, for an idle lease (lock held)."""
+        for worker in to_steal_from(self.leases, now):
+            self.core.send_later(worker, {"t": "steal"})
 
     def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
         if self.core._outbox:
@@ -275,6 +242,9 @@ class Submitter(TaskFailures):
             else:
                 deps.append([oid, slot.node])
         parts.append(spec.args)
+        if sum(map(len, parts)) > MAX_PAYLOAD_BYTES:
+            self._too_large(worker, spec, sum(map(len, parts)))
+            return
         try:
             self.core.conn_to(worker).send(header, b"".join(parts) if len(parts) > 1 else parts[0])
         except ConnectionClosedError:
@@ -282,6 +252,23 @@ class Submitter(TaskFailures):
             if spec.actor is not None:
                 self.core.actors.lost(worker)
             return
+
+    def _too_large(self, worker: str, spec: TaskSpec, size: int) -> None:
+        """Its inline dependencies add up past what a message may carry: fail it, clearly."""
+        error = ValueError(
+            f"task {spec.name}() would travel as a {size / 2**20:.0f} MiB message (its function, "
+            f"arguments and {len(spec.deps)} small dependencies, each inline), over the "
+            f"{MAX_PAYLOAD_BYTES >> 20} MiB limit; pass the refs inside one list argument "
+            "(the task then fetches each from its owner) or in several tasks")
+        with self.core.lock:
+            lease = self.leases.get(worker)
+            if lease is not None:
+                lease.inflight.pop(spec.task_id, None)
+            self.shipped.get(worker, set()).discard(spec.fn_hash)
+            wake = self._fail(spec, error)
+            to_push = self._pump()
+        run_wakeups(wake)
+        self._push_all(to_push)
 
     def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         if h.get("actor"):

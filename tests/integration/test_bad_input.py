@@ -482,3 +482,24 @@ def test_many_inline_arguments_adding_up_past_a_message_are_refused(
     assert len(memlab.get(as_one, timeout=30)) == len(pieces)
     del as_one
     still_works()
+
+
+@memlab.remote
+def count_args(*parts: bytes) -> int:
+    return len(parts)
+
+
+def test_task_whose_inline_dependencies_outgrow_a_message_fails_clearly(
+    rt: Any, tmp_path: Path
+) -> None:
+    # Each value is small enough to live in the driver's memory and travel inline with the
+    # task; 2,800 of them are more than one message may carry (256 MiB).
+    refs = [memlab.put(bytes([i % 256]) * 100_000) for i in range(2800)]
+    with work_in_flight(tmp_path):
+        too_many = count_args.remote(*refs)
+    with pytest.raises(ValueError, match=r"count_args\(\) would travel as a 267 MiB message.*"
+                                         r"over the 256 MiB limit; pass the refs inside one list"):
+        memlab.get(too_many, timeout=30)
+    assert memlab.get(count_args.remote(*refs[:100]), timeout=30) == 100
+    del refs, too_many
+    still_works()
