@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ConnectionClosedError, MemlabError
+from memlab.runtime.process_tree import labelled_processes
 from memlab.runtime.session import arena_path
 
 if TYPE_CHECKING:
@@ -162,6 +163,11 @@ class Nodes:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # A node's death ends everything on it, what its tasks started included (their
+        # subreaper died with it): they carry the node's name in their environment.
+        for stray in labelled_processes(self.rt.session_dir, node_id):
+            with contextlib.suppress(Exception):
+                stray.kill()
         self.node_died(node_id)
 
     def kill_worker(self, worker_id: str | None = None) -> str:

@@ -96,15 +96,18 @@ def reap_children(keep: Collection[int]) -> None:
                 os.waitpid(child.pid, os.WNOHANG)
 
 
-def labelled_processes(session_dir: str) -> list[psutil.Process]:
-    """Live processes (of this user) whose environment names ``session_dir`` as their session."""
+def labelled_processes(session_dir: str, node: str | None = None) -> list[psutil.Process]:
+    """Live processes (of this user) whose environment names ``session_dir`` as their session
+    (and ``node`` as their node, if given)."""
     found = []
     me = os.getpid()
     for p in psutil.process_iter():
         if p.pid == me:
             continue
         with contextlib.suppress(psutil.Error):
-            if p.environ().get(SESSION_ENV) == session_dir and _alive(p):
+            env = p.environ()
+            if (env.get(SESSION_ENV) == session_dir and _alive(p)
+                    and (node is None or env.get("MEMLAB_NODE") == node)):
                 found.append(p)
     return found
 

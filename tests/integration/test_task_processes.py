@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 import memlab
-from memlab.testing import kill_worker
+from memlab.testing import kill_node, kill_worker
 from memlab.testing.leaks import session_processes, start_stray_processes, wait_for
 
 from .test_cleanup import (
@@ -95,3 +96,37 @@ def test_driver_sigkill_ends_what_tasks_started(private_tmp: str) -> None:  # no
         finally:
             _kill(pids)
             _force_cleanup(info)
+
+
+@memlab.remote
+def strays_once_on_node_1(claim: str) -> dict[str, int] | None:
+    """The first of these to run on node-1 starts the strays there; the others do nothing."""
+    time.sleep(0.05)  # a batch outlasts the lease grants, so it spans both nodes
+    if os.environ["MEMLAB_NODE"] != "node-1":
+        return None
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    return start_stray_processes()
+
+
+def test_a_killed_node_takes_what_its_tasks_started(
+    fresh_runtime: Callable[..., Any], tmp_path: Any,
+) -> None:
+    fresh_runtime(num_nodes=2, num_workers=4)
+    claim = str(tmp_path / "claim")
+    pids: dict[str, int] = {}
+    try:
+        for _ in range(10):
+            found = [r for r in memlab.get([strays_once_on_node_1.remote(claim)
+                                            for _ in range(8)], timeout=30) if r]
+            if found:
+                pids = found[0]
+                break
+        assert pids, "no batch ran on node-1"
+        kill_node("node-1")
+        _all_gone(pids)  # the runtime still runs: the node's death alone ended them
+        assert memlab.get(strays_once_on_node_1.remote(claim), timeout=30) is None
+    finally:
+        _kill(pids)
