@@ -20,8 +20,12 @@ SHM_DIR = "/dev/shm"
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01,
              message: str = "condition") -> None:
-    """Return once ``condition()`` is true; raise AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Return once ``condition()`` is true; raise AssertionError after ``timeout`` seconds
+    (ValueError if it is negative, NaN or not a number)."""
+    from memlab.api import check_timeout
+
+    limit = check_timeout(timeout)
+    deadline = float("inf") if limit is None else time.monotonic() + limit
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"{message} did not hold within {timeout} s")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import memlab
-from memlab.testing import gated
+from memlab.testing import gated, wait_for_file
 from memlab.testing.leaks import session_files, wait_for
 
 STORE = 256 << 20  # the shared runtime's store (tests/conftest.py)
@@ -428,7 +428,9 @@ def test_bad_timeout_is_refused_naming_the_argument(rt: Any, tmp_path: Path, bad
     with work_in_flight(tmp_path) as flight:
         for call in (lambda: memlab.get(flight.refs[0], timeout=bad),
                      lambda: memlab.get(flight.refs, timeout=bad),
-                     lambda: memlab.wait(flight.refs, timeout=bad)):
+                     lambda: memlab.wait(flight.refs, timeout=bad),
+                     lambda: wait_for(lambda: False, timeout=bad),
+                     lambda: wait_for_file(tmp_path / "never", timeout=bad)):
             start = time.monotonic()
             with pytest.raises(ValueError, match=r"timeout must be None or a number of "
                                                  r"seconds >= 0 \(0 polls\), got ") as info:
