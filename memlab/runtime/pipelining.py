@@ -11,7 +11,7 @@ behind a running task while a worker is, or may soon be, free::
 
 The guess "young means short" can be wrong: a task pipelined behind one that then runs past the
 window is stolen back (``steal``: the worker bounces what waits behind its running task) as
-soon as another of the owner's leases idles.
+soon as another of the owner's leases idles, or another worker may be leased.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ def free_lease(leases: Iterable[LeaseLike], may_lease_more: bool, now: float) ->
     return best
 
 
-def to_steal_from(leases: Mapping[str, LeaseLike], now: float) -> list[str]:
+def to_steal_from(leases: Mapping[str, LeaseLike], may_lease_more: bool,
+                  now: float) -> list[str]:
     """Workers to ask for the tasks waiting behind their long-running one (marks them asked)."""
-    if not any(not lease.inflight and not lease.revoked for lease in leases.values()):
-        return []  # no lease idles: a bounced task would only queue again
+    if not may_lease_more and not any(not lease.inflight and not lease.revoked
+                                      for lease in leases.values()):
+        return []  # no worker to give it to: a bounced task would only queue again
     out = []
     for lease in leases.values():
         if len(lease.inflight) <= 1:

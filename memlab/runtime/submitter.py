@@ -206,7 +206,7 @@ class Submitter(TaskFailures):
 
     def _steal_back(self, now: float) -> None:
         """Take back tasks pipelined behind a long one, for an idle lease (lock held)."""
-        for worker in to_steal_from(self.leases, now):
+        for worker in to_steal_from(self.leases, len(self.leases) < self.max_leases, now):
             self.core.send_later(worker, {"t": "steal"})
 
     def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:

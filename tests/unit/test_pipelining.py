@@ -58,14 +58,20 @@ def test_never_onto_a_full_revoked_or_blocked_lease() -> None:
 def test_steal_back_only_for_an_idle_lease_and_once() -> None:
     stuck = running("a", PIPELINE_WINDOW * 2, 0.0)  # a long task, one waiting behind it
     leases = {"a": stuck}
-    assert to_steal_from(leases, NOW) == []  # no idle lease: it would only queue again
+    assert to_steal_from(leases, False, NOW) == []  # no worker to take it: it would queue again
     leases["b"] = FakeLease("b")
-    assert to_steal_from(leases, NOW) == ["a"]
-    assert to_steal_from(leases, NOW) == []  # asked already
+    assert to_steal_from(leases, False, NOW) == ["a"]
+    assert to_steal_from(leases, False, NOW) == []  # asked already
     stuck.inflight.pop(b"\x01")  # the bounce came back
-    assert to_steal_from(leases, NOW) == [] and not stuck.stealing
+    assert to_steal_from(leases, False, NOW) == [] and not stuck.stealing
+
+
+def test_steal_back_when_another_worker_may_be_leased() -> None:
+    # The idle lease was returned before the running task grew old: lease another worker.
+    leases = {"a": running("a", PIPELINE_WINDOW * 2, 0.0)}
+    assert to_steal_from(leases, True, NOW) == ["a"]
 
 
 def test_no_steal_behind_a_young_task() -> None:
     leases = {"a": running("a", PIPELINE_WINDOW / 2, 0.0), "b": FakeLease("b")}
-    assert to_steal_from(leases, NOW) == []
+    assert to_steal_from(leases, True, NOW) == []
