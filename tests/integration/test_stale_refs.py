@@ -54,6 +54,7 @@ def test_ref_from_an_ended_session_is_refused_everywhere(
         ("inside a put value", lambda: memlab.put({"k": old})),
         ("actor argument", lambda: box.take.remote(old)),
         ("nested actor argument", lambda: box.take.remote((old,))),
+        ("captured in a closure", lambda: memlab.remote(lambda: old).remote()),
     ]
     for label, use in uses:
         with pytest.raises(memlab.StaleRefError) as info:
