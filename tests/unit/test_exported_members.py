@@ -10,7 +10,7 @@ import memlab.exceptions
 EXPECTED = {
     "ActorDiedError", "ActorHandle", "GetTimeoutError", "MemlabError", "ObjectLostError",
     "ObjectRef", "ObjectReconstructionFailedError", "ObjectStoreFullError", "OwnerDiedError",
-    "RuntimeConflictError", "RuntimeNotStartedError", "SerializationError",
+    "RuntimeConflictError", "RuntimeNotStartedError", "SerializationError", "StaleRefError",
     "TaskCancelledError", "TaskError", "WorkerCrashedError", "__version__", "cancel", "get",
     "get_actor", "init", "kill", "is_initialized", "put", "remote", "shutdown", "state", "wait",
 }
