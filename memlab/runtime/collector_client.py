@@ -131,6 +131,17 @@ class CollectorClient:
             header["kinds"] = kinds  # already checked
         return self._request("memlab.state.events()", header)
 
+    def view(self, since: int | None = None) -> dict[str, Any]:
+        """The dashboard's aggregated view data changed after version ``since`` (all of it for
+        None), computed in the collector process (see :mod:`memlab.core.dashboard_view`).
+
+        Raises:
+            EventsUnavailableError: If the collector process cannot answer.
+        """
+        if since is not None and (not isinstance(since, int) or since < 0):
+            raise ValueError(f"since must be a view version (an int >= 0) or None, got {since!r}")
+        return self._request("memlab.state.view()", {"t": "view", "since": since})
+
     def statistics(self) -> dict[str, int]:
         """The collector's counters, plus what the driver's own buffer dropped and shipped."""
         stats = self._request("collector statistics", {"t": "statistics"})

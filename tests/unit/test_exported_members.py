@@ -30,7 +30,8 @@ def test_exceptions_are_reexported_from_one_module() -> None:
 
 
 def test_state_module_api() -> None:
-    for fn in ("objects", "tasks", "workers", "nodes", "events", "ownership_graph", "subscribe"):
+    for fn in ("objects", "tasks", "workers", "nodes", "events", "ownership_graph", "subscribe",
+               "view"):
         assert callable(getattr(memlab.state, fn))
 
 
