@@ -17,7 +17,7 @@ them, so any number of readers, each at its own version, get exactly what they m
 Invariants (checked by :meth:`ViewTable.validate`):
     * A key is either live (in the rows) or removed, never both.
     * Every stamp is at most the latest synced version; removals kept are at most
-      ``max_removed`` and all newer than ``floor``.
+      ``max_removed`` and none older than ``floor``.
     * ``delta(since)`` applied to the table as it was at ``since`` gives the table as it is now.
 """
 
@@ -141,4 +141,4 @@ class ViewTable:
             assert stamp <= self.version, f"{self.name}: {key} stamped after the table version"
         assert len(self._removed) <= self.max_removed, f"{self.name}: too many removals kept"
         for key, stamp in self._removed.items():
-            assert self.floor < stamp <= self.version, f"{self.name}: removal of {key} misdated"
+            assert self.floor <= stamp <= self.version, f"{self.name}: removal of {key} misdated"

@@ -1,0 +1,239 @@
+// Ownership graph: processes, objects (or groups of them), tasks and nodes, with owns,
+// borrows, contains, created_by, depends_on and located_at edges, drawn by cytoscape.js on a
+// canvas (no WebGL needed). Pan, zoom, hover for details, click selects the object.
+// Updates are incremental: elements are added and removed in place, new ones placed beside a
+// neighbour; a full layout runs when the structure changed a lot or on "Re-layout".
+import cytoscape from "cytoscape";
+import fcose from "cytoscape-fcose";
+import { el, formatBytes, holdersText, shortId } from "../format.js";
+
+cytoscape.use(fcose);
+
+const EDGE_COLORS = {
+  owns: "#1e88e5", borrows: "#8e24aa", contains: "#00897b", created_by: "#9e9e9e",
+  depends_on: "#f4511e", located_at: "#cfd8dc",
+};
+
+const STYLE = [
+  { selector: "node", style: {
+    "label": "data(label)", "font-size": 9, "color": "#37474f", "text-valign": "bottom",
+    "text-margin-y": 2, "width": 14, "height": 14, "background-color": "#90a4ae",
+    "border-width": 1, "border-color": "#fff", "min-zoomed-font-size": 7 } },
+  { selector: "node[kind = 'process']", style: {
+    "shape": "round-rectangle", "width": 34, "height": 18, "background-color": "#3949ab",
+    "color": "#1a237e", "font-weight": "bold" } },
+  { selector: "node[kind = 'process'][?dead]", style: { "background-color": "#b0bec5", "border-color": "#c62828", "border-width": 2 } },
+  { selector: "node[kind = 'node']", style: {
+    "shape": "barrel", "width": 38, "height": 24, "background-color": "#546e7a", "color": "#263238" } },
+  { selector: "node[kind = 'node'][?dead]", style: { "background-color": "#ef9a9a" } },
+  { selector: "node[kind = 'task']", style: {
+    "shape": "diamond", "width": 14, "height": 14, "background-color": "#ffb300" } },
+  { selector: "node[kind = 'task'][state = 'running']", style: { "background-color": "#fb8c00" } },
+  { selector: "node[kind = 'object'], node[kind = 'group']", style: { "background-color": "#43a047" } },
+  { selector: "node[kind = 'group']", style: { "width": "data(diam)", "height": "data(diam)", "font-size": 10 } },
+  { selector: "node[state = 'pending']", style: { "background-color": "#bdbdbd" } },
+  { selector: "node[state = 'spilled']", style: { "background-color": "#8e24aa" } },
+  { selector: "node[state = 'failed']", style: { "background-color": "#6d4c41" } },
+  { selector: "node[state = 'lost']", style: {
+    "background-color": "#e53935", "border-color": "#b71c1c", "border-width": 3 } },
+  { selector: "node[state = 'reconstructing']", style: {
+    "background-color": "#fb8c00", "border-color": "#e65100", "border-width": 3, "border-style": "dashed" } },
+  { selector: "node:selected, node.md-picked", style: { "border-color": "#000", "border-width": 3, "z-index": 10 } },
+  { selector: "edge", style: {
+    "width": 1, "line-color": "#b0bec5", "target-arrow-shape": "triangle", "target-arrow-color": "#b0bec5",
+    "arrow-scale": 0.6, "curve-style": "haystack", "opacity": 0.8 } },
+  ...Object.entries(EDGE_COLORS).map(([kind, color]) => ({
+    selector: `edge[kind = '${kind}']`,
+    style: { "line-color": color, "target-arrow-color": color },
+  })),
+  { selector: "edge[kind = 'borrows'], edge[kind = 'depends_on'], edge[kind = 'contains']",
+    style: { "curve-style": "straight", "width": 1.5 } },
+  { selector: "edge[kind = 'borrows']", style: { "line-style": "dashed" } },
+  { selector: "edge[count > 1]", style: { "width": "mapData(count, 1, 1000, 1.5, 6)" } },
+];
+
+function nodeData(n) {
+  const data = { ...n, dead: n.alive === false };
+  if (n.kind === "group") {
+    data.diam = Math.min(60, 12 + 6 * Math.log2(1 + (n.count || 1)));
+    data.label = `${n.label} ×${n.count}`;
+  } else if (n.kind === "task" && n.count > 1) {
+    data.label = `${n.label} ×${n.count}`;
+  }
+  return data;
+}
+
+function describe(d, store) {
+  const lines = [];
+  if (d.kind === "object") {
+    const row = store.sections.objects.get(d.ref);
+    lines.push(["object", d.ref]);
+    if (row) {
+      lines.push(["state", row.state], ["size", formatBytes(row.size)], ["owner", row.owner],
+        ["holders", holdersText(row)], ["call site", row.call_site || "–"],
+        ["made by", row.task_name ? `${row.task_name}()` : row.task_id ? shortId(row.task_id) : "put"],
+        ["locations", (row.locations || []).join(", ") || "–"]);
+      if (row.error) lines.push(["error", row.error]);
+    } else lines.push(["state", d.state], ["size", formatBytes(d.size)]);
+  } else if (d.kind === "group") {
+    lines.push(["group", d.label], ["objects", String(d.count)], ["bytes", formatBytes(d.size)],
+      ["states", Object.entries(d.states || {}).map(([s, n]) => `${n} ${s}`).join(", ")]);
+  } else if (d.kind === "task") {
+    lines.push(["task", d.label], ["state", d.state || "–"]);
+    if (d.count) lines.push(["tasks", String(d.count)]); else lines.push(["id", d.ref]);
+  } else if (d.kind === "process") {
+    lines.push(["process", d.ref], ["state", d.alive === false ? "dead" : d.alive ? "alive" : "driver / owner"]);
+  } else if (d.kind === "node") {
+    lines.push(["node", d.ref], ["state", d.alive === false ? "dead" : "alive"]);
+  }
+  return lines;
+}
+
+export function graphView(store) {
+  const canvas = el("div", { class: "md-graph-canvas" });
+  const tip = el("div", { class: "md-tip", style: { display: "none" } });
+  const info = el("span", { class: "md-graph-info" });
+  const details = el("div", { class: "md-graph-details" });
+  const legend = el("div", { class: "md-legend" },
+    ...[["process", "md-k-process"], ["object", "md-k-object"], ["task", "md-k-task"], ["node", "md-k-node"],
+      ["lost", "md-k-lost"], ["reconstructing", "md-k-reconstructing"]].map(([t, c]) =>
+      el("span", {}, el("i", { class: c }), t)),
+    ...Object.entries(EDGE_COLORS).map(([k, c]) => el("span", {}, el("i", { class: "md-k-edge", style: { background: c } }), k.replace("_", " "))));
+  const relayout = el("button", { class: "md-btn", text: "Re-layout", onclick: () => layout(true) });
+  const fit = el("button", { class: "md-btn", text: "Fit", onclick: () => cy && cy.fit(undefined, 20) });
+  const root = el("div", { class: "md-graph" },
+    el("div", { class: "md-toolbar" }, relayout, fit, info), legend,
+    el("div", { class: "md-graph-body" }, canvas, details), tip);
+  let cy = null;
+  let drawnAt = -1;
+  let visible = false;
+  let changedSinceLayout = 0;
+  let lastLayout = 0;
+  let deferred = null;
+
+  function ensure() {
+    if (cy) return;
+    cy = cytoscape({
+      container: canvas, style: STYLE, wheelSensitivity: 0.3, minZoom: 0.05, maxZoom: 4,
+      boxSelectionEnabled: false, autoungrabify: false,
+    });
+    cy.on("mouseover", "node", (e) => showTip(e.target, e.renderedPosition));
+    cy.on("mouseout", "node", () => { tip.style.display = "none"; });
+    cy.on("tap", "node", (e) => {
+      const d = e.target.data();
+      if (d.kind === "object") store.select(d.ref);
+      showDetails(d);
+    });
+    cy.on("dbltap", "node[kind = 'object']", (e) => { store.select(e.target.data("ref")); store.showTab("objects"); });
+    cy.on("tap", (e) => { if (e.target === cy) details.replaceChildren(); });
+  }
+
+  function showTip(node, pos) {
+    const lines = describe(node.data(), store);
+    tip.replaceChildren(...lines.map(([k, v]) => el("div", {}, el("b", { text: `${k}: ` }), v)));
+    tip.style.display = "block";
+    tip.style.left = `${pos.x + 14}px`;
+    tip.style.top = `${pos.y + 40}px`;
+  }
+
+  function showDetails(d) {
+    const lines = describe(d, store);
+    const kids = [el("div", { class: "md-details-title", text: d.kind === "object" ? "Selected object" : d.kind })];
+    for (const [k, v] of lines) kids.push(el("div", {}, el("b", { text: `${k}: ` }), v));
+    if (d.kind === "object") {
+      kids.push(el("button", { class: "md-btn", text: "Show in table →",
+        onclick: () => { store.select(d.ref); store.showTab("objects"); } }));
+    }
+    details.replaceChildren(...kids);
+  }
+
+  function sync() {
+    ensure();
+    const v = store.versions.graph_nodes + store.versions.graph_edges * 1e6;
+    if (v === drawnAt) return;
+    drawnAt = v;
+    const nodes = store.sections.graph_nodes;
+    const edges = store.sections.graph_edges;
+    let added = 0;
+    let removed = 0;
+    cy.batch(() => {
+      cy.elements().forEach((ele) => {
+        const id = ele.id();
+        if (ele.isNode() ? !nodes.has(id) : !edges.has(id)) { ele.remove(); removed += 1; }
+      });
+      const fresh = [];
+      for (const [id, n] of nodes) {
+        const ele = cy.getElementById(id);
+        if (ele.length) ele.data(nodeData(n));
+        else fresh.push({ group: "nodes", data: nodeData(n) });
+      }
+      const newEdges = [];
+      for (const [id, e] of edges) {
+        if (!nodes.has(e.src) || !nodes.has(e.dst)) continue;
+        const ele = cy.getElementById(id);
+        if (ele.length) ele.data("count", e.count || 1);
+        else newEdges.push({ group: "edges", data: { id, source: e.src, target: e.dst, kind: e.kind, count: e.count || 1 } });
+      }
+      const addedNodes = cy.add(fresh);
+      cy.add(newEdges);
+      added = fresh.length;
+      // New nodes start beside a neighbour already placed, so the picture does not jump.
+      addedNodes.forEach((n) => {
+        const placed = n.neighborhood("node").filter((m) => !addedNodes.has(m));
+        const base = placed.length ? placed[0].position() : { x: 0, y: 0 };
+        n.position({ x: base.x + (Math.random() - 0.5) * 60, y: base.y + (Math.random() - 0.5) * 60 });
+      });
+    });
+    changedSinceLayout += added + removed;
+    const meta = store.graphMeta();
+    info.textContent = `${nodes.size} nodes, ${edges.size} edges` +
+      (meta.grouped ? ` — ${meta.objects} objects grouped by the task or call site that made them` : "");
+    const n = cy.nodes().length;
+    if (lastLayout === 0 || changedSinceLayout > Math.max(10, 0.2 * n)) layout(false);
+  }
+
+  function layout(force) {
+    if (!cy || !visible) return;
+    const n = cy.nodes().length;
+    if (!n) return;
+    const now = Date.now();
+    if (!force && now - lastLayout < 3000 && lastLayout !== 0) {
+      // Bounded: at most one layout per 3 s under a stream of changes, and one after it ends.
+      if (!deferred) deferred = setTimeout(() => { deferred = null; layout(false); }, 3000 - (now - lastLayout));
+      return;
+    }
+    lastLayout = now;
+    changedSinceLayout = 0;
+    cy.layout({
+      name: "fcose", quality: n > 800 ? "draft" : "default", randomize: force || n < 3,
+      animate: false, nodeDimensionsIncludeLabels: false, packComponents: true,
+      nodeRepulsion: 6000, idealEdgeLength: 50, numIter: n > 1500 ? 800 : 2500,
+    }).run();
+    cy.fit(undefined, 20);
+  }
+
+  function pick() {
+    if (!cy) return;
+    cy.nodes(".md-picked").removeClass("md-picked");
+    if (store.selected) cy.getElementById(`object:${store.selected}`).addClass("md-picked");
+  }
+
+  return {
+    root,
+    update(changed) {
+      if (!visible) return;
+      if (changed.has("graph_nodes") || changed.has("graph_edges")) sync();
+      if (changed.has("selected")) pick();
+    },
+    show() {
+      visible = true;
+      ensure();
+      cy.resize();
+      sync();
+      if (lastLayout === 0 || changedSinceLayout) layout(false);
+      pick();
+    },
+    hide() { visible = false; },
+    cy: () => cy,
+  };
+}

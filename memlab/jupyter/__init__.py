@@ -1,0 +1,1 @@
+"""memlab in Jupyter: magics, rich reprs, holder attribution in notebook terms, and widgets."""

@@ -1,0 +1,161 @@
+"""The dashboard's publisher: a background thread that keeps a widget live at a bounded rate.
+
+It asks the collector for what changed (``memlab.state.view(since=version)``: one small
+request; the aggregation runs in the collector process), merges the answer into the widget's
+:class:`~memlab.jupyter.dashboard.view_state.ViewState`, and sends the browser one batched
+delta. It runs off the kernel's main thread, so a kernel busy running a cell still updates the
+dashboard (ipykernel's output socket takes messages from any thread).
+
+::
+
+    tick (≤ max_rate_hz) ──► source(since) ──► ViewState.apply ──► send(delta message)
+      │ idle for idle_after s: tick every idle_interval s    └──► keyframe when asked / due
+      └ the runtime stops (RuntimeNotStartedError, EventsUnavailableError): last state kept,
+        on_stop(reason), thread ends
+
+Invariants:
+    * At most one delta message per ``1 / max_rate_hz`` seconds, whatever the event rate.
+    * A source or sink that raises never kills the kernel: the error is shown as the status.
+    * ``stop`` is idempotent and bounded in time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from memlab.exceptions import EventsUnavailableError, RuntimeNotStartedError
+from memlab.jupyter.dashboard.view_state import ViewState
+
+__all__ = ["Publisher", "Source"]
+
+logger = logging.getLogger(__name__)
+
+#: ``source(since)`` returns ``memlab.state.view(since)``'s answer.
+Source = Callable[[int | None], dict[str, Any]]
+
+_JOIN_TIMEOUT = 2.0
+
+
+class Publisher:
+    """Polls a view source and pushes deltas to a sink (see the module docstring).
+
+    Attributes:
+        sent: Delta messages sent so far (the rate bound is tested on it).
+        polls: Requests made to the source.
+        status: ``"live"``, or why it stopped.
+    """
+
+    def __init__(self, state: ViewState, source: Source,
+                 send: Callable[[dict[str, Any]], None],
+                 keyframe: Callable[[dict[str, Any]], None],
+                 on_stop: Callable[[str], None] | None = None,
+                 max_rate_hz: float = 10.0, idle_after: float = 2.0,
+                 idle_interval: float = 0.5, keyframe_interval: float = 5.0) -> None:
+        """Set up (nothing runs until :meth:`start`).
+
+        Args:
+            state: The merged view data.
+            source: Where view deltas come from (``memlab.state.view``).
+            send: Delivers a delta message to the browser.
+            keyframe: Delivers a full keyframe (the widget's synced state).
+            on_stop: Called with the reason once the source is gone.
+            max_rate_hz: Upper bound on delta messages per second (at most 10 in the issue).
+            idle_after: Seconds without change after which it polls every ``idle_interval``.
+            idle_interval: Seconds between polls while idle (bounds an idle kernel's cost).
+            keyframe_interval: Seconds between keyframes while changes flow (views opened
+                while the kernel is busy start from one; see ``view_state``).
+
+        Raises:
+            ValueError: If ``max_rate_hz`` is not positive.
+        """
+        if not max_rate_hz > 0:
+            raise ValueError(f"max_rate_hz must be > 0, got {max_rate_hz!r}; pass e.g. 10.0")
+        self.state = state
+        self.source = source
+        self._send = send
+        self._keyframe = keyframe
+        self._on_stop = on_stop
+        self.interval = 1.0 / max_rate_hz
+        self.idle_after = idle_after
+        self.idle_interval = max(idle_interval, self.interval)
+        self.keyframe_interval = keyframe_interval
+        self.sent = 0
+        self.polls = 0
+        self.sent_at: list[float] = []  # monotonic times of the last sends (bounded)
+        self.status = "live"
+        self._stop = threading.Event()
+        self._keyframe_wanted = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_change = time.monotonic()
+        self._last_keyframe = float("-inf")
+        self._keyframe_seq = -1
+
+    def start(self) -> None:
+        """Start the thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="memlab-dashboard-publisher",
+                                            daemon=True)
+            self._thread.start()
+
+    def poll_once(self) -> bool:
+        """Ask the source once and publish what changed; returns False once it is gone."""
+        self.polls += 1
+        try:
+            delta = self.source(self.state.version or None)
+        except (RuntimeNotStartedError, EventsUnavailableError) as exc:
+            self._stopped(f"stopped: {exc}")
+            return False
+        now = time.monotonic()
+        message = self.state.apply(delta, now)
+        if message is not None:
+            self._last_change = now
+            self._send(message)
+            self.sent += 1
+            self.sent_at.append(now)
+            del self.sent_at[:-200]
+        # A keyframe of 10,000 rows is megabytes of JSON: the bigger, the rarer.
+        spacing = self.keyframe_interval * max(1.0, len(self.state.sections["objects"]) / 1000)
+        due = self.state.seq != self._keyframe_seq and now - self._last_keyframe >= spacing
+        if self._keyframe_wanted.is_set() or due:
+            self._keyframe_wanted.clear()
+            self._last_keyframe = now
+            frame = self.state.keyframe()
+            self._keyframe_seq = frame["seq"]
+            self._keyframe(frame)
+        return True
+
+    def want_keyframe(self) -> None:
+        """Ask for a keyframe at the next tick (a browser fell out of step)."""
+        self._keyframe_wanted.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                if not self.poll_once():
+                    return
+            except Exception as exc:  # keep the kernel alive; show what broke
+                logger.exception("memlab dashboard publisher failed")
+                self._stopped(f"stopped: the dashboard's publisher failed ({exc})")
+                return
+            idle = started - self._last_change > self.idle_after
+            wait = self.idle_interval if idle else self.interval
+            if self._keyframe_wanted.is_set():
+                wait = self.interval
+            self._stop.wait(max(0.0, started + wait - time.monotonic()))
+
+    def _stopped(self, reason: str) -> None:
+        self.status = reason
+        if self._on_stop is not None:
+            self._on_stop(reason)
+
+    def stop(self) -> None:
+        """Stop the thread; idempotent, returns within about two seconds."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=_JOIN_TIMEOUT)
