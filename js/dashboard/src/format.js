@@ -63,3 +63,17 @@ export function holdersText(row) {
   for (const c of h.contained_in || []) parts.push(`inside ${shortId(c, 8)}`);
   return parts.join(", ") || "–";
 }
+
+// "_demo.<locals>.load" → "load": a task's function name as a person calls it.
+export function shortName(name) {
+  if (!name) return name;
+  const parts = String(name).split(".");
+  return parts[parts.length - 1] || name;
+}
+
+// "/home/me/project/pipeline.py:12" → "pipeline.py:12"; notebook cells stay as they are.
+export function shortSite(site) {
+  if (!site) return site;
+  const i = site.lastIndexOf("/");
+  return i >= 0 ? site.slice(i + 1) : site;
+}

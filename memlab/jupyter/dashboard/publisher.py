@@ -44,6 +44,9 @@ class Publisher:
     """Polls a view source and pushes deltas to a sink (see the module docstring).
 
     Attributes:
+        on_delta: Where delta messages go (the widget's ``send``).
+        on_keyframe: Where keyframes go (the widget's ``keyframe`` trait).
+        on_stop: Told why, once the source is gone.
         sent: Delta messages sent so far (the rate bound is tested on it).
         polls: Requests made to the source.
         status: ``"live"``, or why it stopped.
@@ -76,9 +79,9 @@ class Publisher:
             raise ValueError(f"max_rate_hz must be > 0, got {max_rate_hz!r}; pass e.g. 10.0")
         self.state = state
         self.source = source
-        self._send = send
-        self._keyframe = keyframe
-        self._on_stop = on_stop
+        self.on_delta = send
+        self.on_keyframe = keyframe
+        self.on_stop = on_stop
         self.interval = 1.0 / max_rate_hz
         self.idle_after = idle_after
         self.idle_interval = max(idle_interval, self.interval)
@@ -113,7 +116,7 @@ class Publisher:
         message = self.state.apply(delta, now)
         if message is not None:
             self._last_change = now
-            self._send(message)
+            self.on_delta(message)
             self.sent += 1
             self.sent_at.append(now)
             del self.sent_at[:-200]
@@ -125,7 +128,7 @@ class Publisher:
             self._last_keyframe = now
             frame = self.state.keyframe()
             self._keyframe_seq = frame["seq"]
-            self._keyframe(frame)
+            self.on_keyframe(frame)
         return True
 
     def want_keyframe(self) -> None:
@@ -150,8 +153,8 @@ class Publisher:
 
     def _stopped(self, reason: str) -> None:
         self.status = reason
-        if self._on_stop is not None:
-            self._on_stop(reason)
+        if self.on_stop is not None:
+            self.on_stop(reason)
 
     def stop(self) -> None:
         """Stop the thread; idempotent, returns within about two seconds."""

@@ -140,7 +140,9 @@ class Dashboard(anywidget.AnyWidget):
 
     def close(self) -> None:
         """Stop updating and close the widget (idempotent)."""
-        self.publisher.stop()
+        publisher = getattr(self, "publisher", None)  # absent if __init__ refused its arguments
+        if publisher is not None:
+            publisher.stop()
         super().close()
 
 

@@ -5,7 +5,7 @@
 // neighbour; a full layout runs when the structure changed a lot or on "Re-layout".
 import cytoscape from "cytoscape";
 import fcose from "cytoscape-fcose";
-import { el, formatBytes, holdersText, shortId } from "../format.js";
+import { el, formatBytes, holdersText, shortId, shortName, shortSite } from "../format.js";
 
 cytoscape.use(fcose);
 
@@ -20,16 +20,19 @@ const STYLE = [
     "text-margin-y": 2, "width": 14, "height": 14, "background-color": "#90a4ae",
     "border-width": 1, "border-color": "#fff", "min-zoomed-font-size": 7 } },
   { selector: "node[kind = 'process']", style: {
-    "shape": "round-rectangle", "width": 34, "height": 18, "background-color": "#3949ab",
-    "color": "#1a237e", "font-weight": "bold" } },
+    "shape": "round-rectangle", "width": "label", "height": 18, "padding": 5,
+    "background-color": "#3949ab", "color": "#fff", "text-valign": "center", "text-margin-y": 0,
+    "font-size": 10, "font-weight": "bold", "min-zoomed-font-size": 0 } },
   { selector: "node[kind = 'process'][?dead]", style: { "background-color": "#b0bec5", "border-color": "#c62828", "border-width": 2 } },
   { selector: "node[kind = 'node']", style: {
-    "shape": "barrel", "width": 38, "height": 24, "background-color": "#546e7a", "color": "#263238" } },
+    "shape": "barrel", "width": "label", "height": 22, "padding": 6, "background-color": "#546e7a",
+    "color": "#fff", "text-valign": "center", "text-margin-y": 0, "font-size": 10, "min-zoomed-font-size": 0 } },
   { selector: "node[kind = 'node'][?dead]", style: { "background-color": "#ef9a9a" } },
   { selector: "node[kind = 'task']", style: {
     "shape": "diamond", "width": 14, "height": 14, "background-color": "#ffb300" } },
   { selector: "node[kind = 'task'][state = 'running']", style: { "background-color": "#fb8c00" } },
   { selector: "node[kind = 'object'], node[kind = 'group']", style: { "background-color": "#43a047" } },
+  { selector: "node[kind = 'object']", style: { "font-size": 8, "min-zoomed-font-size": 9, "color": "#607d8b" } },
   { selector: "node[kind = 'group']", style: { "width": "data(diam)", "height": "data(diam)", "font-size": 10 } },
   { selector: "node[state = 'pending']", style: { "background-color": "#bdbdbd" } },
   { selector: "node[state = 'spilled']", style: { "background-color": "#8e24aa" } },
@@ -56,9 +59,12 @@ function nodeData(n) {
   const data = { ...n, dead: n.alive === false };
   if (n.kind === "group") {
     data.diam = Math.min(60, 12 + 6 * Math.log2(1 + (n.count || 1)));
-    data.label = `${n.label} ×${n.count}`;
-  } else if (n.kind === "task" && n.count > 1) {
-    data.label = `${n.label} ×${n.count}`;
+    const name = n.ref.startsWith("task:") ? `${shortName(n.ref.slice(5))}()` : `put @ ${shortSite(n.ref.slice(5))}`;
+    data.label = `${name} ×${n.count}`;
+  } else if (n.kind === "task") {
+    data.label = shortName(n.label) + (n.count > 1 ? ` ×${n.count}` : "");
+  } else if (n.kind === "object") {
+    data.label = formatBytes(n.size);
   }
   return data;
 }
@@ -79,7 +85,7 @@ function describe(d, store) {
     lines.push(["group", d.label], ["objects", String(d.count)], ["bytes", formatBytes(d.size)],
       ["states", Object.entries(d.states || {}).map(([s, n]) => `${n} ${s}`).join(", ")]);
   } else if (d.kind === "task") {
-    lines.push(["task", d.label], ["state", d.state || "–"]);
+    lines.push(["task", `${d.ref && d.count ? d.ref : shortName(d.label)}()`], ["state", d.state || "–"]);
     if (d.count) lines.push(["tasks", String(d.count)]); else lines.push(["id", d.ref]);
   } else if (d.kind === "process") {
     lines.push(["process", d.ref], ["state", d.alive === false ? "dead" : d.alive ? "alive" : "driver / owner"]);

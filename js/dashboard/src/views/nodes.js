@@ -1,6 +1,6 @@
 // Workers and nodes: per node its store use (pinned primary copies, other use, free; spilled
 // beside) as bars, and its workers with their state and current task.
-import { badge, el, formatBytes, formatDuration } from "../format.js";
+import { badge, el, formatBytes, formatDuration, shortName } from "../format.js";
 
 export function nodesView(store) {
   const list = el("div", { class: "md-nodes" });
@@ -15,6 +15,14 @@ export function nodesView(store) {
     return el("div", { class: "md-bar", title: `${formatBytes(n.store_used)} of ${formatBytes(cap)} used` },
       el("div", { class: "md-bar-pinned", style: { width: pct(pinned) }, title: `pinned (primary copies): ${formatBytes(pinned)}` }),
       el("div", { class: "md-bar-used", style: { width: pct(other) }, title: `other use (secondary copies, unsealed): ${formatBytes(other)}` }));
+  }
+
+  function legend() {
+    return el("div", { class: "md-bar-legend" },
+      el("span", {}, el("i", { class: "md-bar-pinned" }), "pinned (primary copies)"),
+      el("span", {}, el("i", { class: "md-bar-used" }), "other (secondary copies)"),
+      el("span", {}, el("i", { class: "md-bar-free" }), "free"),
+      el("span", {}, el("i", { class: "md-bar-spilled" }), "spilled to disk"));
   }
 
   function spillBar(n, maxSpill) {
@@ -39,7 +47,7 @@ export function nodesView(store) {
         const t = w.current_task;
         const doing = w.state !== "alive"
           ? (w.cause || (w.signal ? `signal ${w.signal}` : w.exitcode !== null && w.exitcode !== undefined ? `exit ${w.exitcode}` : "dead"))
-          : t ? `${t.name || "task"}() for ${formatDuration(now - (t.started_at || now))}` : "idle";
+          : t ? `${shortName(t.name) || "task"}() for ${formatDuration(now - (t.started_at || now))}` : "idle";
         return el("tr", { class: w.state !== "alive" ? "md-dead" : "" },
           el("td", {}, el("code", { text: w.worker_id })), el("td", {}, badge(w.state)),
           el("td", { text: w.pid ? `pid ${w.pid}` : "" }), el("td", { class: t ? "md-busy" : "", text: doing }));
@@ -47,10 +55,13 @@ export function nodesView(store) {
       return el("div", { class: `md-node${n.alive ? "" : " md-node-dead"}` },
         el("div", { class: "md-node-head" }, el("b", { text: n.node_id }), badge(n.alive ? "alive" : "dead"),
           el("span", { class: "md-node-nums",
-            text: `store ${formatBytes(n.store_used)} / ${formatBytes(n.store_capacity)} · pinned ${formatBytes(n.primary_bytes)} · ` +
-              `${n.num_objects || 0} objects · spilled ${formatBytes(n.spilled_bytes)}` })),
-        el("div", { class: "md-bar-row" }, el("span", { class: "md-bar-label", text: "store" }), bar(n)),
-        el("div", { class: "md-bar-row" }, el("span", { class: "md-bar-label", text: "spilled" }), spillBar(n, maxSpill)),
+            text: n.alive
+              ? `store ${formatBytes(n.store_used)} / ${formatBytes(n.store_capacity)} · pinned ${formatBytes(n.primary_bytes)} · ` +
+                `${n.num_objects || 0} objects · spilled ${formatBytes(n.spilled_bytes)}`
+              : "its store and spill files went with it" })),
+        n.alive ? el("div", { class: "md-bar-row" }, el("span", { class: "md-bar-label", text: "store" }), bar(n)) : null,
+        n.alive ? el("div", { class: "md-bar-row" }, el("span", { class: "md-bar-label", text: "spilled" }), spillBar(n, maxSpill)) : null,
+        n.alive ? legend() : null,
         el("table", { class: "md-workers" },
           el("tr", {}, el("th", { text: "worker" }), el("th", { text: "state" }), el("th", { text: "" }), el("th", { text: "current task / exit cause" })),
           ...rows));

@@ -1,6 +1,6 @@
 // Objects: totals per node and per owner, and a virtualized, sortable, filterable table that
 // stays responsive at 10,000 rows (only the rows in sight are in the DOM).
-import { badge, el, formatBytes, holdersText, shortId, STATES } from "../format.js";
+import { badge, el, formatBytes, holdersText, shortId, shortName, shortSite, STATES } from "../format.js";
 
 const ROW_H = 24;
 const OVERSCAN = 12;
@@ -13,12 +13,14 @@ const COLUMNS = [
   { key: "size", label: "size", width: "84px", num: true, value: (r) => r.size ?? -1,
     cell: (r) => formatBytes(r.size) },
   { key: "holders", label: "holders", width: "minmax(180px, 2fr)",
-    value: (r) => holdersText(r), cell: (r) => holdersText(r) },
+    value: (r) => holdersText(r), cell: (r) => holdersText(r), title: (r) => holdersText(r) },
   { key: "call_site", label: "call site", width: "minmax(140px, 1.5fr)",
-    value: (r) => r.call_site || "", cell: (r) => r.call_site || "–" },
+    value: (r) => r.call_site || "", cell: (r) => shortSite(r.call_site) || "–",
+    title: (r) => r.call_site },
   { key: "task_name", label: "made by", width: "minmax(90px, 1fr)",
     value: (r) => r.task_name || (r.task_id ? "task" : "put"),
-    cell: (r) => r.task_name ? `${r.task_name}()` : (r.task_id ? shortId(r.task_id, 8) : "put") },
+    cell: (r) => r.task_name ? `${shortName(r.task_name)}()` : (r.task_id ? shortId(r.task_id, 8) : "put"),
+    title: (r) => r.task_name || r.task_id },
   { key: "owner", label: "owner", width: "100px", value: (r) => r.owner || "", cell: (r) => r.owner },
   { key: "locations", label: "locations", width: "minmax(100px, 1fr)",
     value: (r) => (r.locations || []).join(","),
@@ -131,7 +133,9 @@ export function objectsView(store) {
         title: r.error ? `error: ${r.error}` : null,
         onclick: () => store.select(r.object_id === store.selected ? "" : r.object_id),
       });
-      for (const c of COLUMNS) tr.append(el("div", { class: `md-td${c.num ? " md-num" : ""}` }, c.cell(r)));
+      for (const c of COLUMNS) {
+        tr.append(el("div", { class: `md-td${c.num ? " md-num" : ""}`, title: c.title ? c.title(r) : null }, c.cell(r)));
+      }
       frag.append(tr);
     }
     win.replaceChildren(frag);
