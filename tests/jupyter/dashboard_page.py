@@ -91,8 +91,11 @@ def dashboard_page(keyframe: dict[str, Any], width: int = 1200, tab: str = "obje
             page.route(f"{ORIGIN}/**", serve)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            if os.environ.get("MEMLAB_PAGE_DEBUG"):
+                page.on("console", lambda m: print("console:", m.text))
+                page.on("pageerror", lambda exc: print("pageerror:", exc))
             page.goto(f"{ORIGIN}/")
-            page.wait_for_function("window.memlabReady === true", timeout=10_000)
+            page.wait_for_function("window.memlabReady === true", timeout=60_000)
             page.errors = errors
             yield page
         finally:

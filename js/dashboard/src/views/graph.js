@@ -6,6 +6,11 @@
 import cytoscape from "cytoscape";
 import fcose from "cytoscape-fcose";
 import { el, formatBytes, holdersText, shortId, shortName, shortSite } from "../format.js";
+import { lanesPositions } from "./lanes.js";
+
+// Up to this many nodes a force-directed layout (fcose) draws the graph; above, the lanes
+// layout does (fast, and it keeps alike objects apart).
+const FORCE_MAX = 150;
 
 cytoscape.use(fcose);
 
@@ -20,26 +25,28 @@ const STYLE = [
     "text-margin-y": 2, "width": 14, "height": 14, "background-color": "#90a4ae",
     "border-width": 1, "border-color": "#fff", "min-zoomed-font-size": 7 } },
   { selector: "node[kind = 'process']", style: {
-    "shape": "round-rectangle", "width": "label", "height": 18, "padding": 5,
+    "shape": "round-rectangle", "width": (n) => 12 + 6.2 * String(n.data("label")).length, "height": 18,
     "background-color": "#3949ab", "color": "#fff", "text-valign": "center", "text-margin-y": 0,
     "font-size": 10, "font-weight": "bold", "min-zoomed-font-size": 0 } },
   { selector: "node[kind = 'process'][?dead]", style: { "background-color": "#b0bec5", "border-color": "#c62828", "border-width": 2 } },
   { selector: "node[kind = 'node']", style: {
-    "shape": "barrel", "width": "label", "height": 22, "padding": 6, "background-color": "#546e7a",
+    "shape": "barrel", "width": (n) => 16 + 6.2 * String(n.data("label")).length, "height": 22, "background-color": "#546e7a",
     "color": "#fff", "text-valign": "center", "text-margin-y": 0, "font-size": 10, "min-zoomed-font-size": 0 } },
   { selector: "node[kind = 'node'][?dead]", style: { "background-color": "#ef9a9a" } },
   { selector: "node[kind = 'task']", style: {
     "shape": "diamond", "width": 14, "height": 14, "background-color": "#ffb300" } },
-  { selector: "node[kind = 'task'][state = 'running']", style: { "background-color": "#fb8c00" } },
+  { selector: "node[kind = 'task'][state = 'running']", style: { "background-color": "#fb8c00", "border-color": "#e65100" } },
+  { selector: "node[kind = 'task'][state = 'pending']", style: { "background-color": "#ffe082" } },
   { selector: "node[kind = 'object'], node[kind = 'group']", style: { "background-color": "#43a047" } },
   { selector: "node[kind = 'object']", style: { "font-size": 8, "min-zoomed-font-size": 9, "color": "#607d8b" } },
-  { selector: "node[kind = 'group']", style: { "width": "data(diam)", "height": "data(diam)", "font-size": 10 } },
-  { selector: "node[state = 'pending']", style: { "background-color": "#bdbdbd" } },
-  { selector: "node[state = 'spilled']", style: { "background-color": "#8e24aa" } },
-  { selector: "node[state = 'failed']", style: { "background-color": "#6d4c41" } },
-  { selector: "node[state = 'lost']", style: {
+  { selector: "node[kind = 'group']", style: { "width": "data(diam)", "height": "data(diam)", "font-size": 9,
+    "text-wrap": "ellipsis", "text-max-width": 140 } },
+  { selector: "node[kind != 'task'][kind != 'process'][state = 'pending']", style: { "background-color": "#bdbdbd" } },
+  { selector: "node[kind != 'task'][kind != 'process'][state = 'spilled']", style: { "background-color": "#8e24aa" } },
+  { selector: "node[kind != 'task'][kind != 'process'][state = 'failed']", style: { "background-color": "#6d4c41" } },
+  { selector: "node[kind != 'task'][kind != 'process'][state = 'lost']", style: {
     "background-color": "#e53935", "border-color": "#b71c1c", "border-width": 3 } },
-  { selector: "node[state = 'reconstructing']", style: {
+  { selector: "node[kind != 'task'][kind != 'process'][state = 'reconstructing']", style: {
     "background-color": "#fb8c00", "border-color": "#e65100", "border-width": 3, "border-style": "dashed" } },
   { selector: "node:selected, node.md-picked", style: { "border-color": "#000", "border-width": 3, "z-index": 10 } },
   { selector: "edge", style: {
@@ -58,7 +65,7 @@ const STYLE = [
 function nodeData(n) {
   const data = { ...n, dead: n.alive === false };
   if (n.kind === "group") {
-    data.diam = Math.min(60, 12 + 6 * Math.log2(1 + (n.count || 1)));
+    data.diam = Math.min(46, 12 + 4 * Math.log2(1 + (n.count || 1)));
     const name = n.ref.startsWith("task:") ? `${shortName(n.ref.slice(5))}()` : `put @ ${shortSite(n.ref.slice(5))}`;
     data.label = `${name} ×${n.count}`;
   } else if (n.kind === "task") {
@@ -120,7 +127,7 @@ export function graphView(store) {
   function ensure() {
     if (cy) return;
     cy = cytoscape({
-      container: canvas, style: STYLE, wheelSensitivity: 0.3, minZoom: 0.05, maxZoom: 4,
+      container: canvas, style: STYLE, minZoom: 0.05, maxZoom: 4,
       boxSelectionEnabled: false, autoungrabify: false,
     });
     cy.on("mouseover", "node", (e) => showTip(e.target, e.renderedPosition));
@@ -195,7 +202,7 @@ export function graphView(store) {
     info.textContent = `${nodes.size} nodes, ${edges.size} edges` +
       (meta.grouped ? ` — ${meta.objects} objects grouped by the task or call site that made them` : "");
     const n = cy.nodes().length;
-    if (lastLayout === 0 || changedSinceLayout > Math.max(10, 0.2 * n)) layout(false);
+    if (lastLayout === 0 || (n > FORCE_MAX ? changedSinceLayout > 0 : changedSinceLayout > Math.max(10, 0.2 * n))) layout(false);
   }
 
   function layout(force) {
@@ -203,18 +210,38 @@ export function graphView(store) {
     const n = cy.nodes().length;
     if (!n) return;
     const now = Date.now();
-    if (!force && now - lastLayout < 3000 && lastLayout !== 0) {
-      // Bounded: at most one layout per 3 s under a stream of changes, and one after it ends.
-      if (!deferred) deferred = setTimeout(() => { deferred = null; layout(false); }, 3000 - (now - lastLayout));
+    const spacing = n > FORCE_MAX ? 1000 : 3000;
+    if (!force && now - lastLayout < spacing && lastLayout !== 0) {
+      // Bounded: at most one layout per spacing under a stream of changes, and one after it.
+      if (!deferred) deferred = setTimeout(() => { deferred = null; layout(false); }, spacing - (now - lastLayout));
       return;
     }
+    const first = lastLayout === 0;
     lastLayout = now;
     changedSinceLayout = 0;
-    cy.layout({
-      name: "fcose", quality: n > 800 ? "draft" : "default", randomize: force || n < 3,
-      animate: false, nodeDimensionsIncludeLabels: false, packComponents: true,
-      nodeRepulsion: 6000, idealEdgeLength: 50, numIter: n > 1500 ? 800 : 2500,
-    }).run();
+    if (n > FORCE_MAX) {
+      const pos = lanesPositions(cy, canvas.clientWidth || 1100, canvas.clientHeight || 420);
+      cy.layout({ name: "preset", positions: (node) => pos[node.id()] || node.position(), animate: false }).run();
+      cy.fit(undefined, 20);
+      return;
+    }
+    // fcose starts from random positions (spectral, then refined) or, to keep the picture a
+    // person already reads, from the current ones, which it supports only at "proof" quality.
+    const options = first || force
+      ? { name: "fcose", quality: "default", randomize: true }
+      : { name: "fcose", quality: "proof", randomize: false, numIter: 1000 };
+    try {
+      // Edges as long as their ends are big (groups are drawn by their size), so none overlap.
+      const size = (node) => Math.max(node.width(), node.height());
+      cy.layout({ ...options, animate: false, packComponents: true,
+        nodeRepulsion: (node) => 4500 + 40 * size(node) * size(node),
+        idealEdgeLength: (edge) => 45 + size(edge.source()) + size(edge.target()),
+        nodeSeparation: 40, nodeDimensionsIncludeLabels: true }).run();
+    } catch (err) {
+      console.warn("memlab dashboard: fcose layout failed, using lanes", err);
+      const pos = lanesPositions(cy);
+      cy.layout({ name: "preset", positions: (node) => pos[node.id()] || node.position(), animate: false }).run();
+    }
     cy.fit(undefined, 20);
   }
 

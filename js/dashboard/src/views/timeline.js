@@ -41,7 +41,7 @@ export function timelineView(store) {
     if ((inc.holders || []).length) extra.push(`holders told OwnerDiedError: ${inc.holders.join(", ")}`);
     return el("div", { class: `md-incident md-inc-${inc.state}` },
       el("div", { class: "md-inc-head" }, badge(inc.state), el("b", { text: inc.title }),
-        el("span", { class: "md-inc-time", text: `${formatClock(inc.started_at)} · took ${formatDuration(inc.duration)}` })),
+        el("span", { class: "md-inc-time", text: `${formatClock(inc.started_at)} · ${inc.state === "recovering" ? "so far" : "took"} ${formatDuration(inc.duration)}` })),
       axis,
       el("div", { class: "md-axis-scale" }, el("span", { text: "0" }), el("span", { text: `+${formatDuration(inc.duration)}` })),
       steps,
