@@ -43,10 +43,26 @@ from memlab.core.ownership_graph import build_graph
 from memlab.core.state_records import ObjectRecord
 from memlab.core.view_table import ViewTable
 
-__all__ = ["INCIDENT_KINDS", "SECTIONS", "DashboardView"]
+__all__ = ["INCIDENT_KINDS", "SECTIONS", "DashboardView", "check_sections"]
 
 #: The sections a delta may carry, in the order a reader applies them.
 SECTIONS = ("summary", "nodes", "workers", "objects", "graph_nodes", "graph_edges", "incidents")
+
+
+def check_sections(sections: Iterable[str]) -> list[str]:
+    """``sections`` as a list, each one of :data:`SECTIONS`.
+
+    Raises:
+        ValueError: Naming the unknown section and the known ones.
+    """
+    if isinstance(sections, str):
+        sections = [sections]
+    out = list(sections)
+    unknown = [s for s in out if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown dashboard view sections {unknown}; use some of: "
+                         f"{', '.join(SECTIONS)}")
+    return out
 
 
 class DashboardView:
@@ -60,8 +76,8 @@ class DashboardView:
         last_cost: Seconds the last refresh took (what :meth:`due` spaces refreshes by).
     """
 
-    def __init__(self, aggregate_above: int = 2_000, min_interval: float = 0.1,
-                 max_share: float = 0.25) -> None:
+    def __init__(self, aggregate_above: int = 1_000, min_interval: float = 0.1,
+                 max_share: float = 0.25, graph_interval: float = 0.5) -> None:
         """Create an empty view.
 
         Args:
@@ -69,37 +85,50 @@ class DashboardView:
                 task or call site that made them.
             min_interval: Seconds between refreshes at least (0.1: ten a second).
             max_share: The share of one core refreshing may take when refreshes are costly.
+            graph_interval: Seconds between graph rebuilds at least: the graph costs the most
+                to build and to ship, and the browser lays it out at most once a second.
 
         Raises:
             ValueError: If a bound is not positive.
         """
         for name, value in (("aggregate_above", aggregate_above),
-                            ("min_interval", min_interval), ("max_share", max_share)):
+                            ("min_interval", min_interval), ("max_share", max_share),
+                            ("graph_interval", graph_interval)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
         self.aggregate_above = aggregate_above
         self.min_interval = min_interval
         self.max_share = max_share
+        self.graph_interval = graph_interval
+        self._graph_at = float("-inf")
         self.version = 0
         self.seq = -1
         self.event_cursor = 0
         self.last_cost = 0.0
         self._last_refresh = float("-inf")
+        self._synced_at: dict[str, int] = {}  # section -> the seq it was last synced at
         self.tables = {name: ViewTable(name) for name in SECTIONS}
         self.incidents = IncidentTracker(owned_by=self._owned_by)
 
     # ------------------------------------------------------------------ refreshing
 
-    def due(self, now: float, seq: int) -> bool:
-        """Whether a refresh at ``now`` (seconds, monotonic) is due, the log being at ``seq``."""
-        if seq == self.seq:
+    def due(self, now: float, seq: int, sections: Iterable[str] = SECTIONS) -> bool:
+        """Whether a refresh at ``now`` (seconds, monotonic) is due, the log being at ``seq``,
+        for a reader of ``sections``."""
+        if all(self._synced_at.get(name) == seq for name in sections):
             return False
         spacing = max(self.min_interval, self.last_cost / self.max_share)
         return now - self._last_refresh >= spacing
 
     def refresh(self, records: Any, events: Iterable[Mapping[str, Any]], seq: int,
-                now: float, cost: float | None = None) -> bool:
-        """Recompute every section; returns whether anything changed.
+                now: float, cost: float | None = None,
+                sections: Iterable[str] = SECTIONS) -> bool:
+        """Recompute the sections asked for; returns whether anything changed.
+
+        A section not asked for keeps its rows and stamps until a refresh asks for it (then
+        it catches up in one sync, stamped with that refresh's version, so every reader still
+        gets exactly what it lacks). The graph is the costly one: a dashboard showing another
+        view need not build it ten times a second.
 
         Args:
             records: The model's live records (``objects``, ``tasks``, ``workers``, ``nodes``
@@ -110,7 +139,12 @@ class DashboardView:
             now: The current monotonic time.
             cost: How long the previous refresh really took (the caller times it), for
                 :meth:`due`; None keeps the last figure.
+            sections: The sections to bring up to date (``summary`` always is).
+
+        Raises:
+            ValueError: If a section is not one of :data:`SECTIONS`.
         """
+        wanted = set(check_sections(sections)) | {"summary"}
         if cost is not None:
             self.last_cost = cost
         self._last_refresh = now
@@ -123,26 +157,46 @@ class DashboardView:
         t = self.tables
         changed = 0
         totals = _Totals()
-        changed += t["objects"].sync(self._object_entries(objects, tasks, totals),
-                                     lambda src: _object_row(*src), version)
-        changed += t["nodes"].sync(_node_entries(records.nodes, totals), _node_row, version)
-        changed += t["workers"].sync(_worker_entries(records.workers, tasks), _worker_row,
-                                     version)
+        entries = self._object_entries(objects, tasks, totals)
+        if "objects" in wanted:
+            changed += t["objects"].sync(entries, lambda src: _object_row(*src), version)
+        else:
+            for _ in entries:  # the totals still count every object
+                pass
+        node_entries = _node_entries(records.nodes, totals)
+        if "nodes" in wanted:
+            changed += t["nodes"].sync(node_entries, _node_row, version)
+        else:
+            for _ in node_entries:  # the totals' spilled bytes
+                pass
+        if "workers" in wanted:
+            changed += t["workers"].sync(_worker_entries(records.workers, tasks), _worker_row,
+                                         version)
         live = totals.objects
-        grouped = live > self.aggregate_above
-        build = group_graph if grouped else build_graph
-        graph = build(objects, tasks, records.workers, records.nodes)
-        changed += t["graph_nodes"].sync(((n["id"], n, n) for n in graph["nodes"]),
-                                         _same, version)
-        changed += t["graph_edges"].sync(
-            ((f"{e['src']}|{e['kind']}|{e['dst']}", e.get("count", 1), e)
-             for e in graph["edges"]), _same, version)
-        changed += t["incidents"].sync(
-            ((inc["id"], _incident_fingerprint(inc), inc) for inc in self.incidents.incidents()),
-            _copy_incident, version)
-        meta = {"key": "graph", "grouped": grouped, "objects": live,
-                "nodes": len(graph["nodes"]), "edges": len(graph["edges"]),
-                "aggregate_above": self.aggregate_above}
+        meta = self.tables["summary"].rows().get("graph") or {
+            "key": "graph", "grouped": False, "nodes": 0, "edges": 0}
+        want_graph = "graph_nodes" in wanted or "graph_edges" in wanted
+        wanted -= {"graph_nodes", "graph_edges"}
+        if want_graph and now - self._graph_at >= self.graph_interval:
+            self._graph_at = now
+            wanted |= {"graph_nodes", "graph_edges"}  # one graph: both halves or neither
+            grouped = live > self.aggregate_above
+            build = group_graph if grouped else build_graph
+            graph = build(objects, tasks, records.workers, records.nodes)
+            changed += t["graph_nodes"].sync(((n["id"], n, n) for n in graph["nodes"]),
+                                             _same, version)
+            changed += t["graph_edges"].sync(
+                ((f"{e['src']}|{e['kind']}|{e['dst']}", e.get("count", 1), e)
+                 for e in graph["edges"]), _same, version)
+            meta = {"key": "graph", "grouped": grouped, "nodes": len(graph["nodes"]),
+                    "edges": len(graph["edges"])}
+        if "incidents" in wanted:
+            changed += t["incidents"].sync(
+                ((inc["id"], _incident_fingerprint(inc), inc)
+                 for inc in self.incidents.incidents()), _copy_incident, version)
+        meta = {**meta, "objects": live, "aggregate_above": self.aggregate_above}
+        for name in wanted:
+            self._synced_at[name] = seq
         summary = totals.row()
         changed += t["summary"].sync(
             [("totals", summary, summary), ("graph", meta, meta)], _same, version)
@@ -173,8 +227,9 @@ class DashboardView:
 
     # ------------------------------------------------------------------ reading
 
-    def delta(self, since: int | None) -> dict[str, Any]:
-        """What a reader at version ``since`` lacks (``None`` or 0: everything).
+    def delta(self, since: int | None, sections: Iterable[str] = SECTIONS) -> dict[str, Any]:
+        """What a reader at version ``since`` lacks (``None`` or 0: everything) in
+        ``sections`` (and the summary).
 
         Returns:
             ``{"version", "seq", "sections": {name: {"reset", "upsert", "remove"}}}`` with only
@@ -184,12 +239,15 @@ class DashboardView:
         since = since or 0
         if since > self.version:
             since = 0
-        sections = {}
+        wanted = set(check_sections(sections)) | {"summary"}
+        if "graph_nodes" in wanted or "graph_edges" in wanted:
+            wanted |= {"graph_nodes", "graph_edges"}
+        out = {}
         for name in SECTIONS:
-            d = self.tables[name].delta(since)
+            d = self.tables[name].delta(since) if name in wanted else None
             if d is not None:
-                sections[name] = d
-        return {"version": self.version, "seq": self.seq, "sections": sections,
+                out[name] = d
+        return {"version": self.version, "seq": self.seq, "sections": out,
                 "refresh_ms": round(self.last_cost * 1e3, 3)}
 
     # ------------------------------------------------------------------ invariants
@@ -208,7 +266,7 @@ class DashboardView:
         for key, e in self.tables["graph_edges"].rows().items():
             assert e["src"] in gnodes and e["dst"] in gnodes, f"dangling graph edge {key}"
         totals = self.tables["summary"].rows().get("totals")
-        if totals is not None:
+        if totals is not None and self._synced_at.get("objects") == self._synced_at["summary"]:
             assert totals["objects"] == len(self.tables["objects"]), "totals miscount objects"
 
 

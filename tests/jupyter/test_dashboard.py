@@ -11,9 +11,10 @@ import pytest
 import traitlets
 
 import memlab
-from memlab.core.dashboard_view import DashboardView
+from memlab.core.dashboard_view import SECTIONS, DashboardView
 from memlab.core.state_model import StateModel
 from memlab.jupyter.dashboard import Dashboard, dashboard, set_default_names
+from memlab.jupyter.dashboard.view_state import upserted_rows
 from memlab.runtime.global_state import current_collector
 from memlab.testing import wait_for
 
@@ -32,6 +33,7 @@ class FakeSource:
         self.view = DashboardView(min_interval=1e-9)
         self.calls = 0
         self.now = 0.0
+        self.asked: list[str] | None = None
 
     def put(self, i: int, size: int = 1000, node: str = "node-0", **extra: Any) -> None:
         self.model.apply([{"kind": "object.created", "ts": time.time(), "proc": "driver",
@@ -42,14 +44,17 @@ class FakeSource:
     def apply(self, *events: dict[str, Any]) -> None:
         self.model.apply([{"ts": time.time(), "proc": "driver", **e} for e in events])
 
-    def __call__(self, since: int | None) -> dict[str, Any]:
+    def __call__(self, since: int | None, sections: list[str] | None) -> dict[str, Any]:
         self.calls += 1
         self.now += 1.0
-        if self.view.due(self.now, self.model.latest_seq):
+        self.asked = sections
+        wanted = sections or SECTIONS
+        if self.view.due(self.now, self.model.latest_seq, wanted):
             events, _ = self.model.events(self.view.event_cursor)
-            self.view.refresh(self.model.records(), events, self.model.latest_seq, self.now)
+            self.view.refresh(self.model.records(), events, self.model.latest_seq, self.now,
+                              sections=wanted)
         self.view.validate()
-        return self.view.delta(since)
+        return self.view.delta(since, wanted)
 
 
 class Recorder:
@@ -60,7 +65,7 @@ class Recorder:
         self.objects: dict[str, dict[str, Any]] = {}
         frame = widget.keyframe
         self.seq = frame.get("seq", 0)
-        for row in frame.get("sections", {}).get("objects", ()):
+        for row in upserted_rows(frame.get("sections", {}).get("objects", [])):
             self.objects[row["object_id"]] = row
         widget.publisher.on_delta = self.receive
 
@@ -74,7 +79,7 @@ class Recorder:
                 self.objects.clear()
             for key in d["remove"]:
                 self.objects.pop(key, None)
-            for row in d["upsert"]:
+            for row in upserted_rows(d):
                 self.objects[row["object_id"]] = row
 
 
@@ -95,12 +100,13 @@ def test_a_first_snapshot_is_in_the_keyframe_before_the_widget_goes_live(
         source: FakeSource) -> None:
     for i in range(3):
         source.put(i)
-    w = Dashboard(source=source)
+    w = Dashboard(source=source, tab="graph")
     try:
         w.publisher.poll_once()
         frame = w.keyframe
         assert frame["seq"] == 1
-        assert {r["object_id"] for r in frame["sections"]["objects"]} == {oid(i) for i in range(3)}
+        assert {r["object_id"] for r in upserted_rows(frame["sections"]["objects"])} == {
+            oid(i) for i in range(3)}
         assert frame["sections"]["summary"][0]["objects"] == 3
         assert {n["id"] for n in frame["sections"]["graph_nodes"]} >= {"process:driver",
                                                                          "node:node-0"}
@@ -120,7 +126,7 @@ def test_changes_arrive_as_numbered_deltas_of_only_what_changed(
     [msg] = browser.messages
     objects = msg["sections"]["objects"]
     assert objects["remove"] == [oid(7)]
-    assert [r["object_id"] for r in objects["upsert"]] == [oid(8)]
+    assert [r["object_id"] for r in upserted_rows(objects)] == [oid(8)]
     assert browser.objects[oid(8)]["state"] == "lost" and len(browser.objects) == 99
     assert "incidents" in msg["sections"], "a lost object opens an incident"
     widget.publisher.poll_once()
@@ -141,7 +147,7 @@ def test_names_from_the_provider_join_the_object_rows(source: FakeSource) -> Non
         names[oid(3)] = ["y"]
         w.publisher.poll_once()
         [msg] = browser.messages
-        assert [r["object_id"] for r in msg["sections"]["objects"]["upsert"]] == [oid(3)]
+        assert [r["object_id"] for r in upserted_rows(msg["sections"]["objects"])] == [oid(3)]
         assert browser.objects[oid(3)]["names"] == ["y"]
     finally:
         w.close()
@@ -186,7 +192,8 @@ def test_a_browser_that_asks_gets_a_keyframe_at_the_next_tick(
     assert widget.keyframe is first, "keyframes are rare while deltas flow"
     widget._handle_custom_msg({"type": "resync"}, [])
     widget.publisher.poll_once()
-    assert widget.keyframe["seq"] == 2 and len(widget.keyframe["sections"]["objects"]) == 2
+    assert widget.keyframe["seq"] == 2
+    assert len(upserted_rows(widget.keyframe["sections"]["objects"])) == 2
 
 
 def test_the_static_fallback_shows_the_four_views(source: FakeSource,
@@ -218,6 +225,18 @@ def test_the_fallback_escapes_what_users_named(source: FakeSource) -> None:
         assert "<img" not in page and "&lt;img" in page
     finally:
         w.close()
+
+
+def test_the_graph_is_asked_for_only_while_its_tab_shows(source: FakeSource,
+                                                         widget: Dashboard) -> None:
+    source.put(1)
+    widget.publisher.poll_once()
+    assert source.asked is not None and "graph_nodes" not in source.asked
+    assert widget.state.sections["graph_nodes"] == {}
+    widget.tab = "graph"  # as the browser sets it
+    widget.publisher.poll_once()
+    assert "graph_nodes" in source.asked
+    assert "process:driver" in widget.state.sections["graph_nodes"]
 
 
 def test_tabs_are_checked(widget: Dashboard) -> None:

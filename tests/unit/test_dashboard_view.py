@@ -357,3 +357,27 @@ def test_the_view_builds_incidents_from_the_event_log(model: StateModel) -> None
     [inc] = reader.sections["incidents"].values()
     assert inc["owner_bytes"] == 4096 and inc["state"] == "failed"
     assert oid(1) not in reader.sections["objects"], "fate-sharing: the object is gone"
+
+
+def test_the_graph_is_built_only_when_asked_and_at_most_every_graph_interval(
+        model: StateModel) -> None:
+    model.apply([created(1)])
+    view = DashboardView(graph_interval=0.5)
+    events: list[dict] = []
+    view.refresh(model.records(), events, model.latest_seq, 0.0, sections=["objects"])
+    assert len(view.tables["graph_nodes"]) == 0 and len(view.tables["objects"]) == 1
+    reader = Reader()
+    reader.pull(view)
+    view.refresh(model.records(), events, model.latest_seq, 1.0, sections=["graph_nodes"])
+    assert f"object:{oid(1)}" in view.tables["graph_nodes"].rows()
+    model.apply([created(2)])
+    view.refresh(model.records(), events, model.latest_seq, 1.2, sections=["graph_nodes"])
+    assert f"object:{oid(2)}" not in view.tables["graph_nodes"].rows(), "too soon"
+    assert view.due(1.6, model.latest_seq, ["graph_nodes"]), "the graph is still behind"
+    view.refresh(model.records(), events, model.latest_seq, 1.6, sections=["graph_nodes"])
+    assert f"object:{oid(2)}" in view.tables["graph_nodes"].rows()
+    view.validate()
+    delta = view.delta(reader.version, ["graph_edges"])
+    assert set(delta["sections"]) == {"summary", "graph_nodes", "graph_edges"}
+    with pytest.raises(ValueError, match="unknown dashboard view sections"):
+        view.delta(0, ["graphs"])

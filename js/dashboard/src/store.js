@@ -13,6 +13,22 @@ export function rowKey(section, row) {
   return f.length === 1 ? String(row[f[0]]) : f.map((k) => String(row[k])).join("|");
 }
 
+// The rows a section of a delta or keyframe carries, whichever its shape: a list of rows (a
+// keyframe), {upsert: [rows]}, or columns and lists {cols, rows} (object rows: far less JSON).
+export function upsertedRows(payload) {
+  if (Array.isArray(payload)) return payload;
+  const out = payload.upsert ? [...payload.upsert] : [];
+  if (payload.cols) {
+    const cols = payload.cols;
+    for (const r of payload.rows || []) {
+      const row = {};
+      for (let i = 0; i < cols.length; i++) row[cols[i]] = r[i];
+      out.push(row);
+    }
+  }
+  return out;
+}
+
 export class Store {
   constructor() {
     this.seq = -1; // nothing yet
@@ -34,11 +50,11 @@ export class Store {
   // A keyframe: every row, numbered. Older than what we hold: ignored.
   loadKeyframe(frame) {
     if (!frame || frame.seq === undefined || frame.seq < this.seq) return;
-    for (const [name, rows] of Object.entries(frame.sections || {})) {
+    for (const [name, payload] of Object.entries(frame.sections || {})) {
       const map = this.sections[name];
       if (!map) continue;
       map.clear();
-      for (const row of rows) map.set(rowKey(name, row), row);
+      for (const row of upsertedRows(payload)) map.set(rowKey(name, row), row);
       this._touch(name);
     }
     this.seq = frame.seq;
@@ -55,7 +71,7 @@ export class Store {
       if (!map) continue;
       if (d.reset) map.clear();
       for (const key of d.remove || []) map.delete(String(key));
-      for (const row of d.upsert || []) map.set(rowKey(name, row), row);
+      for (const row of upsertedRows(d)) map.set(rowKey(name, row), row);
       this._touch(name);
     }
     this.seq = msg.seq;

@@ -14,7 +14,8 @@ dashboard (ipykernel's output socket takes messages from any thread).
         on_stop(reason), thread ends
 
 Invariants:
-    * At most one delta message per ``1 / max_rate_hz`` seconds, whatever the event rate.
+    * At most one delta message per ``1 / max_rate_hz`` seconds, whatever the event rate, and
+      polls spaced so this thread takes at most ``max_share`` of a core in the kernel.
     * A source or sink that raises never kills the kernel: the error is shown as the status.
     * ``stop`` is idempotent and bounded in time.
 """
@@ -34,8 +35,8 @@ __all__ = ["Publisher", "Source"]
 
 logger = logging.getLogger(__name__)
 
-#: ``source(since)`` returns ``memlab.state.view(since)``'s answer.
-Source = Callable[[int | None], dict[str, Any]]
+#: ``source(since, sections)`` returns ``memlab.state.view(since, sections)``'s answer.
+Source = Callable[[int | None, list[str] | None], dict[str, Any]]
 
 _JOIN_TIMEOUT = 2.0
 
@@ -56,8 +57,10 @@ class Publisher:
                  send: Callable[[dict[str, Any]], None],
                  keyframe: Callable[[dict[str, Any]], None],
                  on_stop: Callable[[str], None] | None = None,
+                 sections: Callable[[], list[str] | None] | None = None,
                  max_rate_hz: float = 10.0, idle_after: float = 2.0,
-                 idle_interval: float = 0.5, keyframe_interval: float = 5.0) -> None:
+                 idle_interval: float = 0.5, keyframe_interval: float = 5.0,
+                 max_share: float = 0.04) -> None:
         """Set up (nothing runs until :meth:`start`).
 
         Args:
@@ -66,11 +69,16 @@ class Publisher:
             send: Delivers a delta message to the browser.
             keyframe: Delivers a full keyframe (the widget's synced state).
             on_stop: Called with the reason once the source is gone.
+            sections: Which sections to ask for now (what the browser shows; None: all).
             max_rate_hz: Upper bound on delta messages per second (at most 10 in the issue).
             idle_after: Seconds without change after which it polls every ``idle_interval``.
             idle_interval: Seconds between polls while idle (bounds an idle kernel's cost).
             keyframe_interval: Seconds between keyframes while changes flow (views opened
                 while the kernel is busy start from one; see ``view_state``).
+            max_share: The share of one core this thread may take in the kernel: a poll that
+                merged and serialized thousands of changed rows spaces the next one out, so
+                that a burst of tasks is not slowed by the view of it (the kernel's thread is
+                what submits tasks).
 
         Raises:
             ValueError: If ``max_rate_hz`` is not positive.
@@ -82,10 +90,13 @@ class Publisher:
         self.on_delta = send
         self.on_keyframe = keyframe
         self.on_stop = on_stop
+        self.sections = sections
         self.interval = 1.0 / max_rate_hz
         self.idle_after = idle_after
         self.idle_interval = max(idle_interval, self.interval)
         self.keyframe_interval = keyframe_interval
+        self.max_share = max_share
+        self.last_cost = 0.0  # CPU seconds of the last poll, in this thread
         self.sent = 0
         self.polls = 0
         self.sent_at: list[float] = []  # monotonic times of the last sends (bounded)
@@ -108,7 +119,8 @@ class Publisher:
         """Ask the source once and publish what changed; returns False once it is gone."""
         self.polls += 1
         try:
-            delta = self.source(self.state.version or None)
+            wanted = self.sections() if self.sections is not None else None
+            delta = self.source(self.state.version or None, wanted)
         except (RuntimeNotStartedError, EventsUnavailableError) as exc:
             self._stopped(f"stopped: {exc}")
             return False
@@ -138,6 +150,7 @@ class Publisher:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            cpu = time.thread_time()
             try:
                 if not self.poll_once():
                     return
@@ -145,8 +158,10 @@ class Publisher:
                 logger.exception("memlab dashboard publisher failed")
                 self._stopped(f"stopped: the dashboard's publisher failed ({exc})")
                 return
+            self.last_cost = time.thread_time() - cpu
             idle = started - self._last_change > self.idle_after
-            wait = self.idle_interval if idle else self.interval
+            wait = max(self.idle_interval if idle else self.interval,
+                       self.last_cost / self.max_share)
             if self._keyframe_wanted.is_set():
                 wait = self.interval
             self._stop.wait(max(0.0, started + wait - time.monotonic()))

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["KEYS", "NamesProvider", "ViewState"]
+__all__ = ["KEYS", "OBJECT_COLUMNS", "NamesProvider", "ViewState", "upserted_rows"]
 
 #: The field (or fields) that key each section's rows; the browser uses the same rule.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -39,6 +39,31 @@ KEYS: dict[str, tuple[str, ...]] = {
 #: "parts[2]", "Out[4]"]}``). Called from the publisher thread, at most every
 #: ``names_interval`` seconds; it must be cheap or bound its own cost.
 NamesProvider = Callable[[], Mapping[str, Sequence[str]]]
+
+
+#: Object rows go to the browser as columns and lists (``{"cols": [...], "rows": [[...]]}``):
+#: JSON of 10,000 dicts repeats every key 10,000 times and took most of the kernel's time.
+OBJECT_COLUMNS = ("object_id", "owner", "size", "state", "locations", "inline", "call_site",
+                  "task_id", "task_name", "error", "holders", "names")
+
+
+def _columnar(section: dict[str, Any]) -> None:
+    rows = section.pop("upsert")
+    section["upsert"] = []
+    section["cols"] = OBJECT_COLUMNS
+    section["rows"] = [[r.get(c) for c in OBJECT_COLUMNS] for r in rows]
+
+
+def upserted_rows(payload: Any) -> list[dict[str, Any]]:
+    """The rows a section of a delta or keyframe carries, as dicts, whichever its shape
+    (``{"upsert": [dicts]}``, ``{"cols", "rows"}``, or a keyframe's plain list)."""
+    if isinstance(payload, list):
+        return payload
+    rows = list(payload.get("upsert") or ())
+    cols = payload.get("cols")
+    if cols:
+        rows += [dict(zip(cols, r)) for r in payload.get("rows") or ()]
+    return rows
 
 
 def row_key(section: str, row: Mapping[str, Any]) -> str:
@@ -104,7 +129,9 @@ class ViewState:
                 sent = out.setdefault(name, {"reset": False, "upsert": [], "remove": []})
                 sent["reset"] = sent["reset"] or bool(d.get("reset"))
                 sent["remove"] = [str(k) for k in d.get("remove", ())]
-                sent["upsert"] = [self._with_names(name, r) for r in d.get("upsert", ())]
+                upserts = d.get("upsert", ())
+                sent["upsert"] = ([self._with_names(name, r) for r in upserts]
+                                  if name == "objects" and self._names else list(upserts))
             self.version = version
             renamed = self._refresh_names(now)
             if renamed:
@@ -116,10 +143,12 @@ class ViewState:
             if not any(d["reset"] or d["upsert"] or d["remove"] for d in out.values()):
                 return None
             self.seq += 1
+            if "objects" in out:
+                _columnar(out["objects"])
             return {"type": "delta", "base": self.seq - 1, "seq": self.seq, "sections": out}
 
     def _with_names(self, section: str, row: dict[str, Any]) -> dict[str, Any]:
-        if section != "objects":
+        if section != "objects" or not self._names:
             return row
         return {**row, "names": self._names.get(row["object_id"], [])}
 
@@ -142,11 +171,17 @@ class ViewState:
     # ------------------------------------------------------------------ output
 
     def keyframe(self) -> dict[str, Any]:
-        """Everything the browser shows, numbered like the last message."""
+        """Everything the browser shows, numbered like the last message (object rows as
+        ``{"cols", "rows"}``, like deltas)."""
         with self._lock:
-            return {"seq": self.seq, "version": self.version,
-                    "sections": {name: [self._with_names(name, r) for r in rows.values()]
-                                 for name, rows in self.sections.items()}}
+            sections: dict[str, Any] = {
+                name: [self._with_names(name, r) for r in rows.values()]
+                for name, rows in self.sections.items() if name != "objects"}
+            objects = {"upsert": [self._with_names("objects", r)
+                                  for r in self.sections["objects"].values()]}
+            _columnar(objects)
+            sections["objects"] = {"cols": objects["cols"], "rows": objects["rows"]}
+            return {"seq": self.seq, "version": self.version, "sections": sections}
 
     def rows(self, section: str) -> list[dict[str, Any]]:
         """A copy of one section's rows (objects with their ``names``)."""
