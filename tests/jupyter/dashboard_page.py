@@ -107,8 +107,9 @@ def show_tab(page: Any, tab: str) -> None:
     page.wait_for_timeout(50)  # one animation frame for the store's batched redraw
 
 
-def _demo_session() -> dict[str, Any]:
-    """A real session: tasks, puts, a borrower, a node killed and rebuilt. Returns a keyframe."""
+def _demo_session() -> tuple[dict[str, Any], str]:
+    """A real session: tasks, puts, a borrower, a node killed and rebuilt. Returns a keyframe
+    and the static snapshot."""
     import time
 
     import numpy as np
@@ -156,17 +157,19 @@ def _demo_session() -> dict[str, Any]:
                 break
         wait_for(lambda: bool(widget.state.rows("incidents")), 5, message="an incident")
         frame = widget.state.keyframe()
+        html = widget._repr_mimebundle_()[0]["text/html"]  # type: ignore[index]
         widget.close()
         del pending, small, sums
-        return frame
+        return frame, html
     finally:
         memlab.shutdown()
 
 
 def main() -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    frame = _demo_session()
+    frame, html = _demo_session()
     (ARTIFACTS / "dashboard-keyframe.json").write_text(json.dumps(frame))
+    (ARTIFACTS / "dashboard-snapshot.html").write_text(html)
     with dashboard_page(frame) as page:
         for tab in ("objects", "graph", "timeline", "nodes"):
             show_tab(page, tab)
@@ -175,6 +178,8 @@ def main() -> None:
             page.screenshot(path=str(ARTIFACTS / f"dashboard-{tab}.png"), full_page=True)
         if page.errors:
             raise SystemExit(f"page errors: {page.errors}")
+        page.set_content(f"<html><body style='margin:12px'>{html}</body></html>")
+        page.screenshot(path=str(ARTIFACTS / "dashboard-snapshot.png"), full_page=True)
     print(f"screenshots in {ARTIFACTS}")
 
 

@@ -77,3 +77,8 @@ export function shortSite(site) {
   const i = site.lastIndexOf("/");
   return i >= 0 ? site.slice(i + 1) : site;
 }
+
+// "owner:driver" → "inline in driver" (a small value kept in its owner's memory).
+export function locationText(loc) {
+  return loc && loc.startsWith("owner:") ? `inline in ${loc.slice(6)}` : loc;
+}

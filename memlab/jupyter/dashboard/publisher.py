@@ -69,7 +69,10 @@ class Publisher:
             send: Delivers a delta message to the browser.
             keyframe: Delivers a full keyframe (the widget's synced state).
             on_stop: Called with the reason once the source is gone.
-            sections: Which sections to ask for now (what the browser shows; None: all).
+            sections: Which sections to ask for now (None: all). The notebook widget asks
+                for all: a tab switched while a cell runs reaches the kernel only after it, so
+                the kernel cannot know what is on screen; the collector bounds the graph's
+                cost instead (rebuilt at most twice a second, grouped when large).
             max_rate_hz: Upper bound on delta messages per second (at most 10 in the issue).
             idle_after: Seconds without change after which it polls every ``idle_interval``.
             idle_interval: Seconds between polls while idle (bounds an idle kernel's cost).

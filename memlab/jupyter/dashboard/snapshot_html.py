@@ -38,6 +38,16 @@ def format_bytes(n: int | float | None) -> str:
     return f"{value:.1f} TiB"
 
 
+def short_site(site: str | None) -> str | None:
+    """``"/home/me/pipeline.py:12"`` → ``"pipeline.py:12"``; notebook cells stay as they are."""
+    return site.rsplit("/", 1)[-1] if site else site
+
+
+def location_text(location: str) -> str:
+    """``"owner:driver"`` → ``"inline in driver"``; node ids stay as they are."""
+    return f"inline in {location[6:]}" if location.startswith("owner:") else location
+
+
 def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -84,10 +94,11 @@ def render_snapshot(state: ViewState, status: str = "live") -> str:
     objects = state.rows("objects")
     incidents = state.rows("incidents")[-_MAX_INCIDENTS:]
     graph = state.sections["graph_nodes"]
+    shown = "" if status in ("live", "starting") else f" ({_e(status)})"
     out = [
         '<div class="memlab-dashboard-snapshot" style="font-family:sans-serif;font-size:13px">',
         f'<div style="font-weight:600;margin-bottom:4px">memlab dashboard — snapshot at '
-        f'{time.strftime("%H:%M:%S")} ({_e(status)})</div>',
+        f'{time.strftime("%H:%M:%S")}{shown}</div>',
         f'<div>{totals.get("objects", 0)} objects, {format_bytes(totals.get("bytes", 0))}; '
         f'spilled {format_bytes(totals.get("spilled_bytes", 0))}; graph of {len(graph)} '
         f'nodes</div>',
@@ -115,8 +126,9 @@ def render_snapshot(state: ViewState, status: str = "live") -> str:
             _table(["worker", "node", "state", "current task / cause"], worker_rows)]
     objects.sort(key=lambda o: -(o.get("size") or 0))
     obj_rows = [[_e(o["object_id"][:12]), _badge(o["state"]), _e(format_bytes(o.get("size"))),
-                 _e(o.get("owner")), _holders(o), _e(o.get("call_site")),
-                 _e(", ".join(o.get("locations") or ()))] for o in objects[:_MAX_OBJECTS]]
+                 _e(o.get("owner")), _holders(o), _e(short_site(o.get("call_site"))),
+                 _e(", ".join(location_text(x) for x in o.get("locations") or ()))]
+                for o in objects[:_MAX_OBJECTS]]
     more = len(objects) - _MAX_OBJECTS
     out += [f'<h4 style="margin:8px 0 2px">Objects (largest {min(len(objects), _MAX_OBJECTS)}'
             f' of {len(objects)})</h4>',

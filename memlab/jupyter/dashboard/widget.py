@@ -35,11 +35,6 @@ __all__ = ["TABS", "Dashboard", "dashboard", "set_default_names"]
 
 STATIC = pathlib.Path(__file__).parent / "static"
 TABS = ("objects", "graph", "timeline", "nodes")
-# What each tab needs from the collector besides the cheap sections every tab shows: the
-# graph is the costly one to build, so it is asked for only while it is on screen.
-_ALWAYS = ["summary", "nodes", "workers", "incidents"]
-_TAB_SECTIONS = {"objects": ["objects"], "graph": ["objects", "graph_nodes", "graph_edges"],
-                 "timeline": [], "nodes": []}
 
 _default_names: NamesProvider | None = None
 
@@ -107,7 +102,7 @@ class Dashboard(anywidget.AnyWidget):
         self.state = ViewState(names=names if names is not None else _default_names)
         self.publisher = Publisher(self.state, source, send=self.send,
                                    keyframe=self._set_keyframe, on_stop=self._set_stopped,
-                                   sections=self._wanted, max_rate_hz=max_rate_hz)
+                                   max_rate_hz=max_rate_hz)
         self.on_msg(self._on_browser_message)
 
     def start(self) -> Dashboard:
@@ -116,9 +111,6 @@ class Dashboard(anywidget.AnyWidget):
             self.status = "live"
             self.publisher.start()
         return self
-
-    def _wanted(self) -> list[str]:
-        return _ALWAYS + _TAB_SECTIONS.get(self.tab, [])
 
     def _set_keyframe(self, frame: dict[str, Any]) -> None:
         self.keyframe = frame
@@ -174,6 +166,7 @@ def dashboard(names: NamesProvider | None = None, *, source: Source | None = Non
 
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs (start one with ``memlab.init()``).
+        EventsUnavailableError: If the runtime runs without events (``events=False``).
     """
     if source is None:
         from memlab import state

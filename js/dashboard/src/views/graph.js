@@ -5,7 +5,7 @@
 // neighbour; a full layout runs when the structure changed a lot or on "Re-layout".
 import cytoscape from "cytoscape";
 import fcose from "cytoscape-fcose";
-import { el, formatBytes, holdersText, shortId, shortName, shortSite } from "../format.js";
+import { el, formatBytes, holdersText, locationText, shortId, shortName, shortSite } from "../format.js";
 import { lanesPositions } from "./lanes.js";
 
 // Up to this many nodes a force-directed layout (fcose) draws the graph; above, the lanes
@@ -85,7 +85,7 @@ function describe(d, store) {
       lines.push(["state", row.state], ["size", formatBytes(row.size)], ["owner", row.owner],
         ["holders", holdersText(row)], ["call site", row.call_site || "–"],
         ["made by", row.task_name ? `${row.task_name}()` : row.task_id ? shortId(row.task_id) : "put"],
-        ["locations", (row.locations || []).join(", ") || "–"]);
+        ["locations", (row.locations || []).map(locationText).join(", ") || "–"]);
       if (row.error) lines.push(["error", row.error]);
     } else lines.push(["state", d.state], ["size", formatBytes(d.size)]);
   } else if (d.kind === "group") {

@@ -1,6 +1,6 @@
 // Objects: totals per node and per owner, and a virtualized, sortable, filterable table that
 // stays responsive at 10,000 rows (only the rows in sight are in the DOM).
-import { badge, el, formatBytes, holdersText, shortId, shortName, shortSite, STATES } from "../format.js";
+import { badge, el, formatBytes, holdersText, locationText, shortId, shortName, shortSite, STATES } from "../format.js";
 
 const ROW_H = 24;
 const OVERSCAN = 12;
@@ -24,7 +24,7 @@ const COLUMNS = [
   { key: "owner", label: "owner", width: "100px", value: (r) => r.owner || "", cell: (r) => r.owner },
   { key: "locations", label: "locations", width: "minmax(100px, 1fr)",
     value: (r) => (r.locations || []).join(","),
-    cell: (r) => (r.locations || []).join(", ") || "–" },
+    cell: (r) => (r.locations || []).map(locationText).join(", ") || "–" },
 ];
 
 function searchText(r) {
