@@ -18,18 +18,21 @@ collector process (never in the kernel, which would otherwise have to receive ev
                and ``"graph"`` (whether the graph is grouped, and its size)
     ========== ============================================================================
 
-Each :meth:`DashboardView.refresh` syncs every section's :class:`~memlab.core.view_table.
-ViewTable` under one new version; :meth:`DashboardView.delta` answers a reader at version V
-with only what changed after V (a reset for a section it lags too far behind in). Refreshes are
-rate-bounded by :meth:`DashboardView.due`: at most every ``min_interval`` seconds, only when
-events arrived, and spaced so that refreshing takes at most ``max_share`` of a core (a view of
-10,000 objects takes milliseconds, and the collector shares the machine with the workers).
+Each :meth:`DashboardView.refresh` syncs the sections asked for, each a
+:class:`~memlab.core.view_table.ViewTable`, under one new version; :meth:`DashboardView.delta`
+answers a reader at version V with only what changed after V (a reset for a section it lags too
+far behind in). Refreshes are rate-bounded by :meth:`DashboardView.due`: at most every
+``min_interval`` seconds, only when events arrived, and spaced so that refreshing takes at most
+``max_share`` of a core (a view of 10,000 objects takes milliseconds, and the collector shares
+the machine with the workers). The graph, the costliest section, is rebuilt at most every
+``graph_interval`` seconds.
 
 Pure: the caller passes the records (:meth:`memlab.core.state_model.StateModel.records`), the
 new incident events and the time.
 
 Invariants (checked by :meth:`DashboardView.validate`): every table's invariants; every graph
-edge's endpoints are graph nodes; the totals count exactly the object rows.
+edge's endpoints are graph nodes; the totals count exactly the object rows (when both were
+synced by the same refresh).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ browser can tell whether it missed one::
                                                                            remove}}}
                                       keyframe() ──► {"seq": n, "sections": {name: [rows]}}
 
+    (object rows travel as columns and lists, {"cols", "rows"}: see ``upserted_rows``)
+
 A browser whose copy is at ``seq`` applies a delta only when its ``base`` equals ``seq``;
 otherwise it waits for the next keyframe (which the widget also syncs as its state, so a view
 opened later starts from it).

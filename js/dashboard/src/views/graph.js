@@ -127,7 +127,8 @@ export function graphView(store) {
   function ensure() {
     if (cy) return;
     cy = cytoscape({
-      container: canvas, style: STYLE, minZoom: 0.05, maxZoom: 4,
+      // Pan and zoom move a cached picture of the graph: smooth at thousands of elements.
+      container: canvas, style: STYLE, textureOnViewport: true, minZoom: 0.05, maxZoom: 4,
       boxSelectionEnabled: false, autoungrabify: false,
     });
     cy.on("mouseover", "node", (e) => showTip(e.target, e.renderedPosition));
@@ -145,8 +146,8 @@ export function graphView(store) {
     const lines = describe(node.data(), store);
     tip.replaceChildren(...lines.map(([k, v]) => el("div", {}, el("b", { text: `${k}: ` }), v)));
     tip.style.display = "block";
-    tip.style.left = `${pos.x + 14}px`;
-    tip.style.top = `${pos.y + 40}px`;
+    tip.style.left = `${canvas.offsetLeft + pos.x + 14}px`;
+    tip.style.top = `${canvas.offsetTop + pos.y + 14}px`;
   }
 
   function showDetails(d) {
