@@ -6,7 +6,16 @@ Owns, for every object this process owns or borrows, the counts that keep it ali
 * ``tasks``: tasks this process submitted that take the object as an argument (top-level or
   nested) and have not replied yet;
 * ``contained_in``: objects whose value holds a ref to it, while this process holds those;
-* ``borrowers`` (owner only): other processes that hold it.
+* ``borrowers`` (owner only): other processes that hold it, each with the number of
+  registrations it (or a lender on its behalf) made and has not released yet.
+
+Borrower registrations are counted, not a set, because they come from several senders: a
+borrower registers itself when it unpickles a ref, and a task's executor registers its caller
+for the refs inside a result before replying. A borrower that let go of an object and got it
+back may have its old release still in flight (batched) while the new registration arrives by
+another connection. With a set the late release would erase the new borrow; with counts the
+two commute. Each borrowed entry knows how many registrations it stands for
+(``registrations``) and its release carries that number.
 
 Owners also keep the lineage (the creating task's spec), the location (in-process memory or a
 node's store), the size, state and call site.
@@ -27,7 +36,7 @@ events as tuples. It does no I/O and takes no lock: the runtime serialises calls
 Instructions::
 
     ("free", oid, location)          drop the value: location is None (in-process) or a node id
-    ("release_borrow", oid, owner)   tell the owner this process no longer borrows oid
+    ("release_borrow", oid, owner, n)  tell the owner to drop n registrations of this process
     ("holders", oid)                 an owned object's holders changed (for the event stream)
     ("forget", oid)                  drop a borrowed object's cached value
     ("dropped", oid, lineage)        an owned entry left the table; its lineage may go too
@@ -39,6 +48,7 @@ may need rebuilding; ``unpin_lineage`` ends that when the results are gone.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 Instruction = tuple[Any, ...]
@@ -49,6 +59,7 @@ PENDING, READY, FAILED = "pending", "ready", "failed"
 # and two empty sets per entry would cost ~430 bytes of the owner's memory per object. It is
 # a frozenset so that a mutation which forgot to go through Entry's adders fails loudly.
 _NONE: Any = frozenset()
+_NO_BORROWERS: Any = MappingProxyType({})  # the same, for the borrower counts
 
 
 class Entry:
@@ -65,6 +76,7 @@ class Entry:
         "location",
         "owned",
         "owner",
+        "registrations",
         "size",
         "state",
         "tasks",
@@ -76,7 +88,8 @@ class Entry:
         self.owned = owned
         self.local = 0
         self.tasks = 0
-        self.borrowers: set[str] = _NONE  # see _NONE; grown by add_borrower_proc
+        self.borrowers: dict[str, int] = _NO_BORROWERS  # see _NONE; grown by add_borrower_proc
+        self.registrations = 0  # borrowed entries: registrations the owner counts for us
         self.contained_in: set[bytes] = _NONE  # see _NONE; grown by add_container
         self.contains: tuple[bytes, ...] = ()
         self.lineage: Any = None
@@ -88,10 +101,10 @@ class Entry:
         self.value_freed = False  # kept for lineage only: the value itself is gone
 
     def add_borrower_proc(self, proc: str) -> None:
-        if self.borrowers is _NONE:
-            self.borrowers = {proc}
+        if self.borrowers is _NO_BORROWERS:
+            self.borrowers = {proc: 1}
         else:
-            self.borrowers.add(proc)
+            self.borrowers[proc] = self.borrowers.get(proc, 0) + 1
 
     def add_container(self, outer: bytes) -> None:
         if self.contained_in is _NONE:
@@ -151,7 +164,8 @@ class ReferenceTable:
         """A new ObjectRef instance of ``oid`` exists here.
 
         Returns ``(needs_registration, instructions)``: True when this process did not know the
-        object and must register as a borrower with its owner before the handoff completes.
+        object and must register as a borrower with its owner before the handoff completes
+        (the entry already counts that registration).
         """
         entry = self.entries.get(oid)
         if entry is None:
@@ -159,6 +173,7 @@ class ReferenceTable:
                 raise KeyError(f"object {oid.hex()} is owned by this process but was already freed")
             entry = Entry(owner, False)
             entry.local = 1
+            entry.registrations = 1
             self.entries[oid] = entry
             return True, []
         entry.local += 1
@@ -171,16 +186,22 @@ class ReferenceTable:
         entry.local -= 1
         return self._check(oid, entry)
 
-    def add_borrowed(self, oid: bytes, owner: str, contained_in: bytes | None) -> list[Instruction]:
+    def add_borrowed(self, oid: bytes, owner: str, contained_in: bytes | None,
+                     registered: bool = True) -> list[Instruction]:
         """Someone registered this process as a borrower of ``oid`` on its behalf.
 
         Used for refs inside a task's return value: the executing worker registered us with the
-        owner before replying, and the containing object ``contained_in`` (ours) now holds it.
+        owner before replying (``registered``; not when we own ``oid`` or ran the task
+        ourselves), and the containing object ``contained_in`` (ours) now holds it.
         """
         entry = self.entries.get(oid)
         if entry is None:
-            entry = Entry(owner, owner == self.proc)
+            if owner == self.proc:
+                raise KeyError(f"object {oid.hex()} came back in a result but was already freed")
+            entry = Entry(owner, False)
             self.entries[oid] = entry
+        if registered and not entry.owned:
+            entry.registrations += 1
         if contained_in is not None:
             entry.add_container(contained_in)
         return [("holders", oid)] if entry.owned else []
@@ -218,11 +239,16 @@ class ReferenceTable:
         entry.add_borrower_proc(borrower)
         return [("holders", oid)]
 
-    def remove_borrower(self, oid: bytes, borrower: str) -> list[Instruction]:
+    def remove_borrower(self, oid: bytes, borrower: str, count: int = 1) -> list[Instruction]:
+        """``borrower`` released ``count`` of its registrations of ``oid``."""
         entry = self.entries.get(oid)
         if entry is None or borrower not in entry.borrowers:
             return []
-        entry.borrowers.discard(borrower)
+        left = entry.borrowers[borrower] - count
+        if left > 0:
+            entry.borrowers[borrower] = left
+            return []
+        del entry.borrowers[borrower]
         return self._check(oid, entry)
 
     def remove_borrower_everywhere(self, borrower: str) -> list[Instruction]:
@@ -230,7 +256,7 @@ class ReferenceTable:
         out: list[Instruction] = []
         for oid, entry in list(self.entries.items()):
             if borrower in entry.borrowers:
-                entry.borrowers.discard(borrower)
+                del entry.borrowers[borrower]
                 out.extend(self._check(oid, entry))
         return out
 
@@ -303,6 +329,9 @@ class ReferenceTable:
             assert entry.in_use() or not entry.owned or entry.value_freed, oid.hex()
             assert entry.owned == (entry.owner == self.proc), oid.hex()
             assert not (entry.borrowers and not entry.owned), f"borrowers on borrowed {oid.hex()}"
+            assert all(n > 0 for n in entry.borrowers.values()), (oid.hex(), entry.borrowers)
+            assert entry.registrations >= 0 and not (entry.owned and entry.registrations), \
+                (oid.hex(), entry.registrations)
             for outer in entry.contained_in:
                 assert outer in self.entries, f"{oid.hex()} contained in freed {outer.hex()}"
 
@@ -326,7 +355,9 @@ class ReferenceTable:
             out.append(("dropped", oid, entry.lineage))
         else:
             del self.entries[oid]
-            out = [("release_borrow", oid, entry.owner), ("forget", oid)]
+            out = [("release_borrow", oid, entry.owner, entry.registrations)] \
+                if entry.registrations else []
+            out.append(("forget", oid))
         out.extend(self._release_contained(oid, entry))
         return out
 

@@ -91,7 +91,8 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         self._fetching: set[bytes] = set()
         self._dirty: set[bytes] = set()
         self._freed: list[str] = []  # freed since the last flush: one object.freed event for all
-        self._releases: dict[str, list[bytes]] = defaultdict(list)
+        # owner -> (object id, registrations released): sent in batches by housekeeping
+        self._releases: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
         self._deletes: dict[str, list[bytes]] = defaultdict(list)
         self._connect_lock = threading.Lock()
         # Messages decided under the lock and sent after it is released: a send can block on a
@@ -107,6 +108,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
             "worker_died": self._on_worker_died,
             "nodes": self._on_nodes,
             "object_missing": self._on_object_missing,
+            "validate": self._on_validate,
         }
         self.on_peer_lost: list[Any] = []
         self.on_block: Any = None  # a worker's executor: hand back queued tasks while blocked
@@ -228,7 +230,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
                 if oid in self.actors.by_creation:
                     self.actors.out_of_scope(oid)
             elif op == "release_borrow":
-                self._releases[ins[2]].append(ins[1])
+                self._releases[ins[2]].append((ins[1], ins[3]))
             elif op == "forget":
                 self.mstore.remove(ins[1])
                 self._fetching.discard(ins[1])
@@ -416,6 +418,19 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
             self.store.close()
 
     # -- validation (tests) --------------------------------------------------------------------
+
+    def _on_validate(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        """Check this process's invariants for a test (``memlab.testing.validate_session``)
+        and say what its table still holds."""
+        try:
+            self.validate()
+            error = ""
+        except AssertionError as exc:
+            error = f"{self.proc}: {exc}"
+        with self.lock:
+            owned = sum(1 for e in self.table.entries.values() if e.owned)
+            entries = len(self.table.entries)
+        conn.reply(h, {"t": "validated", "error": error, "entries": entries, "owned": owned})
 
     def validate(self) -> None:
         with self.lock:

@@ -284,18 +284,26 @@ class Executor:
         core = self.core
         rets: list[Any] = []
         parts: list[bytes] = []
-        for i, value in enumerate(values):
-            sv = serialize(value)
-            refs = sv.contained_refs
-            contained = self._lend(refs, caller) if refs else []
-            if sv.total_size <= core.inline_threshold:
-                data = sv.to_bytes()
-                rets.append(["i", len(data), contained])
-                parts.append(data)
-            else:
-                assert core.store is not None
-                core.store.write(object_id(tid, i), sv, caller, wait=ROOM_WAIT)
-                rets.append(["s", sv.total_size, contained, core.node_id])
+        try:
+            for i, value in enumerate(values):
+                sv = serialize(value)
+                refs = sv.contained_refs
+                contained = self._lend(refs, caller) if refs else []
+                if sv.total_size <= core.inline_threshold:
+                    data = sv.to_bytes()
+                    rets.append(["i", len(data), contained])
+                    parts.append(data)
+                else:
+                    rets.append(["s", sv.total_size, contained, core.node_id])
+                    assert core.store is not None
+                    core.store.write(object_id(tid, i), sv, caller, wait=ROOM_WAIT)
+        except BaseException:
+            if caller == core.proc:  # the reply becomes an error: nobody will unpin these
+                with core.lock:
+                    for ret in rets:
+                        for oid, _ in ret[2]:
+                            core._apply(core.table.remove_local(oid))
+            raise
         return rets, parts
 
     def _lend(self, refs: list[Any], caller: str) -> list[list[Any]]:
@@ -304,7 +312,14 @@ class Executor:
         for ref in refs:
             seen[ref.binary] = ref.owner
         for oid, owner in seen.items():
-            if owner == core.proc:
+            if caller == core.proc:
+                # The task ran in its own owner (a worker leased to itself): no other process
+                # is involved, but this thread drops the result right after the reply is sent,
+                # while the reply still waits for this process's reader thread. An extra local
+                # count bridges that gap; the submitter drops it once the reply is applied.
+                with core.lock:
+                    core._apply(core.table.add_local(oid, owner)[1])
+            elif owner == core.proc:
                 with core.lock:
                     core._apply(core.table.add_borrower(oid, caller))
             elif owner != caller:

@@ -44,7 +44,7 @@ class Housekeeping:
     busy: Any
     _stopped: threading.Event
     _outbox: deque[tuple[str, dict[str, Any]]]
-    _releases: dict[str, list[bytes]]
+    _releases: dict[str, list[tuple[bytes, int]]]
     _deletes: dict[str, list[bytes]]
     _dirty: set[bytes]
     _freed: list[str]
@@ -76,9 +76,11 @@ class Housekeeping:
         with self.lock:
             releases, self._releases = self._releases, defaultdict(list)
             deletes, self._deletes = self._deletes, defaultdict(list)
-        for owner, oids in releases.items():
+        for owner, released in releases.items():
             try:
-                self.conn_to(owner).send({"t": "release_borrow", "oids": oids})
+                self.conn_to(owner).send({"t": "release_borrow",
+                                          "oids": [oid for oid, _ in released],
+                                          "counts": [n for _, n in released]})
             except ConnectionClosedError:
                 pass
         for node, oids in deletes.items():

@@ -64,9 +64,10 @@ class OwnerService:
         conn.reply(h, {"t": "ack", "ok": ok})
 
     def _on_release_borrow(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        peer = conn.peer or ""
         with self.lock:
-            for oid in h["oids"]:
-                self._apply(self.table.remove_borrower(oid, conn.peer or ""))
+            for oid, count in zip(h["oids"], h["counts"]):
+                self._apply(self.table.remove_borrower(oid, peer, count))
 
     def _on_get_object(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         oid = h["oid"]

@@ -309,7 +309,7 @@ class Submitter(TaskFailures):
                         self._return_lease(lease)
             spec = self.tasks.get(tid)
             if spec is None or spec.worker != worker or spec.attempt != h["att"]:
-                self._drop_stale_results(h)
+                self._drop_stale_results(h, worker)
             elif h.get("need_fn") or h.get("bounce"):
                 if h.get("need_fn"):
                     self.shipped.get(worker, set()).discard(spec.fn_hash)
@@ -333,9 +333,19 @@ class Submitter(TaskFailures):
                     wake += self._fail(spec, error, worker, _ran(h))
             else:
                 wake += self._finish(spec, h, payload, worker)
+            if worker == core.proc and "rets" in h:
+                self._unpin_self_lent(h["rets"])
             to_push = self._pump()
         run_wakeups(wake)
         self._push_all(to_push)
+
+    def _unpin_self_lent(self, rets: list[Any]) -> None:
+        """A reply from this very process: its executor pinned the refs inside the results
+        (``Executor._lend``) until now, when the results' entries hold them."""
+        table = self.core.table
+        for ret in rets:
+            for inner, _ in ret[2]:
+                self.core._apply(table.remove_local(inner))
 
     def _finish(self, spec: TaskSpec, h: dict[str, Any], payload: bytes, worker: str) -> list[Any]:
         core = self.core
@@ -348,7 +358,9 @@ class Submitter(TaskFailures):
             kind, size, contained = ret[0], ret[1], ret[2]
             inners = [inner for inner, _ in contained]
             for inner, owner in contained:
-                core._apply(table.add_borrowed(inner, owner, None))
+                # The executor registered us with the owner, unless we own it or ran it.
+                core._apply(table.add_borrowed(inner, owner, None,
+                                               registered=worker != core.proc))
             entry = table.get(oid)
             if entry is None or (entry.value_freed and not entry.in_use()):
                 # Every ref to the result is gone (or it was rebuilt only as an argument
@@ -424,11 +436,16 @@ class Submitter(TaskFailures):
             ev.emit("task.retried", task_id=spec.task_id.hex(), attempt=spec.attempt,
                     reason=reason)
 
-    def _drop_stale_results(self, h: dict[str, Any]) -> None:
+    def _drop_stale_results(self, h: dict[str, Any], worker: str) -> None:
         """A reply to an attempt we gave up on: free what it stored, release what it lent us."""
-        for ret in h.get("rets", ()):
+        core = self.core
+        for i, ret in enumerate(h.get("rets", ())):
             if ret[0] == "s":
-                self.core._deletes[ret[3]].append(object_id(h["tid"], h["rets"].index(ret)))
+                core._deletes[ret[3]].append(object_id(h["tid"], i))
+            if worker != core.proc:  # its executor registered us as a borrower of these
+                for inner, owner in ret[2]:
+                    if owner != core.proc:
+                        core._releases[owner].append((inner, 1))
 
     # -- housekeeping --------------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ def test_borrowed_ref_released_to_its_owner(table: ReferenceTable) -> None:
     needs, _ = table.add_local(A, "w-1")
     assert needs is False
     assert ops(table.remove_local(A)) == []
-    assert ops(table.remove_local(A)) == [("release_borrow", A, "w-1"), ("forget", A)]
+    assert ops(table.remove_local(A)) == [("release_borrow", A, "w-1", 1), ("forget", A)]
 
 
 def test_ref_inside_task_result_is_held_by_the_result(table: ReferenceTable) -> None:
@@ -81,13 +81,13 @@ def test_ref_inside_task_result_is_held_by_the_result(table: ReferenceTable) -> 
     table.add_borrowed(C, "w-2", None)
     table.set_contains(D, [C])
     assert table.get(C).contained_in == {D}
-    assert ops(table.remove_local(D)) == [("free", D, None), ("release_borrow", C, "w-2"),
+    assert ops(table.remove_local(D)) == [("free", D, None), ("release_borrow", C, "w-2", 1),
                                           ("forget", C)]
 
 
 def test_unheld_result_is_dropped_on_arrival(table: ReferenceTable) -> None:
     table.add_borrowed(C, "w-2", None)
-    assert ops(table.release_if_unused(C)) == [("release_borrow", C, "w-2"), ("forget", C)]
+    assert ops(table.release_if_unused(C)) == [("release_borrow", C, "w-2", 1), ("forget", C)]
 
 
 def test_owned_ref_cannot_be_revived_after_free(table: ReferenceTable) -> None:
@@ -173,12 +173,13 @@ def test_random_event_sequences_keep_invariants(seed: int) -> None:
         elif action == "reply" and h["tasks"]:
             out = t.remove_submitted([oid])
             h["tasks"] -= 1
-        elif action == "borrow" and sum(h.values()) and not h["borrowers"]:
+        elif action == "borrow" and sum(h.values()):
             t.add_borrower(oid, "w-1")
-            h["borrowers"] = 1
+            h["borrowers"] += 1
         elif action == "release" and h["borrowers"]:
-            out = t.remove_borrower(oid, "w-1")
-            h["borrowers"] = 0
+            n = rng.randint(1, h["borrowers"])
+            out = t.remove_borrower(oid, "w-1", n)
+            h["borrowers"] -= n
         for ins in out:
             if ins[0] == "free":
                 assert sum(held[ins[1]].values()) == 0, "freed while still held"
@@ -186,3 +187,33 @@ def test_random_event_sequences_keep_invariants(seed: int) -> None:
         t.validate()
     for oid in oids:
         assert (oid in freed) == (sum(held[oid].values()) == 0)
+
+
+def test_a_late_release_does_not_erase_a_new_registration(table: ReferenceTable) -> None:
+    """Owner side: w-1 let go of A (its release is still in flight) and got A back from a
+    task's result, whose executor registered it again by another connection. The late
+    release ends only the first registration."""
+    table.create_owned(A, call_site=None, state="ready")
+    table.add_borrower(A, "w-1")
+    table.add_borrower(A, "w-1")  # the new registration overtakes the release
+    assert ops(table.remove_local(A)) == []
+    assert ops(table.remove_borrower(A, "w-1", 1)) == []  # the late release
+    assert table.get(A).borrowers == {"w-1": 1}
+    assert ops(table.remove_borrower(A, "w-1", 1)) == [("free", A, None)]
+
+
+def test_a_borrowed_entry_releases_every_registration_it_stands_for(
+    table: ReferenceTable,
+) -> None:
+    table.add_local(A, "w-1")  # registered itself
+    table.add_borrowed(A, "w-1", None)  # and a lender registered it again
+    table.add_borrowed(A, "w-1", None, registered=False)  # a task it ran itself: no registration
+    assert table.get(A).registrations == 2
+    assert ops(table.remove_local(A)) == [("release_borrow", A, "w-1", 2), ("forget", A)]
+
+
+def test_a_result_cannot_revive_an_owned_object_that_was_freed(table: ReferenceTable) -> None:
+    table.create_owned(A, call_site=None)
+    table.remove_local(A)
+    with pytest.raises(KeyError, match="already freed"):
+        table.add_borrowed(A, "driver", None)
