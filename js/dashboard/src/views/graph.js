@@ -126,11 +126,16 @@ export function graphView(store) {
 
   function ensure() {
     if (cy) return;
+    // Label colours follow the theme (JupyterLab's dark theme included).
+    const fg = getComputedStyle(root).getPropertyValue("--md-fg").trim() || "#37474f";
+    const fg2 = getComputedStyle(root).getPropertyValue("--md-fg2").trim() || "#607d8b";
     cy = cytoscape({
       // Pan and zoom move a cached picture of the graph: smooth at thousands of elements.
       container: canvas, style: STYLE, textureOnViewport: true, minZoom: 0.05, maxZoom: 4,
       boxSelectionEnabled: false, autoungrabify: false,
     });
+    cy.style().selector("node").style("color", fg).selector("node[kind = 'object']").style("color", fg2)
+      .selector("node[kind = 'process'], node[kind = 'node']").style("color", "#fff").update();
     cy.on("mouseover", "node", (e) => showTip(e.target, e.renderedPosition));
     cy.on("mouseout", "node", () => { tip.style.display = "none"; });
     cy.on("tap", "node", (e) => {

@@ -25,7 +25,11 @@ export function timelineView(store) {
         style: { left: `${Math.min(left, 99.2)}%`, width: `${Math.min(width, 100 - Math.min(left, 99.2))}%` },
         title: `${STEP_LABELS[s.kind] || s.kind}: ${s.count} at +${formatDuration(s.first - inc.started_at)}`,
       }));
-      const items = (s.items || []).slice(0, 6).map((x) => shortId(x, 10)).join(", ");
+      // Object ids are links: a click selects the object in the table.
+      const items = (s.items || []).slice(0, 6).map((x) => store.sections.objects.has(x)
+        ? el("a", { class: "md-link", href: "#", title: x, text: shortId(x, 10),
+          onclick: (e) => { e.preventDefault(); store.select(x); store.showTab("objects"); } })
+        : el("span", { title: x, text: shortId(x, 10) }));
       const more = s.count > 6 ? ` +${s.count - 6}` : "";
       steps.append(el("div", { class: "md-step" },
         el("i", { class: `md-dot md-step-${s.kind}` }),
@@ -33,7 +37,7 @@ export function timelineView(store) {
         el("b", { text: ` ${s.count}` }),
         el("span", { class: "md-step-time", text: ` at +${formatDuration(s.first - inc.started_at)}` +
           (s.last > s.first ? ` – +${formatDuration(s.last - inc.started_at)}` : "") }),
-        el("div", { class: "md-step-items", text: items + more }),
+        el("div", { class: "md-step-items" }, ...items.flatMap((x, i) => (i ? [", ", x] : [x])), more),
         (s.details || []).length ? el("div", { class: "md-step-detail", text: s.details.join("; ") }) : null));
     }
     const extra = [];
