@@ -165,6 +165,12 @@ def test_timeline_and_nodes_show_the_incident_and_the_store_bars(big: dict[str, 
                    for b in bars.all()), "pinned bytes show as a bar"
         assert "load() for" in page.inner_text(".md-nodes-view"), "the running task"
         page.screenshot(path=str(ARTIFACTS / "browser-nodes.png"))
+        show_tab(page, "timeline")
+        page.locator(".md-step-items a").first.click()  # a lost object's id
+        page.wait_for_timeout(100)
+        assert page.evaluate("window.memlabPage.state.tab") == "objects"
+        assert page.evaluate("window.memlabPage.state.selected") == oid(3)
+        assert page.locator(".md-tr.md-selected").get_attribute("data-id") == oid(3)
         assert page.errors == []
 
 
