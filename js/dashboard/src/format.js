@@ -54,9 +54,10 @@ export function badge(state) {
   return el("span", { class: `md-badge md-s-${state}`, text: state });
 }
 
-export function holdersText(row) {
+// What holds an object besides the notebook's names (those have a column of their own).
+export function holdersText(row, withNames = false) {
   const h = row.holders || {};
-  const parts = [...(row.names || [])];
+  const parts = withNames ? [...(row.names || [])] : [];
   if (h.local) parts.push(`${h.local} ref${h.local === 1 ? "" : "s"} in ${row.owner}`);
   if (h.tasks) parts.push(`${h.tasks} pending task${h.tasks === 1 ? "" : "s"}`);
   for (const b of h.borrowers || []) parts.push(`borrowed by ${b}`);

@@ -75,8 +75,9 @@ def _bar(parts: list[tuple[int, str, str]], total: int) -> str:
 
 
 def _holders(row: dict[str, Any]) -> str:
+    """What holds an object besides the notebook's names (those have a column of their own)."""
     h = row.get("holders") or {}
-    parts = list(row.get("names") or [])
+    parts: list[str] = []
     if h.get("local"):
         parts.append(f"{h['local']} ref{'s' if h['local'] != 1 else ''} in {row.get('owner')}")
     if h.get("tasks"):
@@ -126,13 +127,15 @@ def render_snapshot(state: ViewState, status: str = "live") -> str:
             _table(["worker", "node", "state", "current task / cause"], worker_rows)]
     objects.sort(key=lambda o: -(o.get("size") or 0))
     obj_rows = [[_e(o["object_id"][:12]), _badge(o["state"]), _e(format_bytes(o.get("size"))),
-                 _e(o.get("owner")), _holders(o), _e(short_site(o.get("call_site"))),
+                 _e(o.get("owner")), _e(", ".join(o.get("names") or ()) or _NONE), _holders(o),
+                 _e(short_site(o.get("call_site"))),
                  _e(", ".join(location_text(x) for x in o.get("locations") or ()))]
                 for o in objects[:_MAX_OBJECTS]]
     more = len(objects) - _MAX_OBJECTS
     out += [f'<h4 style="margin:8px 0 2px">Objects (largest {min(len(objects), _MAX_OBJECTS)}'
             f' of {len(objects)})</h4>',
-            _table(["object", "state", "size", "owner", "holders", "call site", "locations"],
+            _table(["object", "state", "size", "owner", "names", "other holders", "call site",
+                    "locations"],
                    obj_rows)]
     if more > 0:
         out.append(f"<div>… and {more} more</div>")

@@ -83,7 +83,7 @@ function describe(d, store) {
     lines.push(["object", d.ref]);
     if (row) {
       lines.push(["state", row.state], ["size", formatBytes(row.size)], ["owner", row.owner],
-        ["holders", holdersText(row)], ["call site", row.call_site || "–"],
+        ["holders", holdersText(row, true)], ["call site", row.call_site || "–"],
         ["made by", row.task_name ? `${row.task_name}()` : row.task_id ? shortId(row.task_id) : "put"],
         ["locations", (row.locations || []).map(locationText).join(", ") || "–"]);
       if (row.error) lines.push(["error", row.error]);
