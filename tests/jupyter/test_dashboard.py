@@ -212,7 +212,8 @@ def test_the_static_fallback_shows_the_four_views(source: FakeSource,
     page = data["text/html"]
     assert "<script" not in page, "the fallback is plain HTML"
     for text in (oid(1)[:12], "5.0 MiB", "node-0", "w-1", "node node-1 died",
-                 "lost 1 → reconstructed 1", "Recovery timeline", "Workers"):
+                 "lost 1 → reconstructed 1", "Recovery timeline", "Workers",
+                 "its store and spill files went with it"):
         assert text in page, text
 
 

@@ -107,12 +107,16 @@ def render_snapshot(state: ViewState, status: str = "live") -> str:
     ]
     node_rows = []
     for n in nodes:
+        if not n.get("alive"):
+            node_rows.append([_e(n["node_id"]), _badge("dead"),
+                              "its store and spill files went with it", "", "", ""])
+            continue
         cap = n.get("store_capacity") or n.get("store_used") or 1
         bar = _bar([(n.get("primary_bytes") or 0, "#1565c0", "pinned (primary copies)"),
                     (max(0, (n.get("store_used") or 0) - (n.get("primary_bytes") or 0)),
                      "#90caf9", "other store use"),
                     (n.get("spilled_bytes") or 0, "#6a1b9a", "spilled")], cap)
-        node_rows.append([_e(n["node_id"]), _badge("alive" if n.get("alive") else "dead"), bar,
+        node_rows.append([_e(n["node_id"]), _badge("alive"), bar,
                           _e(f"{format_bytes(n.get('store_used'))} / {format_bytes(cap)}"),
                           _e(format_bytes(n.get("primary_bytes"))),
                           _e(format_bytes(n.get("spilled_bytes")))])
