@@ -3,6 +3,7 @@ the update-rate bound, and its life with a real runtime."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -236,6 +237,34 @@ def test_every_section_is_kept_live_whatever_the_tab(source: FakeSource,
     widget.publisher.poll_once()
     assert widget.tab == "objects"
     assert "process:driver" in widget.state.sections["graph_nodes"]
+
+
+def test_dashboards_fed_alike_share_one_publisher(source: FakeSource) -> None:
+    source.put(1)
+    first = Dashboard(source=source).start()
+    try:
+        source.put(2)
+        wait_for(lambda: len(first.state.sections["objects"]) == 2, 5, message="a live update")
+        late = Dashboard(source=source).start()  # a notebook re-run displays another one
+        assert late.publisher is first.publisher and late.state is first.state
+        assert len(upserted_rows(late.keyframe["sections"]["objects"])) == 2, \
+            "a late dashboard starts from the current keyframe"
+        assert late.status == "live"
+        threads = [t for t in threading.enumerate() if t.name == "memlab-dashboard-publisher"]
+        assert len(threads) == 1
+        first.close()
+        source.put(3)
+        wait_for(lambda: len(late.state.sections["objects"]) == 3, 5,
+                 message="the other dashboard stays live")
+        late.close()
+        wait_for(lambda: not any(t.name == "memlab-dashboard-publisher"
+                                 for t in threading.enumerate()), 5,
+                 message="the last one closed stops the publisher")
+        again = Dashboard(source=source)
+        assert again.publisher is not first.publisher, "a stopped hub is not reused"
+        again.close()
+    finally:
+        first.close()
 
 
 def test_tabs_are_checked(widget: Dashboard) -> None:

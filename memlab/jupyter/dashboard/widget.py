@@ -27,6 +27,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from memlab.jupyter.dashboard.hub import hub_for
 from memlab.jupyter.dashboard.publisher import Publisher, Source
 from memlab.jupyter.dashboard.snapshot_html import render_snapshot
 from memlab.jupyter.dashboard.view_state import NamesProvider, ViewState
@@ -92,31 +93,30 @@ class Dashboard(anywidget.AnyWidget):
         """
         if not 0 < max_rate_hz <= 10:
             raise ValueError(f"max_rate_hz must be in (0, 10], got {max_rate_hz!r}")
-        for name in ("dashboard.js", "dashboard.css"):
-            _bundle(name)
+        cls = type(self)
+        for attr, name in (("_esm", "dashboard.js"), ("_css", "dashboard.css")):
+            path = _bundle(name)
+            if isinstance(getattr(cls, attr), pathlib.Path):
+                # Built after this module was imported: anywidget took the path for code.
+                setattr(cls, attr, path.read_text(encoding="utf-8"))
         super().__init__(**kwargs)
         if source is None:
             from memlab import state
 
             source = state.view
-        self.state = ViewState(names=names if names is not None else _default_names)
-        self.publisher = Publisher(self.state, source, send=self.send,
-                                   keyframe=self._set_keyframe, on_stop=self._set_stopped,
-                                   max_rate_hz=max_rate_hz)
+        # Dashboards fed alike share one publisher (see hub.py): re-running a notebook must
+        # not multiply the polling by the dashboards it left open.
+        self.hub = hub_for(source, names if names is not None else _default_names, max_rate_hz)
+        self.state: ViewState = self.hub.state
+        self.publisher: Publisher = self.hub.publisher
+        self.hub.add(self)
         self.on_msg(self._on_browser_message)
 
     def start(self) -> Dashboard:
         """Take a first snapshot now (so the static fallback has one) and go live."""
-        if self.publisher.poll_once():
+        if self.hub.start():
             self.status = "live"
-            self.publisher.start()
         return self
-
-    def _set_keyframe(self, frame: dict[str, Any]) -> None:
-        self.keyframe = frame
-
-    def _set_stopped(self, reason: str) -> None:
-        self.status = reason
 
     def _on_browser_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
         # A view that missed a delta (opened while the kernel was busy) asks to catch up.
@@ -139,10 +139,11 @@ class Dashboard(anywidget.AnyWidget):
         return data, metadata
 
     def close(self) -> None:
-        """Stop updating and close the widget (idempotent)."""
-        publisher = getattr(self, "publisher", None)  # absent if __init__ refused its arguments
-        if publisher is not None:
-            publisher.stop()
+        """Stop updating and close the widget (idempotent); the last dashboard of its hub to
+        close stops the publisher thread."""
+        hub = getattr(self, "hub", None)  # absent if __init__ refused its arguments
+        if hub is not None:
+            hub.remove(self)
         super().close()
 
 
