@@ -43,6 +43,10 @@ from memlab.exceptions import (
     TaskError,
     WorkerCrashedError,
 )
+
+# IPython looks these up on the module named by ``%load_ext memlab``; not part of __all__.
+from memlab.jupyter import load_ipython_extension as load_ipython_extension
+from memlab.jupyter import unload_ipython_extension as unload_ipython_extension
 from memlab.runtime.object_ref import ObjectRef
 
 __version__ = "0.1.0"

@@ -50,7 +50,7 @@ class ActorClass:
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
         self._cls = cls
         self._options = {**ACTOR_OPTIONS, **validate_actor_options(options)}
-        self._pickled: tuple[bytes, bytes] | None = None
+        self._pickled: tuple[bytes, bytes, tuple[ObjectRef, ...]] | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
@@ -66,7 +66,7 @@ class ActorClass:
     def options(self, **options: Any) -> _BoundActorClass:
         return _BoundActorClass(self, {**self._options, **validate_actor_options(options)})
 
-    def _pickled_class(self) -> tuple[bytes, bytes]:
+    def _pickled_class(self) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
         if self._pickled is None:
             from memlab.remote_function import ship
 
@@ -93,8 +93,9 @@ def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
     from memlab.remote_function import pack_nested
 
     core = _core(f"{ac.__name__}.remote()")
-    cls_hash, cls_bytes = ac._pickled_class()
-    core.submitter.functions.setdefault(cls_hash, cls_bytes)
+    cls_hash, cls_bytes, captured = ac._pickled_class()
+    if cls_hash not in core.submitter.functions:
+        core.submitter.add_function(cls_hash, cls_bytes, bool(captured))
     cls_name = ac._cls.__name__
     keep: list[Any] = []
     payload, nested = pack_nested(core, f"{cls_name}.__init__", args, kwargs, keep)
@@ -102,6 +103,7 @@ def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
     spec = TaskSpec(tid, f"{cls_name}.__init__", cls_hash, payload, [], nested,
                     [object_id(tid, 0)], 0, False, call_site())
     spec.actor = (tid, "create", {"cls": cls_name, "maxc": options["max_concurrency"]})
+    spec.capture(captured)  # the spec lives in the actor's record: restarts need them too
     (creation_ref,) = core.submitter.register(spec)
     handle = ActorHandle(tid, core.proc, cls_name, _methods(ac._cls),
                          options["max_task_retries"], creation_ref)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from memlab.exceptions import RuntimeConflictError, RuntimeNotStartedError
@@ -18,6 +18,18 @@ from memlab.runtime import object_ref as _object_ref
 from memlab.runtime.object_ref import ObjectRef
 
 _init_lock = threading.Lock()
+
+# A front end's wrapper around blocking ``get``/``wait`` (``memlab.jupyter`` shows a progress
+# bar past 2 s and cancels the awaited tasks on KeyboardInterrupt). Called as
+# ``hook(verb, refs, need, timeout, call)``: ``need`` of ``refs`` must be ready, and ``call(t)``
+# does the operation with timeout ``t``.
+BlockingHook = Callable[[str, list[ObjectRef], int, "float | None", Callable[[Any], Any]], Any]
+_blocking_hook: BlockingHook | None = None
+
+
+def set_blocking_hook(hook: BlockingHook | None) -> None:
+    global _blocking_hook
+    _blocking_hook = hook
 
 
 def _core(operation: str) -> Any:
@@ -175,11 +187,17 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
         TaskError: the task raised (also an instance of the original exception class).
     """
     core = _core("get()")
+    hook = _blocking_hook
     if isinstance(refs, ObjectRef):
-        return core.get([refs], timeout)[0]
+        if hook is None:
+            return core.get([refs], timeout)[0]
+        return hook("get", [refs], 1, timeout, lambda t: core.get([refs], t))[0]
     if isinstance(refs, (list, tuple)):
         _check_refs(refs, "get")
-        return core.get(list(refs), timeout)
+        listed = list(refs)
+        if hook is None:
+            return core.get(listed, timeout)
+        return hook("get", listed, len(listed), timeout, lambda t: core.get(listed, t))
     raise TypeError(
         f"memlab.get() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}; "
         "call it on what f.remote() or memlab.put() returned"
@@ -198,7 +216,12 @@ def wait(
                          f"got {num_returns}")
     if len(set(refs)) != len(refs):
         raise ValueError("memlab.wait() got the same ref twice; pass distinct refs")
-    return _core("wait()").wait(list(refs), num_returns, timeout)
+    core = _core("wait()")
+    listed = list(refs)
+    hook = _blocking_hook
+    if hook is None:
+        return core.wait(listed, num_returns, timeout)
+    return hook("wait", listed, num_returns, timeout, lambda t: core.wait(listed, num_returns, t))
 
 
 def cancel(ref: ObjectRef, *, force: bool = False) -> None:

@@ -21,7 +21,7 @@ from memlab.exceptions import SerializationError
 from memlab.ids import object_id
 from memlab.runtime.object_ref import ObjectRef
 from memlab.runtime.task_spec import ArgRef, TaskSpec, call_site
-from memlab.serialization import dumps_function, serialize
+from memlab.serialization import dumps_code, serialize
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "num_returns": 1,
@@ -62,6 +62,7 @@ class RemoteFunction:
         self._options = {**DEFAULT_OPTIONS, **validate_options(options)}
         self._pickled: bytes | None = None
         self._hash: bytes | None = None
+        self._captured: tuple[ObjectRef, ...] = ()  # refs its code holds (see ``ship``)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -79,23 +80,27 @@ class RemoteFunction:
 
     def _pickled_function(self) -> tuple[bytes, bytes]:
         if self._pickled is None:
-            self._hash, self._pickled = ship(self._function, self)
+            self._hash, self._pickled, self._captured = ship(self._function, self)
         return self._hash, self._pickled  # type: ignore[return-value]
 
 
-def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes]:
-    """``(content hash, bytes)`` of a function or class to run remotely.
+def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
+    """``(content hash, bytes, captured refs)`` of a function or class to run remotely.
 
     Importable code (its module attribute is our ``wrapper``) ships by name, so the worker uses
-    the module's real globals; notebook (``__main__``) or local code ships by value.
+    the module's real globals; notebook (``__main__``) or local code ships by value, together
+    with the ObjectRefs its closure and globals hold (the captured refs: every task that runs
+    this code counts them, as it counts its arguments).
     """
     module = sys.modules.get(code.__module__)
+    captured: list[Any] = []
     if (code.__module__ != "__main__" and module is not None
             and getattr(module, code.__qualname__, None) is wrapper):
         data = pickle.dumps(_ImportedFunction(code.__module__, code.__qualname__))
     else:
-        data = dumps_function(code)
-    return hashlib.blake2b(data, digest_size=16).digest(), data
+        data, captured = dumps_code(code)
+    unique = tuple({r.binary: r for r in captured if type(r) is ObjectRef}.values())
+    return hashlib.blake2b(data, digest_size=16).digest(), data, unique
 
 
 class _ImportedFunction:
@@ -137,7 +142,7 @@ def _submit(rf: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
     fn_hash, fn_bytes = rf._pickled_function()
     submitter = core.submitter
     if fn_hash not in submitter.functions:
-        submitter.functions[fn_hash] = fn_bytes
+        submitter.add_function(fn_hash, fn_bytes, bool(rf._captured))
     name = options["name"] or getattr(rf._function, "__qualname__", "task")
     keep: list[Any] = []  # refs that must live until the task holds them
     payload, deps, nested = _pack(core, name, args, kwargs, keep)
@@ -145,6 +150,7 @@ def _submit(rf: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
     returns = [object_id(task_id, i) for i in range(options["num_returns"])]
     spec = TaskSpec(task_id, name, fn_hash, payload, deps, nested, returns,
                     options["max_retries"], options["retry_exceptions"], call_site())
+    spec.capture(rf._captured)
     refs = submitter.submit(spec, keep)
     return refs[0] if len(refs) == 1 else refs
 

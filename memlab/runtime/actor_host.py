@@ -56,7 +56,7 @@ class ActorHost:
 
     def _create(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
                 ) -> None:
-        cls = self.executor._function(h["fn"], fn_bytes)
+        cls = self.executor._function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
         if cls is None:
             self.executor._send(caller, {"t": "done", "tid": h["tid"], "att": h["att"],
                                          "need_fn": True})

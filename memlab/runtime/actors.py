@@ -254,6 +254,7 @@ class ActorManager:
 
     def _die(self, record: ActorRecord, reason: str) -> list[Any]:
         record.state, record.reason, record.worker = "dead", reason, None
+        record.creation.captured = ()  # no restart will unpickle its class again
         self._release_name(record)
         ev = self.core.events
         if ev.enabled:

@@ -49,6 +49,9 @@ class Executor:
         self.core = core
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.functions: OrderedDict[bytes, Any] = OrderedDict()
+        # Code that captures ObjectRefs, kept as bytes and unpickled for each task: a cached
+        # function would borrow its captured refs for as long as it stays cached.
+        self.function_blobs: OrderedDict[bytes, bytes] = OrderedDict()
         self.current: bytes | None = None
         self.cancelled: set[bytes] = set()
         self._main = threading.main_thread().ident
@@ -153,7 +156,7 @@ class Executor:
         if tid in self.cancelled:
             self._send(caller, reply, error=TaskCancelledError(h["name"], tid.hex()))
             return
-        fn = self._function(h["fn"], fn_bytes)
+        fn = self._function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
         if fn is None:
             reply["need_fn"] = True
             self._send(caller, reply)
@@ -218,13 +221,23 @@ class Executor:
             self._actor_host = ActorHost(self)
         return self._actor_host
 
-    def _function(self, fn_hash: bytes, fn_bytes: bytes | None) -> Any:
+    def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False
+                  ) -> Any:
         fn = self.functions.get(fn_hash)
         if fn is not None:
             self.functions.move_to_end(fn_hash)
             return fn
+        blob = self.function_blobs.get(fn_hash)
+        if blob is not None:
+            self.function_blobs.move_to_end(fn_hash)
+            return loads_function(blob)
         if fn_bytes is None:
             return None
+        if holds_refs:
+            self.function_blobs[fn_hash] = fn_bytes
+            if len(self.function_blobs) > FUNCTION_CACHE_SIZE:
+                self.function_blobs.popitem(last=False)
+            return loads_function(fn_bytes)
         fn = loads_function(fn_bytes)
         self.functions[fn_hash] = fn
         if len(self.functions) > FUNCTION_CACHE_SIZE:

@@ -9,6 +9,7 @@ handoff completes (see ``memlab.core.ownership``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from memlab.serialization.context import record_ref
@@ -25,6 +26,15 @@ def set_core(core: Any) -> None:
 
 def current_core() -> Any:
     return _core
+
+
+# A front end's HTML view of a ref (set by ``memlab.jupyter``; this layer never imports IPython).
+_html_renderer: Callable[[ObjectRef], str] | None = None
+
+
+def set_html_renderer(render: Callable[[ObjectRef], str] | None) -> None:
+    global _html_renderer
+    _html_renderer = render
 
 
 class ObjectRef:
@@ -62,6 +72,28 @@ class ObjectRef:
 
     def __repr__(self) -> str:
         return f"ObjectRef({self._id.hex()[:16]}…, owner={self._owner})"
+
+    def local_info(self) -> dict[str, Any] | None:
+        """What this process's reference table knows of the object, without asking anyone.
+
+        A cheap local read for reprs: ``{"owner", "owned", "state", "size", "call_site",
+        "holders"}`` (``holders`` as in ``memlab.state.objects()``; a borrower knows only its
+        own counts), or None when the runtime is not running or the object left the table.
+        """
+        core = _core
+        if core is None:
+            return None
+        with core.lock:  # the reader threads change the entry's sets
+            entry = core.table.get(self._id)
+            if entry is None:
+                return None
+            return {"owner": entry.owner, "owned": entry.owned, "state": entry.state,
+                    "size": entry.size, "call_site": entry.call_site,
+                    "holders": entry.holders()}
+
+    def _repr_html_(self) -> str | None:
+        render = _html_renderer
+        return None if render is None else render(self)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:
         record_ref(self)

@@ -69,6 +69,9 @@ class Submitter(TaskFailures):
         self._next_node = 0
         self.max_leases = 1
         self.functions: dict[bytes, bytes] = {}
+        # Code whose bytes hold ObjectRefs: workers unpickle it per task rather than cache it,
+        # so a worker's borrow of a captured ref ends with the task that used it.
+        self.functions_with_refs: set[bytes] = set()
         self.shipped: dict[str, set[bytes]] = {}
         self._lids = itertools.count(1)
         self._lost: dict[str, tuple[float, list[TaskSpec]]] = {}
@@ -156,6 +159,12 @@ class Submitter(TaskFailures):
 
     # -- leases and pushing --------------------------------------------------------------------
 
+    def add_function(self, fn_hash: bytes, data: bytes, holds_refs: bool) -> None:
+        """Code (a function or actor class) that tasks of this owner may run."""
+        self.functions[fn_hash] = data
+        if holds_refs:
+            self.functions_with_refs.add(fn_hash)
+
     def _pump(self) -> list[tuple[str, TaskSpec]]:
         to_push: list[tuple[str, TaskSpec]] = []
         queue = self.queue
@@ -234,6 +243,8 @@ class Submitter(TaskFailures):
         if spec.fn_hash and spec.fn_hash not in shipped:
             fn_bytes = self.functions[spec.fn_hash]
             header["fnlen"] = len(fn_bytes)
+            if spec.fn_hash in self.functions_with_refs:
+                header["fnrefs"] = True
             parts.append(fn_bytes)
             shipped.add(spec.fn_hash)
         for (oid, _), slot in zip(spec.deps, spec.resolved):
@@ -310,6 +321,10 @@ class Submitter(TaskFailures):
             spec = self.tasks.get(tid)
             if spec is None or spec.worker != worker or spec.attempt != h["att"]:
                 self._drop_stale_results(h, worker)
+            elif (h.get("need_fn") or h.get("bounce")) and spec.cancelled:
+                # Cancelled while on its way to a worker that handed it back unrun: it must
+                # fail now, or it would wait in the queue forever (the pump skips it).
+                wake += self._fail(spec, TaskCancelledError(spec.name, tid.hex()), worker)
             elif h.get("need_fn") or h.get("bounce"):
                 if h.get("need_fn"):
                     self.shipped.get(worker, set()).discard(spec.fn_hash)
@@ -473,7 +488,9 @@ class Submitter(TaskFailures):
                 if now - since > CRASH_INFO_WAIT:
                     del self._lost[worker]
                     for spec in specs:
-                        wake += self._fail(spec, self._crash_error(spec, worker, None), worker)
+                        error = (TaskCancelledError(spec.name, spec.task_id.hex())
+                                 if spec.cancelled else self._crash_error(spec, worker, None))
+                        wake += self._fail(spec, error, worker)
             to_push = self._pump()
         run_wakeups(wake)
         self._push_all(to_push)

@@ -9,6 +9,7 @@ for the value of dependency ``i`` (read zero-copy when it lives in shared memory
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -31,6 +32,7 @@ class TaskSpec:
         "attempt",
         "call_site",
         "cancelled",
+        "captured",
         "deps",
         "fn_hash",
         "held",
@@ -89,6 +91,15 @@ class TaskSpec:
         self.lineage_evicted = False
         self.lost_retries = 0
         self.held = [d for d, _ in deps] + nested  # counted in the owner's ``tasks`` while pending
+        # Refs captured in the function's (or actor class's) code: the pickled code holds them,
+        # so the spec keeps them alive while it may be run (or re-run from lineage).
+        self.captured: tuple[Any, ...] = ()
+
+    def capture(self, refs: tuple[Any, ...]) -> None:
+        """The task's code holds these ObjectRefs; count them as its arguments are."""
+        if refs:
+            self.captured = refs
+            self.held.extend(r.binary for r in refs)
 
     def may_retry(self) -> bool:
         return self.max_retries < 0 or self.attempt < self.max_retries
@@ -99,6 +110,21 @@ class TaskSpec:
 _SITES: dict[tuple[str, int], str] = {}
 _MAX_SITES = 4096
 
+# A front end's names for files it compiled (a notebook kernel's cells are temporary files):
+# filename -> label such as "Cell In[3]", or None for files it does not know. Set by
+# ``memlab.jupyter``; this layer never imports IPython.
+_translate: Callable[[str], str | None] | None = None
+
+
+def set_filename_translator(translate: Callable[[str], str | None] | None) -> None:
+    """Name call sites in files ``translate`` knows as ``"<label>, line <n>"`` (None: stop)."""
+    global _translate
+    _translate = translate
+
+
+def filename_translator() -> Callable[[str], str | None] | None:
+    return _translate
+
 
 def call_site(skip_package: str = "memlab") -> str | None:
     """``file:line`` of the first frame outside memlab: where the user made the ref."""
@@ -106,12 +132,16 @@ def call_site(skip_package: str = "memlab") -> str | None:
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         if not (module == skip_package or module.startswith(skip_package + ".")):
-            key = (frame.f_code.co_filename, frame.f_lineno)
+            filename = frame.f_code.co_filename
+            translate = _translate
+            label = None if translate is None else translate(filename)
+            key = (filename if label is None else label, frame.f_lineno)
             site = _SITES.get(key)
             if site is None:
                 if len(_SITES) >= _MAX_SITES:
                     _SITES.clear()
-                site = _SITES[key] = f"{key[0]}:{key[1]}"
+                site = _SITES[key] = (f"{key[0]}:{key[1]}" if label is None
+                                      else f"{label}, line {key[1]}")
             return site
         frame = frame.f_back  # type: ignore[assignment]
     return None

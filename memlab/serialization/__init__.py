@@ -8,6 +8,7 @@ the collection of ObjectRefs contained in a value.
 from memlab.serialization.codec import (
     SerializedValue,
     deserialize,
+    dumps_code,
     dumps_function,
     loads_function,
     serialize,
@@ -18,6 +19,7 @@ __all__ = [
     "SerializedValue",
     "collecting_refs",
     "deserialize",
+    "dumps_code",
     "dumps_function",
     "loads_function",
     "record_ref",

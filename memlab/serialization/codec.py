@@ -293,8 +293,16 @@ def dumps_function(fn: object) -> bytes:
     Raises:
         SerializationError: ``fn`` or a global / closure variable cannot be pickled.
     """
-    meta, _ = _pickle(fn, None)
-    return meta
+    return dumps_code(fn)[0]
+
+
+def dumps_code(fn: object) -> tuple[bytes, list[object]]:
+    """``dumps_function``, plus the ObjectRefs met in its closure and globals.
+
+    A ref captured by a function's code lives in the pickled bytes; the caller keeps it counted
+    for as long as those bytes may be unpickled (DESIGN §3).
+    """
+    return _pickle(fn, None)
 
 
 def loads_function(data: bytes) -> object:

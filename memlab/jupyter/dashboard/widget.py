@@ -22,6 +22,7 @@ snapshot_html` renders (``text/html`` beside the widget in the MIME bundle).
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anywidget
@@ -38,6 +39,16 @@ STATIC = pathlib.Path(__file__).parent / "static"
 TABS = ("objects", "graph", "timeline", "nodes")
 
 _default_names: NamesProvider | None = None
+
+
+def notebook_names() -> Mapping[str, Sequence[str]]:
+    """The names the notebook's namespace, ``Out[]`` and last traceback give each object, from
+    the holder attribution of ``%load_ext memlab`` (none before it is loaded): the provider a
+    dashboard uses unless given another."""
+    from memlab.jupyter import holders
+
+    index = holders.active()
+    return index.names() if index is not None else {}
 
 
 def set_default_names(provider: NamesProvider | None) -> None:
@@ -83,7 +94,7 @@ class Dashboard(anywidget.AnyWidget):
         Args:
             source: Where view data comes from; default ``memlab.state.view``.
             names: Notebook names per object (default: the one set by
-                :func:`set_default_names`, if any).
+                :func:`set_default_names`, else :func:`notebook_names`).
             max_rate_hz: Upper bound on updates per second (default and maximum 10).
             **kwargs: Passed to ``anywidget.AnyWidget``.
 
@@ -106,7 +117,8 @@ class Dashboard(anywidget.AnyWidget):
             source = state.view
         # Dashboards fed alike share one publisher (see hub.py): re-running a notebook must
         # not multiply the polling by the dashboards it left open.
-        self.hub = hub_for(source, names if names is not None else _default_names, max_rate_hz)
+        provider = names if names is not None else _default_names or notebook_names
+        self.hub = hub_for(source, provider, max_rate_hz)
         self.state: ViewState = self.hub.state
         self.publisher: Publisher = self.hub.publisher
         self.hub.add(self)
