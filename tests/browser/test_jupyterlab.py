@@ -1,5 +1,5 @@
 """One look as a person would: JupyterLab in chromium opens the notebooks, runs every cell, and
-shows the results; screenshots go to tests/artifacts/.
+shows the results and the dashboard widget's four views; screenshots go to tests/artifacts/.
 
 The test reads the notebook's model through ``window.jupyterapp`` (exposed by the server) to
 know that every cell ran and none failed, and screenshots the page for a human to look at.
@@ -95,6 +95,34 @@ def screenshot_whole_notebook(page: Any, path: Path) -> None:
     page.set_viewport_size(size)
 
 
+TABS = ("objects", "graph", "timeline", "nodes")
+
+
+def check_dashboard(page: Any, name: str, artifacts: Path) -> dict[str, str]:
+    """The notebook's dashboard widget renders its four views with what the session holds;
+    each view is screenshotted. Returns each view's text."""
+    widget = page.locator(".jp-OutputArea-output:has(.md-tab)").first
+    widget.wait_for(timeout=30_000)
+    assert sorted(widget.locator(".md-tab").evaluate_all(
+        "bs => bs.map(b => b.dataset.tab)")) == sorted(TABS), f"{name}: the four views"
+    texts = {}
+    stem = Path(name).stem
+    for tab in TABS:
+        widget.locator(f'.md-tab[data-tab="{tab}"]').click()
+        pane = widget.locator(f'.md-pane[data-pane="{tab}"]')
+        pane.wait_for(state="visible", timeout=10_000)
+        if tab == "objects":  # the table lists the objects the notebook still holds
+            pane.locator(".md-tr").first.wait_for(timeout=20_000)
+        elif tab == "graph":  # cytoscape drew the graph
+            pane.locator(".md-graph-canvas canvas").first.wait_for(state="attached",
+                                                                    timeout=20_000)
+        elif tab == "nodes":
+            pane.locator(".md-node").first.wait_for(timeout=20_000)
+        texts[tab] = pane.inner_text()
+        widget.screenshot(path=str(artifacts / f"{stem}-dashboard-{tab}.png"))
+    return texts
+
+
 def errors(state: dict[str, Any]) -> list[str]:
     return [f"cell {i}: {o['ename']}: {o['evalue']}" for i, c in enumerate(state["cells"])
             for o in c["outputs"] if o["type"] == "error"]
@@ -117,7 +145,16 @@ def test_jupyterlab_runs_the_quickstart_and_fault_tolerance_notebooks(
             session_pids |= server.session_pids()
             assert not errors(state), f"{name}: {errors(state)}"
             code = [c for c in state["cells"] if c["type"] == "code"]
-            assert all(c["outputs"] for c in code if c is code[0]), "the start cell shows output"
+            assert code[0]["outputs"], f"{name}: %memlab start shows the runtime"
+            views = check_dashboard(page, name, artifacts)
+            assert "node-0" in views["nodes"]
+            if name.startswith("03"):
+                # The node killed in part 2 is an incident: died, lost, re-run, rebuilt.
+                timeline = views["timeline"]
+                assert "node-1" in timeline and "died" in timeline, timeline
+                assert "objects lost" in timeline and "objects rebuilt" in timeline, timeline
+                assert "copies promoted" in timeline, timeline  # part 3: node-2's copies
+                assert "node-1" in views["nodes"] and "node-2" in views["nodes"]
         page.close()
     assert session_pids, "the notebooks started memlab sessions in their kernels"
     wait_for(lambda: not [p for p in session_pids if psutil.pid_exists(p)
