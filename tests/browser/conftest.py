@@ -15,8 +15,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module: Playwright's sync API allows one driver at a time, and
+    other modules (the dashboard's page tests) start their own."""
     if not os.access(CHROMIUM, os.X_OK):
         message = (f"Debian's chromium is not installed at {CHROMIUM}; install it with "
                    "`apt-get install -y chromium` (.ci/run does)")
