@@ -68,7 +68,7 @@ def error_outputs(nb: Any) -> list[str]:
             for o in cell.get("outputs", []) if o.output_type == "error"]
 
 
-def execute(path: Path, python: str = sys.executable, env: dict[str, str] | None = None) -> Run:
+def execute(path: Path, python: str = sys.executable) -> Run:
     """Execute the notebook at ``path``; raise if a cell fails or the session outlives it."""
     nb = nbformat.read(path, as_version=4)
     run = Run(nb=nb, seconds=0.0, kernel_pid=0)
@@ -83,7 +83,7 @@ def execute(path: Path, python: str = sys.executable, env: dict[str, str] | None
 
     client.on_cell_complete = record
     start = time.monotonic()
-    client.execute(env=env) if env is not None else client.execute()
+    client.execute()
     run.seconds = time.monotonic() - start
     errors = error_outputs(nb)
     assert not errors, f"{path.name}: cells failed: {errors}"
