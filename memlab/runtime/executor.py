@@ -63,13 +63,17 @@ class Executor:
         # end before the next flush; their reply carries the start instead (one event fewer per
         # task for the owner to build, ship and fold); the flush announces the ones still running.
         self.unannounced: dict[bytes, tuple[int, float]] = {}  # task id -> (attempt, start)
-        core.on_flush = self.announce_running
+        core.on_flush = self._on_flush
         core.busy = lambda: bool(self.unannounced) or self.current is not None \
-            or not self.queue.empty()
+            or not self.queue.empty() or bool(core.output.dirty)
         core.handlers.update(push=self._on_push, cancel=self._on_cancel,
                              actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)
         core.on_block = self.bounce_queued
+
+    def _on_flush(self) -> None:
+        self.announce_running()
+        self.core.output.flush()  # what running tasks printed since the last round
 
     def announce_running(self) -> None:
         """Emit ``task.started`` for tasks that have run since before this flush."""
@@ -181,9 +185,11 @@ class Executor:
             if main_thread:
                 self.current = tid
                 self.current_caller = caller
+            output = core.output.begin(tid, name, caller, h.get("out"))
             try:
                 result = call()
             finally:
+                core.output.end(output)  # its prints go before its reply
                 if main_thread:
                     self.current = None
             values = self._split(result, h["nret"])
