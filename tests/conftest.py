@@ -12,9 +12,15 @@ from typing import Any
 import pytest
 
 import memlab
+from memlab.runtime.global_state import current_runtime
+from memlab.testing.invariants import validate_session
 from memlab.testing.leaks import SHM_DIR, assert_session_gone, session_processes, wait_for
 
 STORE = 256 << 20
+
+# Every process of every runtime the suite starts (workers too) checks its ownership invariants
+# every 50 ms; ``validate_session`` at each runtime's teardown reports a failure from any of them.
+os.environ.setdefault("MEMLAB_VALIDATE_EVERY", "0.05")
 
 
 def _pids(runtime: Any) -> list[int]:
@@ -25,7 +31,10 @@ def stop_and_check(runtime: Any) -> None:
     pids = _pids(runtime)
     session_dir = runtime.session_dir
     gc.collect()
-    runtime.core.validate()
+    if current_runtime() is runtime:
+        validate_session()  # the driver's core and every live worker's
+    else:  # the test shut it down itself: only the driver's table is left to check
+        runtime.core.validate()
     memlab.shutdown()
     runtime.shutdown()
     assert_session_gone(session_dir, pids, plasma_directory=runtime.options.plasma_directory)
@@ -45,7 +54,7 @@ def rt(shared_runtime: Any) -> Iterator[Any]:
     """The module's shared runtime; its ownership invariants are validated after each test."""
     yield shared_runtime
     gc.collect()
-    shared_runtime.core.validate()
+    validate_session()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from memlab.exceptions import (
     ConnectionClosedError,
     GetTimeoutError,
     ObjectLostError,
+    ObjectStoreFullError,
     OwnerDiedError,
 )
 from memlab.ids import IdGenerator, object_id
@@ -58,6 +59,9 @@ log = logging.getLogger("memlab.runtime")
 
 REASK_PERIOD = 5.0  # seconds a get waits on a borrowed object before asking its owner again
 DEFAULT_INLINE_THRESHOLD = 100 * 1024
+# How long a put into a full store waits for room that releases already in flight will make
+# (other processes batch theirs for up to a housekeeping round, 10-100 ms).
+PUT_ROOM_WAIT = 1.0
 
 
 class CoreWorker(OwnerService, FailureHandling, Housekeeping):
@@ -100,6 +104,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         # full socket, and blocking while holding the lock could deadlock with a peer's reader.
         self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._stopped = threading.Event()
+        self.validation_failure: str | None = None  # the first periodic check that failed
         self.handlers: dict[str, Any] = {
             "hello": self._on_hello,
             "add_borrower": self._on_add_borrower,
@@ -251,8 +256,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         if size <= self.inline_threshold:
             data = sv.to_bytes()
         else:
-            assert self.store is not None
-            self.store.write(oid, sv, self.proc)
+            self._write_put(oid, sv)
             node = self.node_id
         site = call_site()
         with self.lock:
@@ -269,6 +273,30 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         if ev.enabled:
             ev.record("object.created", oid, self.proc, None, site, size, "ready", node)
         return ObjectRef(oid, self.proc, self)
+
+    def _write_put(self, oid: bytes, sv: Any) -> None:
+        """Write a ``put`` value into this node's store. When the store is full, the frees and
+        view releases already decided (by this process: batched until the next housekeeping
+        round; by workers: pins of arguments their tasks just read) are what would make room, so
+        send ours at once and wait a bounded time for the others before giving up."""
+        store = self.store
+        assert store is not None
+        try:
+            store.write(oid, sv, self.proc)
+        except ObjectStoreFullError as exc:
+            if exc.requested > exc.capacity:
+                raise
+            self.flush_releases()  # on the node's connection, so they go before the retry
+            store.write(oid, sv, self.proc, wait=PUT_ROOM_WAIT)
+
+    def flush_releases(self) -> None:
+        """Send the batched store deletes and view releases now (a ``put`` needs the room)."""
+        with self.lock:
+            deletes, self._deletes = self._deletes, defaultdict(list)
+        for node, oids in deletes.items():
+            self.submitter.send_to_node(node, {"t": "delete", "oids": oids})
+        if self.store is not None:
+            self.store.flush()
 
     def ensure_fetch(self, oid: bytes, owner: str) -> Slot:
         """The slot of ``oid``; for a borrowed object, ask its owner for the value once."""
@@ -311,19 +339,23 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
 
     def get(self, refs: list[ObjectRef], timeout: float | None = None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        slots = self._wait_slots(refs, len(refs), timeout)
+        slots = self._wait_slots(refs, len(refs), timeout, fail_fast=True)
+        for slot in slots:  # the first error decides: do not wait for the others (Ray's get)
+            if slot.state == FAILED:
+                raise _fresh(slot.error)
         return [self._materialize(ref, slot, deadline) for ref, slot in zip(refs, slots)]
 
-    def _wait_slots(self, refs: list[ObjectRef], need: int, timeout: float | None) -> list[Slot]:
+    def _wait_slots(self, refs: list[ObjectRef], need: int, timeout: float | None,
+                    fail_fast: bool = False) -> list[Slot]:
         with self.lock:
             slots = [self.ensure_fetch(r.binary, r.owner) for r in refs]
             pending = [r for r, s in zip(refs, slots) if s.state == PENDING]
             missing = need - (len(refs) - len(pending))
-            if missing <= 0:
+            if missing <= 0 or (fail_fast and any(s.state == FAILED for s in slots)):
                 if self._outbox:
                     self.drain_outbox()
                 return slots
-            waiter = CountdownWaiter(missing)
+            waiter = CountdownWaiter(missing, fail_fast)
             for r in pending:
                 self.mstore.add_waiter(r.binary, waiter)
         self.drain_outbox()
@@ -426,7 +458,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         and say what its table still holds."""
         try:
             self.validate()
-            error = ""
+            error = self.validation_failure or ""
         except AssertionError as exc:
             error = f"{self.proc}: {exc}"
         with self.lock:

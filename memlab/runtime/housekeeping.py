@@ -11,7 +11,9 @@ pause comes at most that much later, and nothing on the path of a task waits for
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
     from memlab.runtime.store_client import StoreClient
 
 log = logging.getLogger("memlab.runtime")
+
+#: Set (to a period in seconds) by test suites: every process checks its ownership invariants
+#: that often in its housekeeping thread, and keeps the first failure for ``validate`` to report.
+VALIDATE_ENV = "MEMLAB_VALIDATE_EVERY"
 
 HOUSEKEEPING_PERIOD = 0.01
 QUIET_AFTER = 0.5
@@ -48,14 +54,19 @@ class Housekeeping:
     _deletes: dict[str, list[bytes]]
     _dirty: set[bytes]
     _freed: list[str]
+    validation_failure: str | None
 
     if TYPE_CHECKING:
+        def validate(self) -> None: ...
+
         def conn_to(self, peer: str) -> Connection: ...
 
         def drain_outbox(self) -> None: ...
 
     def _housekeeping(self) -> None:
         quiet_rounds, quiet_limit = 0, round(QUIET_AFTER / HOUSEKEEPING_PERIOD)
+        validate_every = float(os.environ.get(VALIDATE_ENV, "0") or 0)
+        next_validation = time.monotonic() + validate_every
         while not self._stopped.wait(
                 IDLE_PERIOD if quiet_rounds >= quiet_limit else HOUSEKEEPING_PERIOD):
             try:
@@ -63,6 +74,17 @@ class Housekeeping:
             except Exception:  # keep the thread alive whatever one round hits
                 log.exception("%s: housekeeping round failed", self.proc)
             quiet_rounds = quiet_rounds + 1 if self._quiet() else 0
+            if validate_every and time.monotonic() >= next_validation:
+                next_validation = time.monotonic() + validate_every
+                self._validate_in_background()
+
+    def _validate_in_background(self) -> None:
+        try:
+            self.validate()
+        except AssertionError as exc:
+            if self.validation_failure is None:
+                self.validation_failure = f"{self.proc} (periodic check): {exc}"
+            log.error("%s: ownership invariant broken: %s", self.proc, exc)
 
     def _quiet(self) -> bool:
         """Nothing waits for a housekeeping round: no queued message, release, delete or

@@ -91,7 +91,10 @@ class MemoryStore:
         slot.state = state
         wake: list[Any] = []
         if slot.waiters:
-            wake.extend(slot.waiters)
+            if state == FAILED:
+                wake.extend((w.failed, slot) for w in slot.waiters)
+            else:
+                wake.extend(slot.waiters)
             slot.waiters = None
         if slot.callbacks:
             wake.extend((cb, slot) for cb in slot.callbacks)
@@ -116,10 +119,11 @@ class CountdownWaiter:
     for n objects costs O(n), not a recount of all n on every arrival.
     """
 
-    __slots__ = ("_event", "_lock", "remaining")
+    __slots__ = ("_event", "_lock", "fail_fast", "remaining")
 
-    def __init__(self, need: int) -> None:
+    def __init__(self, need: int, fail_fast: bool = False) -> None:
         self.remaining = need
+        self.fail_fast = fail_fast  # a ``get``: the first failure decides, wake at once
         self._lock = threading.Lock()
         self._event = threading.Event()
         if need <= 0:
@@ -130,6 +134,13 @@ class CountdownWaiter:
             self.remaining -= 1
             if self.remaining <= 0:
                 self._event.set()
+
+    def failed(self, slot: Slot) -> None:
+        """A slot it waits on failed (a wake-up callback, see ``MemoryStore._finish``)."""
+        if self.fail_fast:
+            self._event.set()
+        else:
+            self.set()
 
     def wait(self, timeout: float | None) -> bool:
         return self._event.wait(timeout)

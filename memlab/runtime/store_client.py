@@ -51,6 +51,7 @@ class StoreClient:
         self._arena: Arena | None = None
         self._lock = threading.Lock()
         self._releases: list[bytes] = []
+        self._flush_lock = threading.Lock()  # two flushers must not send one batch twice
 
     @property
     def arena(self) -> Arena:
@@ -126,7 +127,10 @@ class StoreClient:
     def flush(self) -> None:
         if not self._releases:
             return
-        batch, self._releases = self._releases, []
+        with self._flush_lock:
+            batch, self._releases = self._releases, []
+        if not batch:
+            return
         try:
             self._conn_getter().send({"t": "release", "oids": batch})
         except Exception:  # the node is gone; its pins went with it

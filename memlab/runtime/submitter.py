@@ -324,6 +324,10 @@ class Submitter(TaskFailures):
             spec = self.tasks.get(tid)
             if spec is None or spec.worker != worker or spec.attempt != h["att"]:
                 self._drop_stale_results(h, worker)
+            elif (h.get("need_fn") or h.get("bounce")) and spec.cancelled:
+                # Cancelled while on its way to a worker that handed it back unrun: it must
+                # fail now, or it would wait in the queue forever (the pump skips it).
+                wake += self._fail(spec, TaskCancelledError(spec.name, tid.hex()), worker)
             elif h.get("need_fn") or h.get("bounce"):
                 if h.get("need_fn"):
                     self.shipped.get(worker, set()).discard(spec.fn_hash)
@@ -487,7 +491,9 @@ class Submitter(TaskFailures):
                 if now - since > CRASH_INFO_WAIT:
                     del self._lost[worker]
                     for spec in specs:
-                        wake += self._fail(spec, self._crash_error(spec, worker, None), worker)
+                        error = (TaskCancelledError(spec.name, spec.task_id.hex())
+                                 if spec.cancelled else self._crash_error(spec, worker, None))
+                        wake += self._fail(spec, error, worker)
             to_push = self._pump()
         run_wakeups(wake)
         self._push_all(to_push)

@@ -56,6 +56,14 @@ RELEASE_MEMORY_MIN_BYTES = 64 * 1024 * 1024
 _log = logging.getLogger(__name__)
 
 
+def _mib(n: int) -> str:
+    """Bytes for an error message: ``512 B``, ``1.0 KiB``, ``40.0 MiB``, ``1.2 GiB``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"
+
+
 @dataclass(eq=False)
 class _Entry:
     object_id: bytes
@@ -449,12 +457,25 @@ class ObjectStore:
         raise self._full(size, detail)
 
     def _pinned_detail(self) -> str:
+        """What holds the space that cannot be spilled, with sizes and by whom: a full store's
+        error must name it, or users blame the refs they hold."""
         held = [e for e in self._all_entries() if e.pins]
-        unsealed = sum(1 for e in held if not e.sealed)
-        deleted = sum(1 for e in held if e.deleted)
+        unsealed = [e for e in held if not e.sealed]
+        deleted = [e for e in held if e.sealed and e.deleted]
+        viewed = [e for e in held if e.sealed and not e.deleted]
+        by_client: dict[str, int] = {}
+        for entry in deleted + viewed:
+            for client in entry.pins:
+                by_client[client] = by_client.get(client, 0) + self._block(entry)
+        who = ", ".join(f"{c} {_mib(n)}" for c, n in sorted(by_client.items(),
+                                                            key=lambda kv: -kv[1])[:6])
         return (
-            f"{len(held)} objects are pinned: {unsealed} unsealed, {deleted} deleted but still "
-            "mapped, the rest read through live zero-copy views"
+            f"{len(held)} objects are pinned: {len(unsealed)} unsealed "
+            f"({_mib(sum(map(self._block, unsealed)))} being written), {len(deleted)} deleted but "
+            f"still mapped ({_mib(sum(map(self._block, deleted)))}, freed when their last view "
+            f"goes), {len(viewed)} read through live zero-copy views or a running task's "
+            f"arguments ({_mib(sum(map(self._block, viewed)))})"
+            + (f"; views held by {who}" if who else "")
         )
 
     def _full(self, size: int, detail: str) -> ObjectStoreFullError:

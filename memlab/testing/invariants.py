@@ -45,6 +45,7 @@ def validate_session() -> dict[str, int]:
     runtime = _runtime()
     core = runtime.core
     core.validate()
+    assert core.validation_failure is None, core.validation_failure
     with core.lock:
         sizes = {core.proc: len(core.table.entries)}
     errors: list[str] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,30 @@ def test_cancel_rejects_what_is_not_a_ref(fresh_runtime: Any) -> None:
     fresh_runtime(num_workers=NUM_WORKERS)
     with pytest.raises(TypeError, match="takes an ObjectRef"):
         memlab.cancel("not a ref")  # type: ignore[arg-type]
+
+
+def test_get_of_a_list_fails_fast_on_the_first_error(
+    fresh_runtime: Callable[..., Any], tmp_path: Any
+) -> None:
+    """``get([slow, failing])`` raises the failure while ``slow`` is still running."""
+    fresh_runtime(num_workers=2)
+    gate = tmp_path / "gate"
+
+    @memlab.remote
+    def slow() -> int:
+        from memlab.testing import wait_for_file
+
+        wait_for_file(gate, 30)
+        return 1
+
+    @memlab.remote
+    class Failing:  # on a worker of its own, so it never queues behind ``slow``
+        def fail(self) -> int:
+            raise ValueError("boom")
+
+    refs = [slow.remote(), Failing.remote().fail.remote()]
+    with pytest.raises(ValueError, match="boom"):
+        memlab.get(refs, timeout=20)
+    assert not gate.exists()  # slow was still gated when get raised
+    gate.touch()
+    assert memlab.get(refs[0], timeout=20) == 1

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import memlab
+import memlab.testing
 from memlab.testing import wait_for_file
 from memlab.testing.invariants import validate_session, wait_session_empty
 
@@ -342,11 +343,29 @@ def test_owner_drops_its_last_ref_while_a_borrowing_task_is_retried(
     _empty()
 
 
-def test_validate_runs_in_workers(one_worker: Any) -> None:
-    """The session check reaches the workers: a worker's table is in the answer."""
+@memlab.remote
+def corrupt_own_table() -> str:
+    """Break an invariant in this worker's table, as a counting bug would."""
+    from memlab.runtime.object_ref import current_core
+
+    core = current_core()
+    ref = memlab.put(1)
+    with core.lock:
+        core.table.get(ref.binary).tasks = -1
+    _held.append(ref)
+    return str(core.proc)
+
+
+def test_validate_runs_in_every_workers_core(one_worker: Any) -> None:
+    """Workers check their invariants too (periodically, and when asked): a broken count in a
+    worker fails the session check, naming the worker."""
     x = memlab.put(np.ones(10))
     assert memlab.get(echo.remote([x]), timeout=DEADLINE) == x
     sizes = validate_session()
     assert any(proc.startswith("w-") for proc in sizes), sizes
     del x
     _empty()
+    worker = memlab.get(corrupt_own_table.remote(), timeout=DEADLINE)
+    with pytest.raises(AssertionError, match=worker):
+        validate_session()
+    memlab.testing.kill_worker(worker)  # its broken table goes with it

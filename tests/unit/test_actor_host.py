@@ -28,7 +28,7 @@ class FakeExecutor:
                                       "proc": "w-test"})()
         self.outcomes: list[tuple[str, Any]] = []
 
-    def _function(self, fn_hash: bytes, fn_bytes: bytes | None) -> Any:
+    def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
         return Counter
 
     def invoke(self, caller: str, h: dict[str, Any], call: Any, main_thread: bool) -> None:

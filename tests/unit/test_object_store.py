@@ -345,6 +345,8 @@ def test_full_error_when_everything_is_pinned(make_store):
     err = info.value
     assert (err.requested, err.capacity, err.used, err.pinned) == (KiB, 2 * KiB, 2 * KiB, 2 * KiB)
     assert "2 objects are pinned: 1 unsealed" in str(err)
+    assert "1 read through live zero-copy views or a running task's arguments" in str(err)
+    assert "w1 1.0 KiB" in str(err)  # who holds the viewed one
     assert "1.0 KiB" in str(err) and "2.0 KiB" in str(err)
     assert store.object_info(oid(3)) is None
     assert store.stats()["spilled_bytes"] == 0
