@@ -189,9 +189,11 @@ class Executor:
             try:
                 result = call()
             finally:
-                core.output.end(output)  # its prints go before its reply
                 if main_thread:
                     self.current = None
+                # Its prints go before its reply; after ``current`` is cleared, so a late
+                # cancel cannot interrupt this send midway.
+                core.output.end(output)
             values = self._split(result, h["nret"])
             try:
                 rets, parts = self._store_returns(tid, values, caller)
