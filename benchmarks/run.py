@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backends import MiB, available
+from dashboard import line as dashboard_line
+from dashboard import measure as measure_dashboard
 from recovery import measure as measure_recovery
 from scaling import measure as measure_scaling
 from scaling import table as scaling_table
@@ -130,12 +132,21 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
             finally:
                 b.stop()
     scaling = measure_scaling(quick) if "memlab" in backend_names else {}
+    dashboard_summary = ""
     if "memlab" in backend_names:
         rec = measure_recovery(length=20 if quick else 100, reps=1 if quick else reps)
         results["chain fresh"] = {"memlab": rec["fresh ms"]}
         results["recovery"] = {"memlab": rec["rebuilt ms"]}
         if rec["promoted ms"]:
             results["recovery from a copy"] = {"memlab": rec["promoted ms"]}
+        dash = measure_dashboard(quick, reps=1 if quick else reps)
+        runs = dash["runs"]
+        results["tasks async, dashboard off"] = {"memlab": runs["off tasks/s"]}
+        results["tasks async, dashboard open"] = {"memlab": runs["open tasks/s"]}
+        results["kernel CPU/task, dashboard off"] = {"memlab": runs["off kernel us/task"]}
+        results["kernel CPU/task, dashboard open"] = {"memlab": runs["open kernel us/task"]}
+        results["idle kernel CPU, dashboard open"] = {"memlab": runs["idle on"]}
+        dashboard_summary = dashboard_line(dash)
     floors = {
         "memcpy": statistics.median(floor_runs["memcpy"]),
         f"sum {summed // MiB} MiB": statistics.median(floor_runs["sum"]),
@@ -143,6 +154,7 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
         "pipe round trip": pipe_round_trip(200 if quick else 2000),
     }
     return {"results": results, "floors": floors, "reps": reps, "quick": quick,
+            "dashboard": dashboard_summary,
             "scaling": {k: {str(n): v for n, v in row.items()} for k, row in scaling.items()},
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
@@ -150,7 +162,10 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
 UNITS = {**{k: (v[0], v[1]) for k, v in WORKLOADS.items()},
          "startup": ("s", False), "idle memory": ("MiB", False), "idle CPU": ("ms/s", False),
          "chain fresh": ("ms", False), "recovery": ("ms", False),
-         "recovery from a copy": ("ms", False)}
+         "recovery from a copy": ("ms", False),
+         **{f"tasks async, dashboard {m}": ("tasks/s", True) for m in ("off", "open")},
+         **{f"kernel CPU/task, dashboard {m}": ("us", False) for m in ("off", "open")},
+         "idle kernel CPU, dashboard open": ("ms/s", False)}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -192,6 +207,8 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"recovery: node kill to first correct result of the rebuilt chain "
                      f"{rebuilt:.0f} ms = {rebuilt / fresh:.2f} x its fresh time {fresh:.0f} ms "
                      f"(target <= 1.5 x fresh + 100 ms = {1.5 * fresh + 100:.0f} ms)")
+    if report.get("dashboard"):
+        lines.append(report["dashboard"])
     return "\n".join(lines) + f"\nfloors ({floors})\n" + \
         "ratios: > 1 means memlab is better (faster, more throughput, less memory)"
 

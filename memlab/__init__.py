@@ -12,6 +12,8 @@ The public surface follows Ray's names so code and habits carry over::
     memlab.get([square.remote(i) for i in range(4)])   # [0, 1, 4, 9]
 """
 
+from typing import Any
+
 from memlab import state
 from memlab.actor import ActorHandle
 from memlab.api import (
@@ -37,6 +39,7 @@ from memlab.exceptions import (
     RuntimeConflictError,
     RuntimeNotStartedError,
     SerializationError,
+    StaleRefError,
     TaskCancelledError,
     TaskError,
     WorkerCrashedError,
@@ -48,6 +51,18 @@ from memlab.jupyter import unload_ipython_extension as unload_ipython_extension
 from memlab.runtime.object_ref import ObjectRef
 
 __version__ = "0.1.0"
+
+
+def dashboard(names: Any = None, *, max_rate_hz: float = 10.0) -> Any:
+    """Show the live dashboard widget (objects, ownership graph, recovery timeline, nodes).
+
+    See :func:`memlab.jupyter.dashboard.dashboard`; imported on first use, so ``import memlab``
+    does not import ipywidgets or anywidget.
+    """
+    from memlab.jupyter.dashboard import dashboard as show
+
+    return show(names, max_rate_hz=max_rate_hz)
+
 
 __all__ = [
     "ActorDiedError",
@@ -62,11 +77,13 @@ __all__ = [
     "RuntimeConflictError",
     "RuntimeNotStartedError",
     "SerializationError",
+    "StaleRefError",
     "TaskCancelledError",
     "TaskError",
     "WorkerCrashedError",
     "__version__",
     "cancel",
+    "dashboard",
     "get",
     "get_actor",
     "init",

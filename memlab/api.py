@@ -6,12 +6,15 @@ creates, the worker owns). Misuse raises a typed error whose message says what t
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from memlab.exceptions import RuntimeConflictError, RuntimeNotStartedError
+from memlab.protocol.frames import MAX_INLINE_THRESHOLD
 from memlab.remote_function import RemoteFunction, validate_options
 from memlab.runtime import global_state
 from memlab.runtime import object_ref as _object_ref
@@ -57,7 +60,7 @@ def init(
         object_store_memory: bytes of shared memory for all stores together (default: 30% of
             available memory).
         inline_threshold: values up to this many bytes travel inline instead of through shared
-            memory (default 100 KiB).
+            memory (default 100 KiB, at most 16 MiB).
         events: emit the event stream that dashboards read (default True).
         lineage_budget: bytes of task lineage each owner keeps for rebuilding lost objects
             (default 1 GiB); past it the oldest lineage is dropped.
@@ -85,6 +88,10 @@ def init(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < (0 if key == "inline_threshold" else 1)):
             raise ValueError(f"{key} must be a positive int, got {value!r}")
+    if inline_threshold is not None and inline_threshold > MAX_INLINE_THRESHOLD:
+        raise ValueError(f"inline_threshold must be at most {MAX_INLINE_THRESHOLD} bytes "
+                         f"({MAX_INLINE_THRESHOLD >> 20} MiB), got {inline_threshold}; larger "
+                         "values are read faster from shared memory than through a socket")
     if plasma_directory is not None:
         plasma_directory = asked["plasma_directory"] = check_plasma_directory(plasma_directory)
     with _init_lock:
@@ -182,13 +189,20 @@ def put(value: Any) -> ObjectRef:
 def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """The value(s) of ``refs``, waiting for them; numpy and Arrow data come back zero-copy.
 
+    Args:
+        refs: a ref, or a list of refs.
+        timeout: seconds to wait at most; ``None`` waits for ever and ``0`` polls.
+
     Raises:
         GetTimeoutError: ``timeout`` seconds passed first.
         TaskError: the task raised (also an instance of the original exception class).
+        ValueError: ``timeout`` is negative, NaN or not a number.
     """
+    timeout = check_timeout(timeout)
     core = _core("get()")
     hook = _blocking_hook
     if isinstance(refs, ObjectRef):
+        _object_ref.check_session(refs)
         if hook is None:
             return core.get([refs], timeout)[0]
         return hook("get", [refs], 1, timeout, lambda t: core.get([refs], t))[0]
@@ -207,7 +221,12 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
 def wait(
     refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``."""
+    """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``.
+
+    ``timeout`` is in seconds: ``None`` waits for ever and ``0`` polls. A ``ValueError`` refuses
+    one that is negative, NaN or not a number.
+    """
+    timeout = check_timeout(timeout)
     if isinstance(refs, ObjectRef) or not isinstance(refs, (list, tuple)):
         raise TypeError("memlab.wait() takes a list of ObjectRefs, e.g. memlab.wait([ref])")
     _check_refs(refs, "wait")
@@ -230,6 +249,8 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> None:
     ``TaskCancelledError``. Cancelling a finished task does nothing."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"memlab.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    _core("cancel()")
+    _object_ref.check_session(ref)
     _core("cancel()").submitter.cancel(ref.binary, force)
 
 
@@ -260,6 +281,21 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     _core("kill()").actors.kill(actor._actor_id, actor._owner, no_restart)
 
 
+def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
+    """``timeout`` as a float of seconds (or None), refusing what would wait wrongly.
+
+    NaN must be refused here: every comparison with it is false, so a deadline of NaN never
+    passes and the wait would last for ever.
+    """
+    if timeout is None:
+        return None
+    seconds = float(timeout) if isinstance(timeout, numbers.Real) else math.nan
+    if isinstance(timeout, bool) or math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be None or a number of seconds >= 0 (0 polls), got "
+                         f"{timeout!r}; pass e.g. {name}=30, or {name}=None to wait for ever")
+    return seconds
+
+
 def _check_refs(refs: Sequence[Any], verb: str) -> None:
     for i, r in enumerate(refs):
         if not isinstance(r, ObjectRef):
@@ -267,3 +303,4 @@ def _check_refs(refs: Sequence[Any], verb: str) -> None:
                 f"memlab.{verb}() got a value of type {type(r).__name__!r} at position {i}; every "
                 "item must be an ObjectRef returned by f.remote() or memlab.put()"
             )
+        _object_ref.check_session(r)

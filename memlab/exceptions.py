@@ -22,7 +22,8 @@ boundary. Invariants:
     ├── WorkerCrashedError
     ├── ObjectLostError
     │   ├── OwnerDiedError
-    │   └── ObjectReconstructionFailedError
+    │   ├── ObjectReconstructionFailedError
+    │   └── StaleRefError                 a ref kept from a session that ended
     ├── GetTimeoutError(MemlabError, TimeoutError)
     ├── ObjectStoreFullError
     ├── SerializationError(MemlabError, TypeError)
@@ -62,6 +63,7 @@ __all__ = [
     "RuntimeConflictError",
     "RuntimeNotStartedError",
     "SerializationError",
+    "StaleRefError",
     "TaskCancelledError",
     "TaskError",
     "WorkerCrashedError",
@@ -254,6 +256,29 @@ class OwnerDiedError(ObjectLostError):
             "died; objects fate-share with their owner, so its copies were removed. To survive "
             "this, create the object from the driver (call .remote() or memlab.put() there) so "
             "the driver owns it."
+        )
+
+
+class StaleRefError(ObjectLostError):
+    """Raised when a ref made in an earlier session is used (``get``, ``wait``, ``cancel``, as a
+    task or actor argument, or inside a ``put`` value) after ``shutdown()`` and a new ``init()``.
+
+    Its object went with the session that made it (a notebook variable kept across a restart
+    of the runtime is the usual way to meet one), so the code that made it must run again.
+    """
+
+    _fields = ("object_id", "call_site")
+
+    def __init__(self, object_id: str, call_site: str | None = None) -> None:
+        super().__init__(object_id, "it belongs to a memlab session that ended", call_site)
+
+    def _message(self) -> str:
+        where = (f"re-run the code that made it (at {self.call_site})" if self.call_site
+                 else "re-run the .remote() or memlab.put() call that made it")
+        return (
+            f"Object {self.object_id} belongs to a memlab session that ended (shutdown() was "
+            f"called, and this ref was kept across it); its value went with that session. To "
+            f"recompute it in this session, {where} and use the new ref."
         )
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from memlab.exceptions import SerializationError
 from memlab.ids import object_id
-from memlab.runtime.object_ref import ObjectRef
+from memlab.protocol.frames import MAX_FUNCTION_BYTES, MAX_INLINE_ARGS_BYTES
+from memlab.runtime.object_ref import ObjectRef, check_session
 from memlab.runtime.task_spec import ArgRef, TaskSpec, call_site
 from memlab.serialization import dumps_code, serialize
 
@@ -99,6 +100,14 @@ def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
         data = pickle.dumps(_ImportedFunction(code.__module__, code.__qualname__))
     else:
         data, captured = dumps_code(code)
+    if len(data) > MAX_FUNCTION_BYTES:
+        kind = "class" if isinstance(code, type) else "function"
+        raise ValueError(
+            f"remote {kind} {getattr(code, '__qualname__', code)!r} pickles to "
+            f"{len(data) / 2**20:.1f} MiB, over the {MAX_FUNCTION_BYTES >> 20} MiB limit for "
+            f"code; it captures a large value in its closure or globals. Pass the value as an "
+            f"argument, or memlab.put() it and pass the ref"
+        )
     unique = tuple({r.binary: r for r in captured if type(r) is ObjectRef}.values())
     return hashlib.blake2b(data, digest_size=16).digest(), data, unique
 
@@ -163,6 +172,7 @@ def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
 
     def dep(value: Any) -> Any:
         if type(value) is ObjectRef:
+            check_session(value)
             keep.append(value)
             deps.append((value.binary, value.owner))
             return ArgRef(len(deps) - 1)
@@ -180,6 +190,7 @@ def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
             if type(v) is not ArgRef and serialize(v).total_size > core.inline_threshold // 2:
                 k[key] = dep(core.put(v))
         sv, refs = _serialize_args(name, a, k)
+    _check_inline_args(name, sv.total_size)
     keep.extend(refs)
     return sv.to_bytes(), deps, [r.binary for r in refs]
 
@@ -200,8 +211,20 @@ def pack_nested(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, A
             if type(v) is not ObjectRef and serialize(v).total_size > core.inline_threshold // 2:
                 k[key] = core.put(v)
         sv, refs = _serialize_args(name, a, k)
+    _check_inline_args(name, sv.total_size)
     keep.extend(refs)
     return sv.to_bytes(), [r.binary for r in refs]
+
+
+def _check_inline_args(name: str, size: int) -> None:
+    # Many arguments each small enough to travel inline can add up past what a task message
+    # may carry; a list of them is one argument, which goes through the store.
+    if size > MAX_INLINE_ARGS_BYTES:
+        raise ValueError(
+            f"the arguments of {name}() that travel inline add up to {size / 2**20:.1f} MiB, "
+            f"over the {MAX_INLINE_ARGS_BYTES >> 20} MiB a task message carries; pass them "
+            f"as one list (large values go through shared memory), or memlab.put() them"
+        )
 
 
 def _serialize_args(name: str, a: list[Any], k: dict[str, Any]) -> tuple[Any, list[Any]]:

@@ -56,6 +56,19 @@ the last ``seq`` you saw as ``since`` to get only newer ones. The log is bounded
 "contains" (object→object), "created_by" (object→task), "depends_on" (task→object),
 "located_at" (object→node). Every edge's endpoints are in ``nodes``.
 
+``view(since)`` — the dashboard's view data, aggregated in the collector process and versioned:
+``{"version": int, "seq": int, "refresh_ms": float, "sections": {name: {"reset": bool,
+"upsert": [rows], "remove": [keys]}}}`` with only the sections that changed after version
+``since`` (``reset``: drop what you hold of that section first). Sections (rows keyed by the
+first field): ``objects`` (``object_id``: the ``objects()`` record plus ``task_name``),
+``graph_nodes`` (``id``) and ``graph_edges`` (key ``"src|kind|dst"``; the ``ownership_graph()``
+shape, objects grouped by their task or call site into ``"group"`` nodes above 1,000 objects),
+``incidents`` (``id``: a recovery incident with ``title``, ``state``, ``started_at``,
+``duration`` and ``steps``), ``workers`` (``worker_id``, plus ``current_task``), ``nodes``
+(``node_id``, plus ``primary_bytes``, ``copy_bytes``), ``summary`` (``key`` "totals": bytes per
+node, owner and state, ``spilled_bytes``; "graph": whether it is grouped). See
+``memlab.core.dashboard_view``.
+
 Example::
 
     >>> import memlab, memlab.state as st
@@ -84,6 +97,7 @@ __all__ = [
     "ownership_graph",
     "subscribe",
     "tasks",
+    "view",
     "workers",
 ]
 
@@ -166,6 +180,28 @@ def ownership_graph() -> dict[str, Any]:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
     return _collector("ownership_graph").snapshot("ownership_graph")
+
+
+def view(since: int | None = None, sections: Iterable[str] | None = None) -> dict[str, Any]:
+    """The dashboard's view data that changed after version ``since`` (everything for None).
+
+    Computed in the collector process, at most ten times a second however often it is asked,
+    so a live dashboard costs the kernel one small request per tick, never the event stream.
+    Pass the ``version`` of the last answer as ``since`` to get only what changed. A first read
+    (``since`` None) sees everything done before the call; later ones may lag the driver by
+    one event-shipping tick (they do not force a flush).
+
+    Args:
+        since: The ``version`` of the last answer you applied.
+        sections: Only these sections (default: all; the summary always comes). The graph is
+            the costly one, so a view that does not show it should not ask for it.
+
+    Raises:
+        RuntimeNotStartedError: If no memlab runtime runs in this process.
+        ValueError: If ``since`` is not a version (an int >= 0) or None, or a section is
+            unknown.
+    """
+    return _collector("view").view(since, sections)
 
 
 def subscribe(callback: Callable[[list[dict[str, Any]]], None],

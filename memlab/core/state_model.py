@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from memlab.core.events import EVENT_KINDS, expand
 from memlab.core.ownership_graph import TERMINAL_TASK_STATES, build_graph
@@ -45,7 +45,17 @@ from memlab.core.state_records import (
 )
 from memlab.core.task_fold import RECORD_FOLDS, TaskFold
 
-__all__ = ["StateModel"]
+__all__ = ["LiveRecords", "StateModel"]
+
+
+class LiveRecords(NamedTuple):
+    """The model's records by id, shared with the model (see :meth:`StateModel.records`)."""
+
+    objects: Mapping[str, ObjectRecord]
+    tasks: Mapping[str, dict[str, Any]]
+    workers: Mapping[str, dict[str, Any]]
+    nodes: Mapping[str, dict[str, Any]]
+    actors: Mapping[str, dict[str, Any]]
 
 _STATE_AFTER = {
     "object.spilled": "spilled",
@@ -424,6 +434,13 @@ class StateModel(TaskFold):
         """Actors with their state (``alive``/``dead``) and restart count."""
         self._catch_up()
         return [dict(rec) for rec in self._actors.values()]
+
+    def records(self) -> LiveRecords:
+        """The folded records themselves, not copies: for a reader in the model's process that
+        only reads them, under the lock its folds take (the collector's dashboard view, which
+        would otherwise copy every object ten times a second to find the few that changed)."""
+        self._catch_up()
+        return LiveRecords(self._objects, self._tasks, self._workers, self._nodes, self._actors)
 
     @property
     def latest_seq(self) -> int:

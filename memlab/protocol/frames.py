@@ -13,7 +13,15 @@ Invariants:
       ``use_bin_type=True`` / ``raw=False`` so ``bytes`` stay ``bytes`` and ``str`` stay ``str``.
     * The reader never allocates more than the declared lengths allow, and the declared lengths
       are checked against :data:`MAX_HEADER_BYTES` / :data:`MAX_PAYLOAD_BYTES` before any read,
-      so a hostile or corrupt prefix cannot make a process allocate gigabytes.
+      so a hostile or corrupt prefix cannot make a process allocate gigabytes. A long payload is
+      read in pieces, so memory is only taken as its bytes really arrive.
+    * :data:`MAX_PAYLOAD_BYTES` is the largest message memlab itself sends, not what the u64
+      allows. Values travel through the shared-memory store (DESIGN §2); what does travel in
+      frames is bounded at its source: a function or class ships once, at most
+      :data:`MAX_FUNCTION_BYTES` (refused at ``.remote()``); a task's inline arguments are at
+      most :data:`MAX_INLINE_ARGS_BYTES` (refused at ``.remote()``); each inline dependency or
+      return value is at most the inline threshold (at most :data:`MAX_INLINE_THRESHOLD`);
+      copies between nodes travel in :data:`COPY_CHUNK_BYTES` pieces.
     * The payload is handed out as-is; this module never unpickles anything. Frames are only
       read after :mod:`memlab.protocol.auth` has authenticated the peer (see transport).
 """
@@ -28,10 +36,18 @@ import msgpack
 
 from memlab.exceptions import ProtocolError
 
-__all__ = ["MAX_HEADER_BYTES", "MAX_PAYLOAD_BYTES", "PREFIX_SIZE", "FrameReader", "encode"]
+__all__ = ["COPY_CHUNK_BYTES", "MAX_FUNCTION_BYTES", "MAX_HEADER_BYTES", "MAX_INLINE_ARGS_BYTES",
+           "MAX_INLINE_THRESHOLD", "MAX_PAYLOAD_BYTES", "PREFIX_SIZE", "FrameReader", "encode"]
 
 MAX_HEADER_BYTES = 1 << 20
-MAX_PAYLOAD_BYTES = 1 << 32
+# Ray refuses functions over 100 MB too: such a function captured a large value by accident.
+MAX_FUNCTION_BYTES = 100 << 20
+MAX_INLINE_ARGS_BYTES = 64 << 20
+MAX_INLINE_THRESHOLD = 16 << 20
+COPY_CHUNK_BYTES = 8 << 20
+# A task message: its function, its inline arguments and, with room to spare, its inline
+# dependencies (hundreds at the largest inline threshold; over a thousand at the default).
+MAX_PAYLOAD_BYTES = 256 << 20
 
 _PREFIX = struct.Struct("<IQ")
 PREFIX_SIZE = _PREFIX.size
@@ -40,6 +56,9 @@ PREFIX_SIZE = _PREFIX.size
 # syscall; above it a copy costs more than the second sendall.
 _JOIN_LIMIT = 64 * 1024
 _READ_BUFFER = 256 * 1024
+# A payload longer than this is read piece by piece: a peer that declares a length and sends
+# nothing must not have made this process reserve it.
+_READ_PIECE = 16 << 20
 
 # msgpack.Packer is not thread-safe, and packb builds a new Packer per call (about twice the
 # cost of reusing one), so each thread keeps its own.
@@ -160,8 +179,9 @@ class FrameReader:
         if header_len > MAX_HEADER_BYTES or payload_len > MAX_PAYLOAD_BYTES:
             raise ProtocolError(
                 f"frame declares a {header_len}-byte header and a {payload_len}-byte payload, "
-                f"over the limits ({MAX_HEADER_BYTES}, {MAX_PAYLOAD_BYTES}); the peer is corrupt "
-                "or not speaking the memlab protocol, so the connection is dropped"
+                f"over the largest message memlab sends ({MAX_HEADER_BYTES}-byte header, "
+                f"{MAX_PAYLOAD_BYTES}-byte payload); the peer is corrupt or not speaking the "
+                "memlab protocol, so the connection is dropped"
             )
         raw = read(header_len)
         if len(raw) != header_len:
@@ -183,7 +203,18 @@ class FrameReader:
             )
         if not payload_len:
             return header, b""
-        payload = read(payload_len)
+        if payload_len <= _READ_PIECE:
+            payload = read(payload_len)
+        else:
+            pieces = []
+            left = payload_len
+            while left:
+                piece = read(min(left, _READ_PIECE))
+                if not piece:
+                    break
+                pieces.append(piece)
+                left -= len(piece)
+            payload = b"".join(pieces)
         if len(payload) != payload_len:
             raise ProtocolError(
                 f"stream ended inside a frame payload ({len(payload)} of {payload_len} bytes); "

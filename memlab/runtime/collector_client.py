@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from memlab.core.dashboard_view import check_sections
 from memlab.core.events import checked_kinds
 from memlab.exceptions import ConnectionClosedError, EventsUnavailableError
 from memlab.runtime.collector import SNAPSHOTS
@@ -80,10 +81,11 @@ class CollectorClient:
 
     # ------------------------------------------------------------------ reads
 
-    def _request(self, operation: str, header: dict[str, Any]) -> Any:
-        if self.before_read is not None:
-            self.before_read()
-        self.shipper.flush()
+    def _request(self, operation: str, header: dict[str, Any], flush: bool = True) -> Any:
+        if flush:
+            if self.before_read is not None:
+                self.before_read()
+            self.shipper.flush()
         conn = self.shipper.connection()  # connected at start: no waiting for it here
         if conn is None:
             raise EventsUnavailableError(operation, "the session's collector process is gone")
@@ -130,6 +132,31 @@ class CollectorClient:
         if kinds is not None:
             header["kinds"] = kinds  # already checked
         return self._request("memlab.state.events()", header)
+
+    def view(self, since: int | None = None, sections: Iterable[str] | None = None
+             ) -> dict[str, Any]:
+        """The dashboard's aggregated view data changed after version ``since`` (all of it for
+        None), computed in the collector process (see :mod:`memlab.core.dashboard_view`).
+
+        A first read (``since`` None) includes everything the driver did before the call, like
+        the other reads; later ones do not first flush the driver's pending events: a view
+        polled ten times a second may lag by one shipping tick (10 ms), and forcing a flush
+        per poll would cost the driver's submission thread.
+
+        Args:
+            since: The ``version`` of the last answer applied.
+            sections: Only these sections (see ``memlab.core.dashboard_view.SECTIONS``).
+
+        Raises:
+            ValueError: If ``since`` is not a version or a section is unknown.
+            EventsUnavailableError: If the collector process cannot answer.
+        """
+        if since is not None and (type(since) is not int or since < 0):
+            raise ValueError(f"since must be a view version (an int >= 0) or None, got {since!r}")
+        header: dict[str, Any] = {"t": "view", "since": since}
+        if sections is not None:
+            header["sections"] = check_sections(sections)
+        return self._request("memlab.state.view()", header, flush=since is None)
 
     def statistics(self) -> dict[str, int]:
         """The collector's counters, plus what the driver's own buffer dropped and shipped."""

@@ -29,7 +29,13 @@ from memlab.runtime.collector_client import CollectorClient
 from memlab.runtime.core import DEFAULT_INLINE_THRESHOLD, CoreWorker
 from memlab.runtime.event_shipper import EventShipper
 from memlab.runtime.nodes import HEAD_NODE, Nodes, worker_env
-from memlab.runtime.session import make_session_dir, reap_stale_sessions, remove_session
+from memlab.runtime.process_tree import labelled_processes
+from memlab.runtime.session import (
+    kill_point,
+    make_session_dir,
+    reap_stale_sessions,
+    remove_session,
+)
 from memlab.runtime.store_client import StoreClient
 
 START_TIMEOUT = 60.0
@@ -60,19 +66,32 @@ class Runtime:
     def __init__(self, options: RuntimeOptions) -> None:
         self.options = options
         self.state = RuntimeState.STARTING
-        self.session_dir = make_session_dir()
         self.secret = os.urandom(32)
+        # The collector starts first, before the session has any file: from the moment one
+        # exists, a process of the session is there to remove it should the driver die.
+        self.collector_proc: subprocess.Popen[bytes] | None = (
+            collector_main.spawn(None, self.secret, worker_env(),
+                                 plasma_directory=options.plasma_directory)
+            if options.events else None)
+        kill_point("collector", os.getpid())
+        try:
+            self.session_dir = make_session_dir()
+            if self.collector_proc is not None:
+                collector_main.attach(self.collector_proc, self.session_dir)
+        except BaseException:
+            self._stop_collector(time.monotonic() + STOP_TIMEOUT)
+            raise
+        kill_point("session_dir", os.getpid())
         self.events = EventBuffer("driver")
         self.events.enabled = options.events
         self._stop_lock = threading.Lock()
         self.core = CoreWorker("driver", "driver", self.session_dir, self.secret, HEAD_NODE,
                                self.events, inline_threshold=options.inline_threshold)
-        # The event stream's ends on this side; the collector process is started by start().
+        # The event stream's ends on this side (the collector process runs already).
         self.shipper = EventShipper(self.events, self.session_dir, self.secret)
         self.collector: CollectorClient | None = (
             CollectorClient(self.shipper, before_read=self.core.flush_object_events)
             if options.events else None)
-        self.collector_proc: subprocess.Popen[bytes] | None = None
         self.core.recovery.budget = options.lineage_budget
         self.nodes = Nodes(self)
         hello = self.core.handlers["hello"]
@@ -97,14 +116,13 @@ class Runtime:
         reap_stale_sessions(self.options.plasma_directory)
         opts = self.options
         try:
-            if opts.events:
-                self.collector_proc = collector_main.spawn(self.session_dir, self.secret,
-                                                           worker_env())
             per_node = [opts.num_workers // opts.num_nodes
                         + (k < opts.num_workers % opts.num_nodes) for k in range(opts.num_nodes)]
             started = [self.nodes.start(n, opts.object_store_memory // opts.num_nodes)
                        for n in per_node]
+            kill_point("nodes", os.getpid())
             self.nodes.wait_ready(started, START_TIMEOUT)
+            kill_point("ready", os.getpid())
             if opts.events:
                 self._connect_collector()
         except BaseException:
@@ -164,6 +182,11 @@ class Runtime:
             self.collector.close()
         self.shipper.close()
         self._stop_collector(deadline)
+        # The last sweep: processes that tasks started and no node manager could end (one was
+        # killed, or hung) still carry the session's mark.
+        for stray in labelled_processes(self.session_dir):
+            with contextlib.suppress(Exception):
+                stray.kill()
         remove_session(self.session_dir, list(self.nodes.arenas.values()))
         self.state = RuntimeState.STOPPED
 
@@ -171,8 +194,7 @@ class Runtime:
         proc = self.collector_proc
         if proc is None:
             return
-        with contextlib.suppress(Exception):
-            proc.stdin.close()  # type: ignore[union-attr]  # end of the lifeline: it exits
+        collector_main.stop(proc)  # end of the lifeline: it exits
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

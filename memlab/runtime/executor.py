@@ -66,7 +66,7 @@ class Executor:
         core.on_flush = self._on_flush
         core.busy = lambda: bool(self.unannounced) or self.current is not None \
             or not self.queue.empty() or bool(core.output.dirty)
-        core.handlers.update(push=self._on_push, cancel=self._on_cancel,
+        core.handlers.update(push=self._on_push, cancel=self._on_cancel, steal=self._on_steal,
                              actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)
         core.on_block = self.bounce_queued
@@ -103,6 +103,23 @@ class Executor:
                 keep.append(item)
                 continue
             self._bounce(item[0], item[1])
+        for item in keep:
+            self.queue.put(item)
+
+    def _on_steal(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        """The owner has a free worker while its tasks wait here behind a long one: they go
+        back to it (the running task stays). Its other callers' tasks keep their places."""
+        keep: list[Any] = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None or item[1]["t"] != "push" or item[0] != conn.peer:
+                keep.append(item)
+                continue
+            self._send(item[0], {"t": "done", "tid": item[1]["tid"], "att": item[1]["att"],
+                                 "bounce": True, "stolen": True})
         for item in keep:
             self.queue.put(item)
 

@@ -9,7 +9,9 @@ blocked in ``get`` frees its slot, so the pool grows by one while it waits (no n
 
 Lifelines: the manager reads its stdin, a pipe from the driver; end of file means the driver
 died, and the manager kills its workers, removes the arena and exits. Workers hold the same
-kind of pipe from the manager. So no process of a session outlives the driver.
+kind of pipe from the manager. So no process of a session outlives the driver. Nor does any
+process a task started: the manager is the child subreaper of its tree, and kills the whole
+tree when it stops (see :mod:`memlab.runtime.process_tree`).
 """
 
 from __future__ import annotations
@@ -30,28 +32,38 @@ from memlab.core.events import EventBuffer
 from memlab.exceptions import ConnectionClosedError, WorkerCrashedError
 from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
+from memlab.runtime import process_tree
 from memlab.runtime.event_shipper import EventShipper
+from memlab.runtime.session import driver_gone, kill_point, remove_driver_files
 from memlab.runtime.store_service import StoreService
+from memlab.runtime.worker_retirement import RETIRED_CAUSE, WorkerRetirement
 from memlab.store import Arena, ObjectStore
 
 log = logging.getLogger("memlab.node")
 
 
 class WorkerProc:
-    __slots__ = ("actor_request", "holder", "pid", "popen", "state", "worker_id")
+    __slots__ = ("actor_request", "ask_after", "holder", "idle_since", "pid", "popen",
+                 "retiring", "state", "worker_id")
 
     def __init__(self, worker_id: str, popen: subprocess.Popen[bytes]) -> None:
         self.worker_id = worker_id
         self.popen = popen
         self.pid = popen.pid
-        self.state = "starting"  # starting -> idle <-> leased -> dead; or starting -> actor
+        # starting -> idle <-> leased -> dead, idle <-> retiring -> dead; or starting -> actor
+        self.state = "starting"
         self.holder: str | None = None
+        self.idle_since = 0.0
+        self.ask_after = 0.0  # when it may be asked to retire (again)
+        self.retiring = False  # it agreed to retire: its exit is no crash
         # (connection, lease id) of the owner that asked for this worker to host an actor
         self.actor_request: tuple[Connection, int] | None = None
 
 
-class NodeManager(StoreService):
-    def __init__(self, config: dict[str, Any], secret: bytes) -> None:
+class NodeManager(StoreService, WorkerRetirement):
+    def __init__(self, config: dict[str, Any], secret: bytes,
+                 driver_pid: int | None = None) -> None:
+        self.driver_pid = driver_pid or config.get("driver_pid") or os.getppid()
         self.node_id: str = config["node_id"]
         self.session_dir: str = config["session_dir"]
         self.num_workers: int = config["num_workers"]
@@ -66,6 +78,7 @@ class NodeManager(StoreService):
         self.pending: deque[tuple[Connection, int]] = deque()
         self.blocked: set[str] = set()
         self.stopping = False
+        self._spawning = 0
         self._last_stats: dict[str, int] | None = None
         self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
         self.dead_owners: set[str] = set()  # a write or copy landing after the death is dropped
@@ -76,6 +89,7 @@ class NodeManager(StoreService):
         self.arena = Arena.create(config["arena_path"], config["capacity"])
         self.store = ObjectStore(self.arena, config["spill_dir"], emit=self.events.emit,
                                  node_id=self.node_id)
+        kill_point("node_arena", self._driver_if_mine())
         self.handlers = {
             "hello": self._on_hello, "lease": self._on_lease, "return_lease": self._on_return,
             "create": self._on_create, "seal": self._on_seal, "abort": self._on_abort,
@@ -86,8 +100,9 @@ class NodeManager(StoreService):
             "worker_died": self._on_worker_died, "actor_lease": self._on_actor_lease,
             "delete_written": self._on_delete_written, "object_info": self._on_object_info,
             "holds": self._on_holds, "promote": self._on_promote,
-            "drop_copies": self._on_drop_copies,
+            "drop_copies": self._on_drop_copies, "pool": self._on_pool,
         }
+        self._init_retirement()
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
                                  name=self.node_id)
@@ -98,8 +113,10 @@ class NodeManager(StoreService):
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        process_tree.become_subreaper()
         for _ in range(self.num_workers):
             self._spawn()
+        kill_point("node_workers", self._driver_if_mine())
         self.events.emit("node.started", node_id=self.node_id, pid=os.getpid(),
                          store_capacity=self.arena.capacity)
         self.driver.send({"t": "hello", "proc": self.node_id, "kind": "node", "pid": os.getpid(),
@@ -107,6 +124,20 @@ class NodeManager(StoreService):
         threading.Thread(target=self._housekeeping, name="memlab-node-housekeeping",
                          daemon=True).start()
         self.shipper.start()
+
+    def _driver_if_mine(self) -> int | None:
+        """The driver's pid while it is still our parent (None once it is not)."""
+        return self.driver_pid if os.getppid() == self.driver_pid else None
+
+    def stop_workers(self) -> None:
+        """Kill every worker and whatever they started (a start-up that failed)."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.workers.values())
+        for w in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+        process_tree.kill_descendants()
 
     def wait_for_driver_death(self) -> None:
         """Block on the lifeline from the driver; its end means shut down."""
@@ -132,6 +163,8 @@ class NodeManager(StoreService):
         for w in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.popen.wait(max(0.0, deadline - time.monotonic()))
+        # What tasks started, wherever it is below us now (detached ones were re-parented here).
+        process_tree.kill_descendants(max(0.5, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             self.store.close()
         self.arena.unlink()
@@ -142,6 +175,8 @@ class NodeManager(StoreService):
             self.shipper.close(timeout=0.5)
         if driver_died:
             shutil.rmtree(self.session_dir, ignore_errors=True)
+            if driver_gone(self.driver_pid):  # also what other nodes may not have removed
+                remove_driver_files(self.driver_pid, self.config.get("plasma_directory"))
         os._exit(0)
 
     # -- workers -------------------------------------------------------------------------------
@@ -158,10 +193,17 @@ class NodeManager(StoreService):
             MEMLAB_LINEAGE_BUDGET=str(self.config.get("lineage_budget", 1 << 30)),
             MEMLAB_EVENTS="1" if self.events.enabled else "0",
         )
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
-            env=env, close_fds=True,
-        )
+        with self.lock:
+            self._spawning += 1  # until it is in self.workers, the zombie reaper must skip it
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
+                env=env, close_fds=True,  # it leads its own process group (worker_main)
+            )
+        except BaseException:
+            with self.lock:
+                self._spawning -= 1
+            raise
         assert popen.stdin is not None
         popen.stdin.write(self.secret.hex().encode() + b"\n")
         popen.stdin.flush()  # stdin stays open: it is the worker's lifeline
@@ -169,11 +211,13 @@ class NodeManager(StoreService):
         w.actor_request = actor_request
         with self.lock:
             self.workers[worker_id] = w
+            self._spawning -= 1
         threading.Thread(target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}",
                          daemon=True).start()
 
     def _reap(self, w: WorkerProc) -> None:
         code = w.popen.wait()
+        process_tree.kill_group(w.pid)  # its tasks' children and fork copies go with it
         if w.actor_request is not None and w.state == "starting":
             owner, lid = w.actor_request  # it died before it could host the actor: say so
             with contextlib.suppress(ConnectionClosedError):
@@ -190,8 +234,9 @@ class NodeManager(StoreService):
         self.store.disconnect(w.worker_id)
         self._drop_owned_by(w.worker_id)
         exitcode, sig = (None, -code) if code < 0 else (code, None)
+        cause = RETIRED_CAUSE if w.retiring else WorkerCrashedError.describe_exit(exitcode, sig)
         info = {"worker": w.worker_id, "pid": w.pid, "exitcode": exitcode, "signal": sig,
-                "node": self.node_id, "cause": WorkerCrashedError.describe_exit(exitcode, sig)}
+                "node": self.node_id, "cause": cause}
         self.events.emit("worker.died", worker_id=w.worker_id, node=self.node_id, pid=w.pid,
                          exitcode=exitcode, signal=sig, cause=info["cause"])
         self._broadcast({"t": "worker_died", **info})
@@ -199,6 +244,10 @@ class NodeManager(StoreService):
             del self.workers[w.worker_id]
             if self._pool_size() < self.num_workers + len(self.blocked):
                 self._spawn()
+
+    def _to_idle(self, w: WorkerProc) -> None:
+        w.state, w.holder, w.idle_since = "idle", None, time.monotonic()
+        self.idle.append(w.worker_id)
 
     def _pool_size(self) -> int:
         """Live workers that serve task leases (actor workers are extra and never pooled)."""
@@ -229,7 +278,7 @@ class NodeManager(StoreService):
             for w in self.workers.values():
                 if w.holder == peer and w.state == "leased":
                     w.state, w.holder = "idle", None
-                    self.idle.append(w.worker_id)
+                    self._to_idle(w)
                 elif w.holder == peer and w.state == "actor":
                     # Actors fate-share with their owner.
                     with contextlib.suppress(ProcessLookupError):
@@ -253,7 +302,7 @@ class NodeManager(StoreService):
                                 "actor": True})
             else:
                 w.state = "idle"
-                self.idle.append(w.worker_id)
+                self._to_idle(w)
                 self._serve()
         self.events.emit("worker.started", worker_id=w.worker_id, node=self.node_id, pid=w.pid)
 
@@ -284,7 +333,7 @@ class NodeManager(StoreService):
             w = self.workers.get(h["worker"])
             if w is not None and w.state == "leased" and w.holder == conn.peer:
                 w.state, w.holder = "idle", None
-                self.idle.append(w.worker_id)
+                self._to_idle(w)
                 self._serve()
 
     def _on_actor_lease(self, conn: Connection, h: dict[str, Any]) -> None:
@@ -324,6 +373,12 @@ class NodeManager(StoreService):
     def _housekeeping(self) -> None:
         while not self.stopping:
             time.sleep(0.05)  # a steady tick for batching events, not a wait for a state
+            with self.lock:
+                keep = None if self._spawning else {w.pid for w in self.workers.values()}
+            if keep is not None:  # orphans re-parented to us must not stay zombies
+                process_tree.reap_children(keep)
+            with contextlib.suppress(Exception):
+                self.retire_idle()
             with contextlib.suppress(Exception):
                 stats = self.store.stats()
                 if stats != self._last_stats:

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ConnectionClosedError, MemlabError
+from memlab.runtime.process_tree import labelled_processes
 from memlab.runtime.session import arena_path
 
 if TYPE_CHECKING:
@@ -57,8 +58,10 @@ class Nodes:
         config = {
             "node_id": node_id, "session_dir": rt.session_dir, "num_workers": num_workers,
             "total_workers": self.total_workers(extra=num_workers), "capacity": capacity,
-            "driver": "driver", "inline_threshold": rt.options.inline_threshold,
-            "arena_path": path, "spill_dir": os.path.join(rt.session_dir, f"spill-{node_id}"),
+            "driver": "driver", "driver_pid": os.getpid(),
+            "inline_threshold": rt.options.inline_threshold,
+            "arena_path": path, "plasma_directory": rt.options.plasma_directory,
+            "spill_dir": os.path.join(rt.session_dir, f"spill-{node_id}"),
             "lineage_budget": rt.options.lineage_budget, "events": rt.options.events,
         }
         proc = subprocess.Popen(
@@ -160,6 +163,11 @@ class Nodes:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # A node's death ends everything on it, what its tasks started included (their
+        # subreaper died with it): they carry the node's name in their environment.
+        for stray in labelled_processes(self.rt.session_dir, node_id):
+            with contextlib.suppress(Exception):
+                stray.kill()
         self.node_died(node_id)
 
     def kill_worker(self, worker_id: str | None = None) -> str:

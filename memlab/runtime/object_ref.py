@@ -96,6 +96,8 @@ class ObjectRef:
         return None if render is None else render(self)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:
+        if self._core is not _core and _core is not None:
+            raise stale_ref_error(self)  # a task argument or put value holds an old ref
         record_ref(self)
         return _rebuild_ref, (self._id, self._owner)
 
@@ -112,6 +114,27 @@ class ObjectRef:
         import asyncio
 
         return asyncio.wrap_future(self.future()).__await__()
+
+
+def check_session(ref: ObjectRef) -> None:
+    """Refuse a ref made by an earlier session's core (kept across ``shutdown``/``init``).
+
+    Its ids mean nothing to this session's tables: used as is it would read as "not held" or
+    "freed", which sends the user looking for a bug that is not there.
+    """
+    if ref._core is not _core and _core is not None:
+        raise stale_ref_error(ref)
+
+
+def stale_ref_error(ref: ObjectRef) -> Exception:
+    from memlab.exceptions import StaleRefError
+
+    entry = None
+    # The ended session's table is still in memory while this ref lives: it knows the call site.
+    table = getattr(ref._core, "table", None)
+    if table is not None:
+        entry = table.get(ref._id)
+    return StaleRefError(ref.hex(), getattr(entry, "call_site", None))
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:

@@ -11,10 +11,24 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
+import time
 
 SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"^memlab-(\d+)-")
+
+# Points of start-up where the tests of a driver killed during init (tests/integration/
+# test_init_kill.py) have it SIGKILLed: set MEMLAB_TEST_KILL_DRIVER_AT to one. The "node_*"
+# points are inside a node manager's start-up; the node manager kills its driver there.
+KILL_POINTS = ("collector", "session_dir", "node_arena", "node_workers", "nodes", "ready")
+KILL_ENV = "MEMLAB_TEST_KILL_DRIVER_AT"
+
+
+def kill_point(name: str, driver_pid: int | None) -> None:
+    """SIGKILL the driver ``driver_pid`` if a test placed its kill at this point of start-up."""
+    if driver_pid is not None and driver_pid > 1 and os.environ.get(KILL_ENV) == name:
+        os.kill(driver_pid, signal.SIGKILL)
 
 
 def make_session_dir() -> str:
@@ -64,6 +78,48 @@ def remove_session(session_dir: str, arena_paths: list[str]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     shutil.rmtree(session_dir, ignore_errors=True)
+
+
+def driver_gone(driver_pid: int, wait: float = 1.0) -> bool:
+    """True once this process, a child of ``driver_pid``, has been re-parented away from it.
+
+    A dying process closes its files (our lifeline's end, its sockets) a moment before its
+    children are re-parented, so a failure seen through those may come before the answer here:
+    wait up to ``wait`` seconds for it.
+    """
+    deadline = time.monotonic() + wait
+    while os.getppid() == driver_pid:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # the kernel re-parents within moments of closing the files
+    return True
+
+
+def remove_driver_files(driver_pid: int, plasma_directory: str | None = None) -> list[str]:
+    """Remove every session directory and arena of the driver ``driver_pid``, which died.
+
+    Called by a session's own processes (collector, node managers) that outlive their driver,
+    also during start-up, when they may not know every file yet: names carry the driver's pid,
+    so what it made is found whatever it got to. Only for a driver known to be dead: the
+    caller was re-parented away from it.
+    """
+    removed = []
+    prefix = f"memlab-{driver_pid}-"
+    for base in {SHM_DIR, _short_tmp(), plasma_directory or SHM_DIR}:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(base):
+                if name.startswith(prefix):
+                    removed.append(_remove(os.path.join(base, name)))
+    return removed
+
+
+def _remove(path: str) -> str:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return path
 
 
 def reap_stale_sessions(plasma_directory: str | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ObjectStoreFullError
 from memlab.protocol.endpoints import connect
+from memlab.protocol.frames import COPY_CHUNK_BYTES
 from memlab.protocol.transport import Connection
 from memlab.runtime.wire import full_fields, raise_if_full
 from memlab.serialization.memcopy import copy_into
@@ -150,20 +151,38 @@ class StoreService:
     def _copy_from(self, node: str, oid: bytes) -> bool:
         """Copy ``oid`` from ``node``'s store into this one: False if that node has no copy.
 
+        The value comes in ``COPY_CHUNK_BYTES`` pieces, each its own request: no frame is
+        larger than a piece, and the source pins the object only while it reads one.
+
         Raises:
             ObjectStoreFullError: either store has no room for it now.
         """
+        offset: int | None = None
+        size = at = 0
+        reply: dict[str, Any] = {}
         try:
-            reply, data = self._nm(node).request({"t": "fetch", "oid": oid}, timeout=120)
-        except Exception:  # the node is gone or unreachable: the object is lost to us
-            return False
-        if "missing" in raise_if_full(reply):
-            return False
-        try:
-            offset = self.store.create(oid, len(data), self.node_id, primary=False)
-        except ValueError:
-            return False
-        copy_into(self.arena.view(offset, len(data)), memoryview(data))
+            while offset is None or at < size:
+                try:
+                    reply, data = self._nm(node).request(
+                        {"t": "fetch", "oid": oid, "at": at, "len": COPY_CHUNK_BYTES},
+                        timeout=120)
+                except Exception:  # the node is gone or unreachable: the object is lost to us
+                    return self._abort_copy(oid, offset)
+                if "missing" in raise_if_full(reply):
+                    return self._abort_copy(oid, offset)
+                if offset is None:
+                    size = reply["size"]
+                    try:
+                        offset = self.store.create(oid, size, self.node_id, primary=False)
+                    except ValueError:
+                        return False
+                elif reply["size"] != size or not data:  # rewritten by a retry meanwhile
+                    return self._abort_copy(oid, offset)
+                copy_into(self.arena.view(offset + at, len(data)), memoryview(data))
+                at += len(data)
+        except BaseException:
+            self._abort_copy(oid, offset)
+            raise
         self.store.seal(oid, self.node_id)
         if reply.get("owner") in self.dead_owners:
             self.store.delete(oid)
@@ -171,6 +190,11 @@ class StoreService:
         if reply.get("owner"):
             self.owner_of[oid] = reply["owner"]
         return True
+
+    def _abort_copy(self, oid: bytes, offset: int | None) -> bool:
+        if offset is not None:
+            self.store.abort(oid, self.node_id)
+        return False
 
     def _on_holds(self, conn: Connection, h: dict[str, Any]) -> None:
         """An owner whose primary copies died with their node asks which of them this store
@@ -206,10 +230,13 @@ class StoreService:
         if found is None:
             conn.reply(h, {"t": "fetched", "missing": True})
             return
+        offset, size = found
+        at = min(h.get("at", 0), size)
+        length = min(h.get("len", size), size - at)
         try:
-            data = bytes(self.arena.view(*found))
+            data = bytes(self.arena.view(offset + at, length))
         finally:
             self.store.release(oid, client)
         self.copies.setdefault(oid, set()).add(conn.peer or "")
-        conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid)}, data)
+        conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid), "size": size}, data)
 

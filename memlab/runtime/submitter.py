@@ -4,7 +4,9 @@ Owns this process's submitted tasks (their specs are the lineage of their return
 tasks whose dependencies are ready, and the worker leases it holds. Following Ray, an owner
 leases a worker from its node manager and pushes tasks straight to it, up to ``MAX_IN_FLIGHT``
 at a time, keeping the lease while it has work and returning it when idle for ``LEASE_LINGER``
-seconds or when the node manager asks for it back (another owner waits).
+seconds or when the node manager asks for it back (another owner waits). A second task goes to
+a busy worker (pipelining) only when no other worker can be had and the running task is young;
+one left behind a task that turned out long is stolen back when another lease idles.
 
 Life of a task::
 
@@ -27,8 +29,10 @@ from memlab.exceptions import (
     TaskError,
 )
 from memlab.ids import object_id
+from memlab.protocol.frames import MAX_PAYLOAD_BYTES
 from memlab.runtime.memory_store import FAILED, PENDING, Slot, run_wakeups
 from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.pipelining import free_lease, to_steal_from
 from memlab.runtime.task_failures import CRASH_INFO_WAIT, TaskFailures
 from memlab.runtime.task_spec import TaskSpec
 from memlab.runtime.wire import loads_error
@@ -37,12 +41,11 @@ if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
     from memlab.runtime.core import CoreWorker
 
-MAX_IN_FLIGHT = 2
 LEASE_LINGER = 0.02
 
 
 class Lease:
-    __slots__ = ("blocked", "idle_since", "inflight", "node", "revoked", "worker")
+    __slots__ = ("blocked", "idle_since", "inflight", "node", "revoked", "stealing", "worker")
 
     def __init__(self, worker: str, node: str) -> None:
         self.worker = worker
@@ -51,6 +54,7 @@ class Lease:
         self.idle_since = time.monotonic()
         self.revoked = False
         self.blocked = False  # its task waits in get: queue nothing behind it
+        self.stealing = False  # asked to give back what waits behind its running task
 
 
 
@@ -178,6 +182,7 @@ class Submitter(TaskFailures):
                 continue
             lease.inflight[spec.task_id] = spec
             spec.worker = lease.worker
+            spec.pushed_at = time.monotonic()
             to_push.append((lease.worker, spec))
         # A leased worker blocked in get frees its slot (its node starts another worker), so
         # it does not count against this owner's share either.
@@ -205,20 +210,14 @@ class Submitter(TaskFailures):
         return min(order, key=lambda n: held.get(n, 0) + self.requests_by_node.get(n, 0))
 
     def _free_lease(self) -> Lease | None:
-        best = None
-        for lease in self.leases.values():
-            n = len(lease.inflight)
-            if (n < MAX_IN_FLIGHT and not lease.revoked and not (lease.blocked and n)
-                    and (best is None or n < len(best.inflight))):
-                best = lease
-                if n == 0:
-                    break
-        if best is not None and best.inflight and (
-                len(self.leases) + self.lease_requests < self.max_leases):
-            # Queue behind a busy worker only when no other worker can be had: a short task
-            # must not wait for a long one while a worker idles.
-            return None
-        return best
+        """The lease for the next queued task, or None to keep it queued (see pipelining)."""
+        return free_lease(self.leases.values(), len(self.leases) < self.max_leases,
+                          time.monotonic())
+
+    def _steal_back(self, now: float) -> None:
+        """Take back tasks pipelined behind a long one, for an idle lease (lock held)."""
+        for worker in to_steal_from(self.leases, len(self.leases) < self.max_leases, now):
+            self.core.send_later(worker, {"t": "steal"})
 
     def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
         if self.core._outbox:
@@ -257,6 +256,9 @@ class Submitter(TaskFailures):
             else:
                 deps.append([oid, slot.node])
         parts.append(spec.args)
+        if sum(map(len, parts)) > MAX_PAYLOAD_BYTES:
+            self._too_large(worker, spec, sum(map(len, parts)))
+            return
         try:
             self.core.conn_to(worker).send(header, b"".join(parts) if len(parts) > 1 else parts[0])
         except ConnectionClosedError:
@@ -264,6 +266,23 @@ class Submitter(TaskFailures):
             if spec.actor is not None:
                 self.core.actors.lost(worker)
             return
+
+    def _too_large(self, worker: str, spec: TaskSpec, size: int) -> None:
+        """Its inline dependencies add up past what a message may carry: fail it, clearly."""
+        error = ValueError(
+            f"task {spec.name}() would travel as a {size / 2**20:.0f} MiB message (its function, "
+            f"arguments and {len(spec.deps)} small dependencies, each inline), over the "
+            f"{MAX_PAYLOAD_BYTES >> 20} MiB limit; pass the refs inside one list argument "
+            "(the task then fetches each from its owner) or in several tasks")
+        with self.core.lock:
+            lease = self.leases.get(worker)
+            if lease is not None:
+                lease.inflight.pop(spec.task_id, None)
+            self.shipped.get(worker, set()).discard(spec.fn_hash)
+            wake = self._fail(spec, error)
+            to_push = self._pump()
+        run_wakeups(wake)
+        self._push_all(to_push)
 
     def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         if h.get("actor"):
@@ -316,7 +335,8 @@ class Submitter(TaskFailures):
             lease = self.leases.get(worker)
             if lease is not None:
                 lease.inflight.pop(tid, None)
-                lease.blocked = bool(h.get("bounce")) and bool(lease.inflight)
+                lease.blocked = (bool(h.get("bounce")) and not h.get("stolen")
+                                 and bool(lease.inflight))
                 if not lease.inflight:
                     lease.idle_since = time.monotonic()
                     if lease.revoked:
@@ -487,6 +507,7 @@ class Submitter(TaskFailures):
                 for lease in list(self.leases.values()):
                     if not lease.inflight and now - lease.idle_since > LEASE_LINGER:
                         self._return_lease(lease)
+            self._steal_back(now)
             for worker, (since, specs) in list(self._lost.items()):
                 if now - since > CRASH_INFO_WAIT:
                     del self._lost[worker]

@@ -46,6 +46,7 @@ class TaskSpec:
         "num_returns",
         "output",
         "pinned",
+        "pushed_at",
         "rebuilding",
         "remaining",
         "resolved",
@@ -81,6 +82,7 @@ class TaskSpec:
         self.call_site = call_site
         self.attempt = 0
         self.worker: str | None = None
+        self.pushed_at = 0.0  # when it was last handed to a lease (pipelining looks at it)
         self.resolved: list[Any] = []
         self.remaining = 0
         self.cancelled = False

@@ -12,14 +12,23 @@ from typing import Any
 import cloudpickle
 
 from memlab.exceptions import MemlabError, ObjectStoreFullError, TaskError
+from memlab.protocol.frames import MAX_PAYLOAD_BYTES
+
+# An error travels in one frame; one that pickles larger (it holds a large value) arrives as
+# its text instead, which is what the user reads anyway.
+_MAX_ERROR_BYTES = MAX_PAYLOAD_BYTES // 4
+_TEXT = 1 << 16
 
 
 def dumps_error(error: BaseException) -> bytes:
     try:
-        return cloudpickle.dumps(error, protocol=5)
+        data = cloudpickle.dumps(error, protocol=5)
+        if len(data) <= _MAX_ERROR_BYTES:
+            return data
+        raise ValueError(f"the error pickles to {len(data)} bytes")
     except Exception:
-        fallback = TaskError("<unknown>", None, f"{type(error).__name__}: {error}",
-                             cause_repr=repr(error))
+        fallback = TaskError("<unknown>", None, f"{type(error).__name__}: {error}"[:_TEXT],
+                             cause_repr=repr(error)[:_TEXT])
         return cloudpickle.dumps(fallback, protocol=5)
 
 

@@ -2,25 +2,37 @@
 
 The node manager passes the session's coordinates in the environment and the secret on the
 first line of stdin; stdin then stays open as the lifeline: when the node manager dies, the read
-returns and the worker exits at once, so no worker outlives its node.
+returns and the worker exits at once, so no worker outlives its node. The worker leads its own
+process group, and takes that group with it when it leaves that way: what its tasks started
+(children, fork copies) does not outlive the node either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
+from typing import Any
 
 
 def _lifeline() -> None:
     try:
         sys.stdin.buffer.read()
     finally:
-        os._exit(0)
+        _exit_with_group()
+
+
+def _exit_with_group() -> None:
+    if os.getpgrp() == os.getpid():  # never the node manager's group, should setpgid have failed
+        os.killpg(0, signal.SIGKILL)  # this worker included
+    os._exit(0)
 
 
 def main() -> None:
+    # Before any task runs: the node manager kills this group when the worker exits.
+    os.setpgid(0, 0)
     secret = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
     env = os.environ
     proc, node = env["MEMLAB_PROC"], env["MEMLAB_NODE"]
@@ -39,7 +51,8 @@ def main() -> None:
     core = CoreWorker(proc, "worker", env["MEMLAB_SESSION_DIR"], secret, node,
                       events, inline_threshold=int(env["MEMLAB_INLINE"]),
                       driver=env["MEMLAB_DRIVER"])
-    EventShipper(events, env["MEMLAB_SESSION_DIR"], secret).start()
+    shipper = EventShipper(events, env["MEMLAB_SESSION_DIR"], secret)
+    shipper.start()
     core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
     core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
     core.recovery.budget = int(env.get("MEMLAB_LINEAGE_BUDGET", 1 << 30))
@@ -50,14 +63,31 @@ def main() -> None:
     # whole process group and must not kill workers).
     signal.signal(signal.SIGINT, executor.on_sigint)
     core.on_peer_lost.append(lambda peer, conn: _exit_if_lifeline(peer, node, core.driver))
+    core.handlers["retire"] = lambda conn, h, payload: _on_retire(core, shipper, conn, h)
     core.conn_to(core.driver)
     core.conn_to(node)  # the hello to the node manager makes this worker leasable
     executor.run()
 
 
+def _on_retire(core: Any, shipper: Any, conn: Any, h: dict[str, Any]) -> None:
+    """The node manager has more idle workers than it needs: exit, unless this process still
+    owns objects or actors, or has work in flight (an owner's exit would lose its objects)."""
+    with core.lock:
+        needed = bool(core.busy() or core.submitter.tasks or core.actors.records
+                      or any(e.owned for e in core.table.entries.values()))
+    conn.reply(h, {"t": "retired", "ok": not needed})
+    if needed:
+        return
+    with contextlib.suppress(Exception):
+        core.flush()  # releases of borrowed refs, pending events
+    with contextlib.suppress(Exception):
+        shipper.close(timeout=0.5)
+    _exit_with_group()
+
+
 def _exit_if_lifeline(peer: str, node: str, driver: str) -> None:
     if peer in (node, driver):
-        os._exit(0)
+        _exit_with_group()
 
 
 if __name__ == "__main__":

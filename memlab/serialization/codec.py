@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from memlab.exceptions import SerializationError
+from memlab.exceptions import MemlabError, SerializationError
 from memlab.serialization import layout
 from memlab.serialization.arrow import reduce_arrow
 from memlab.serialization.context import collecting_refs
@@ -195,8 +195,10 @@ def _pickle(value: object, buffer_callback: Any) -> tuple[bytes, list[object]]:
     try:
         with collecting_refs() as refs:
             pickler.dump(value)
-    except SerializationError:
-        raise  # already translated by a nested serialize (e.g. in a __reduce__)
+    except MemlabError:
+        # Already translated by a nested serialize (e.g. in a __reduce__), or a memlab error
+        # of its own (a ref from a session that ended): both say more than "cannot pickle".
+        raise
     except Exception as exc:
         culprit = pickler.last_seen
         pickler.last_seen = None

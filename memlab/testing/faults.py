@@ -130,6 +130,15 @@ def crash_once(marker: str | os.PathLike[str] | None, how: str = "sigkill") -> N
         crash(how)
 
 
+def _seconds(timeout: float) -> float:
+    from memlab.api import check_timeout
+
+    seconds = check_timeout(timeout)
+    if seconds is None:
+        raise ValueError("timeout must be a number of seconds here, not None")
+    return seconds
+
+
 def wait_for_file(path: str | os.PathLike[str], timeout: float = 30.0) -> None:
     """Block until ``path`` exists: a gate another process opens (in a task or the driver).
 
@@ -139,8 +148,9 @@ def wait_for_file(path: str | os.PathLike[str], timeout: float = 30.0) -> None:
 
     Raises:
         TimeoutError: The file did not appear within ``timeout`` seconds.
+        ValueError: ``timeout`` is negative, NaN or not a number.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + _seconds(timeout)
     while not os.path.exists(path):
         if time.monotonic() > deadline:
             raise TimeoutError(

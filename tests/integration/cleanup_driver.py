@@ -5,6 +5,8 @@ one line ``MEMLAB-SESSION {json}`` with the session directory, the pids of its p
 arena files, and then, by MODE:
 
 * ``block``: waits on stdin forever, so the test can kill it however it likes;
+* ``strays``: as ``block``, after a task started processes of its own (a child, a detached
+  child, a fork copy of its worker); their pids are in the line under ``strays``;
 * ``exit``: returns without calling ``memlab.shutdown()``, so only the ``atexit`` hook cleans
   up. A hook registered *before* ``init`` runs *after* memlab's (atexit is LIFO) and prints
   ``MEMLAB-AFTER-EXIT {json}`` with what is still left at that moment.
@@ -21,7 +23,7 @@ import numpy as np
 import psutil
 
 import memlab
-from memlab.testing.leaks import session_files, session_processes
+from memlab.testing.leaks import session_files, session_processes, start_stray_processes
 
 MARKER = "MEMLAB-SESSION"
 AFTER_EXIT_MARKER = "MEMLAB-AFTER-EXIT"
@@ -54,6 +56,7 @@ def main() -> None:
     assert memlab.get(square.remote(7)) == 49
     big = memlab.put(np.ones(4 << 20))  # 32 MiB: lives in the shared-memory arena
     assert memlab.get(big)[-1] == 1.0
+    strays = memlab.get(memlab.remote(start_stray_processes).remote()) if mode == "strays" else {}
     pids = [p.pid for p in session_processes()]
     state.update(dir=runtime.session_dir, pids=pids)
     name = os.path.basename(runtime.session_dir)
@@ -66,11 +69,12 @@ def main() -> None:
                 "pids": pids,
                 "arenas": arenas,
                 "driver": os.getpid(),
+                "strays": strays,
             }
         ),
         flush=True,
     )
-    if mode == "block":
+    if mode in ("block", "strays"):
         sys.stdin.read()
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import memlab
-from memlab.testing import gated
+from memlab.testing import gated, wait_for_file
 from memlab.testing.leaks import session_files, wait_for
 
 STORE = 256 << 20  # the shared runtime's store (tests/conftest.py)
@@ -418,3 +418,90 @@ def test_use_before_init_and_after_shutdown_says_to_call_init(tmp_path: Path) ->
         10,
         message="the child's session files removed",
     )
+
+
+# -------------------------------------------------------------------------------- timeout values
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, "5", float("nan"), True, [1]])
+def test_bad_timeout_is_refused_naming_the_argument(rt: Any, tmp_path: Path, bad: Any) -> None:
+    with work_in_flight(tmp_path) as flight:
+        for call in (lambda: memlab.get(flight.refs[0], timeout=bad),
+                     lambda: memlab.get(flight.refs, timeout=bad),
+                     lambda: memlab.wait(flight.refs, timeout=bad),
+                     lambda: wait_for(lambda: False, timeout=bad),
+                     lambda: wait_for_file(tmp_path / "never", timeout=bad)):
+            start = time.monotonic()
+            with pytest.raises(ValueError, match=r"timeout must be None or a number of "
+                                                 r"seconds >= 0 \(0 polls\), got ") as info:
+                call()
+            assert repr(bad) in str(info.value)
+            assert time.monotonic() - start < 5  # refused at once, never waited on (nan)
+    still_works()
+
+
+def test_timeout_zero_polls(rt: Any, tmp_path: Path) -> None:
+    done = memlab.put("ready")
+    assert memlab.get(done, timeout=0) == "ready"
+    with work_in_flight(tmp_path) as flight:
+        with pytest.raises(memlab.GetTimeoutError):
+            memlab.get(flight.refs[0], timeout=0)
+        assert memlab.wait([done, *flight.refs], timeout=0) == ([done], flight.refs)
+        assert memlab.get([done], timeout=0.0) == ["ready"]
+    still_works()
+
+
+# -------------------------------------------------------------------------------- message sizes
+
+
+def test_function_capturing_a_large_value_is_refused_at_remote(rt: Any, tmp_path: Path) -> None:
+    captured = b"x" * (101 << 20)  # over the code limit (a task message carries the function)
+
+    def uses_captured() -> int:
+        return len(captured)
+
+    remote_fn = memlab.remote(uses_captured)
+    with work_in_flight(tmp_path), pytest.raises(ValueError) as info:
+        remote_fn.remote()
+    message = str(info.value)
+    assert "uses_captured" in message and "over the 100 MiB limit" in message, message
+    assert "captures a large value" in message and "memlab.put()" in message, message  # the fix
+    still_works()
+
+
+def test_many_inline_arguments_adding_up_past_a_message_are_refused(
+    rt: Any, tmp_path: Path
+) -> None:
+    # Each small enough to travel inline (distinct: pickle would write one object once); 66 MiB.
+    pieces = [bytes([i % 256]) * (40 << 10) for i in range(1700)]
+    with work_in_flight(tmp_path):
+        with pytest.raises(ValueError, match=r"arguments of ident\(\) that travel inline add up "
+                                             r"to .* MiB.*as one list"):
+            ident.remote(*pieces)
+        with pytest.raises(ValueError, match=r"inline_threshold must be at most 16777216 bytes"):
+            memlab.init(inline_threshold=(16 << 20) + 1)
+        as_one = ident.remote(pieces)  # the suggested fix: one argument, through the store
+    assert len(memlab.get(as_one, timeout=30)) == len(pieces)
+    del as_one
+    still_works()
+
+
+@memlab.remote
+def count_args(*parts: bytes) -> int:
+    return len(parts)
+
+
+def test_task_whose_inline_dependencies_outgrow_a_message_fails_clearly(
+    rt: Any, tmp_path: Path
+) -> None:
+    # Each value is small enough to live in the driver's memory and travel inline with the
+    # task; 2,800 of them are more than one message may carry (256 MiB).
+    refs = [memlab.put(bytes([i % 256]) * 100_000) for i in range(2800)]
+    with work_in_flight(tmp_path):
+        too_many = count_args.remote(*refs)
+    with pytest.raises(ValueError, match=r"count_args\(\) would travel as a 267 MiB message.*"
+                                         r"over the 256 MiB limit; pass the refs inside one list"):
+        memlab.get(too_many, timeout=30)
+    assert memlab.get(count_args.remote(*refs[:100]), timeout=30) == 100
+    del refs, too_many
+    still_works()

@@ -270,3 +270,39 @@ def test_head_node_cannot_be_killed(fresh_runtime: Any) -> None:
         kill_node("node-7")
     assert nodes_alive() == list(NODES)
     assert memlab.get(where.remote(1), timeout=DEADLINE)[0] == 1
+
+
+@memlab.remote
+def large_once_on_node_1(claim: str, size: int) -> np.ndarray | None:
+    """The first of these to run on node-1 returns ``size`` bytes; every other returns None."""
+    time.sleep(0.05)  # like ``where``: a batch spans both nodes
+    if os.environ["MEMLAB_NODE"] != "node-1":
+        return None
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    return np.arange(size, dtype=np.uint8)  # a wrapping byte pattern: a misplaced piece shows
+
+
+def test_value_larger_than_a_frame_crosses_nodes_intact(fresh_runtime: Any, tmp_path: Any) -> None:
+    """Copies between nodes travel in pieces: a value over the frame cap arrives whole."""
+    from memlab.protocol.frames import COPY_CHUNK_BYTES, MAX_PAYLOAD_BYTES
+
+    size = MAX_PAYLOAD_BYTES + COPY_CHUNK_BYTES // 3  # not a whole number of pieces
+    rt = fresh_runtime(num_nodes=2, num_workers=2, object_store_memory=4 * size)
+    claim = str(tmp_path / "claim")
+    ref = None
+    for _attempt in range(10):
+        refs = [large_once_on_node_1.remote(claim, size) for _ in range(4)]
+        memlab.wait(refs, num_returns=len(refs), timeout=60)
+        landed = [r for r in refs if primary(r) == "node-1"]
+        if landed:
+            ref = landed[0]
+            break
+    assert ref is not None, "no batch ran on node-1"
+    value = memlab.get(ref, timeout=60)  # the driver is on node-0: its node pulls a copy
+    assert store_stats(rt, "node-0")["num_objects"] == 1, "node-0 should hold the copy"
+    assert value.nbytes == size
+    assert np.array_equal(value, np.arange(size, dtype=np.uint8))
+    del value, ref, refs, landed

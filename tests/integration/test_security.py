@@ -308,3 +308,35 @@ def test_malformed_frames_with_the_secret_drop_the_connection(
                 finally:
                     reader.close()
     assert not marker.exists(), "the payload of a malformed frame was unpickled"
+
+
+# ------------------------------------------------------------------------------- frame size cap
+
+
+@pytest.mark.parametrize("target", ["driver", "node", "worker"])
+def test_frame_longer_than_any_real_message_drops_the_peer_at_once(
+    rt: Any, tmp_path: Path, target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 4 GiB payload length from an authenticated peer: the server must not reserve it or
+    wait for it; it drops the connection as soon as the prefix arrives, and says why."""
+    from memlab.protocol.frames import MAX_PAYLOAD_BYTES
+
+    assert MAX_PAYLOAD_BYTES < 1 << 30  # bounded by the largest real message, not by u32
+    sockets = runtime_sockets(rt)
+    with runtime_survives(rt, tmp_path, sockets):
+        for length in (1 << 32, MAX_PAYLOAD_BYTES + 1):
+            with unix_socket(sockets[target]) as sock:
+                client_handshake(sock, rt.secret)
+                sock.settimeout(HANDSHAKE_TIMEOUT)
+                reader = FrameReader(sock)
+                try:
+                    head = msgpack.packb({"t": "push"}, use_bin_type=True)
+                    # Only the prefix and header: a server waiting for the payload never drops.
+                    send_quietly(sock, PREFIX.pack(len(head), length) + head)
+                    assert_dropped(reader)
+                finally:
+                    reader.close()
+    if target == "driver":  # the one process whose log this test can read
+        reasons = [r.getMessage() for r in caplog.records if r.name == "memlab.protocol"]
+        assert any("dropping connection" in m and f"{1 << 32}-byte payload" in m
+                   and "largest message" in m for m in reasons), reasons

@@ -135,8 +135,7 @@ def session() -> Iterator[Session]:
         s.client.close()
         for sh in [shipper, *s.extra]:
             sh.close()
-        if proc.stdin is not None:
-            proc.stdin.close()  # the lifeline: the collector exits at its end
+        collector_main.stop(proc)  # the lifeline: the collector exits at its end
         proc.wait(DEADLINE)
         shutil.rmtree(path, ignore_errors=True)
 
@@ -179,7 +178,7 @@ def test_a_shipper_keeps_events_until_the_collector_listens() -> None:
     finally:
         early.close()
         if proc is not None:
-            proc.stdin.close()  # type: ignore[union-attr]
+            collector_main.stop(proc)
             proc.wait(DEADLINE)
         shutil.rmtree(path, ignore_errors=True)
 

@@ -34,6 +34,7 @@ from memlab.exceptions import (
     RuntimeConflictError,
     RuntimeNotStartedError,
     SerializationError,
+    StaleRefError,
     TaskCancelledError,
     TaskError,
     WorkerCrashedError,
@@ -130,6 +131,8 @@ EXAMPLES: list[tuple[Callable[[], BaseException], dict[str, Any]]] = [
         lambda: ObjectReconstructionFailedError("ab12", "load", 3, "budget exhausted", "f.py:9"),
         {"task_name": "load", "attempts": 3, "reason": "budget exhausted", "call_site": "f.py:9"},
     ),
+    (lambda: StaleRefError("ab12", "cell 3, line 1"), {"object_id": "ab12",
+                                                         "call_site": "cell 3, line 1"}),
     (lambda: GetTimeoutError(2.5, 3), {"timeout": 2.5, "pending": 3}),
     (
         lambda: ObjectStoreFullError(12 * MiB, 2 * GiB, GiB, 512 * MiB, "spilling failed"),
