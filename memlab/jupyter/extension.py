@@ -3,7 +3,8 @@
 * the ``%memlab`` and ``%%remote`` magics (``magics``);
 * call sites named ``Cell In[N], line L`` (``callsite``);
 * the HTML repr of refs and of the runtime (``reprs``);
-* progress bars and interrupt handling for long ``memlab.get``/``wait`` (``progress``).
+* progress bars and interrupt handling for long ``memlab.get``/``wait`` (``progress``);
+* task output in the cell that submitted the task (``output_routing``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from memlab import api
-from memlab.jupyter import callsite, holders, progress, reprs
+from memlab.jupyter import callsite, holders, output_routing, progress, reprs
 from memlab.jupyter.magics import MemlabMagics
 from memlab.runtime import object_ref
 
@@ -34,6 +35,7 @@ def load(shell: Any) -> None:
     html = shell.display_formatter.formatters["text/html"]
     html.for_type_by_name(*_RUNTIME_TYPE, reprs.runtime_repr_html)
     api.set_blocking_hook(progress.BlockingProgress(in_kernel=_in_kernel(shell)))
+    output_routing.install(shell)
 
 
 def unload(shell: Any) -> None:
@@ -41,6 +43,7 @@ def unload(shell: Any) -> None:
     if magics is not None:
         shell.events.unregister("post_execute", magics.holders.invalidate)
     api.set_blocking_hook(None)
+    output_routing.uninstall()
     object_ref.set_html_renderer(None)
     reprs.holder_index = None
     holders.set_active(None)

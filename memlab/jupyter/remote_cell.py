@@ -24,7 +24,7 @@ from memlab.exceptions import SerializationError
 from memlab.jupyter import callsite, holders
 from memlab.jupyter.cell_analysis import analyze
 from memlab.jupyter.parsing import MagicParser, non_negative_float
-from memlab.jupyter.remote_status import RemoteCell, render_error, write_output
+from memlab.jupyter.remote_status import RemoteCell, render_error
 from memlab.jupyter.remote_worker import run_cell
 
 SHIP_INLINE_LIMIT = 100 * 1024  # larger values go through the store once (the inline threshold)
@@ -97,14 +97,12 @@ def _analyze(shell: Any, cell: str, label: str) -> Any:
 
 
 def _block(remote: RemoteCell, refs: list[memlab.ObjectRef], timeout: float | None) -> Any:
-    try:
-        *_, value, chunks = memlab.get(refs, timeout=timeout)
+    try:  # its prints have streamed into the cell meanwhile (output_routing)
+        *_, value, _ = memlab.get(refs, timeout=timeout)
     except memlab.GetTimeoutError as exc:  # raised afresh: the hook's frames are noise here
         raise memlab.GetTimeoutError(exc.timeout, exc.pending) from None
     except memlab.TaskError as exc:
-        write_output(getattr(exc, "_memlab_output", None) or [])
         raise render_error(exc) from None
-    write_output(chunks)
     return value
 
 

@@ -4,9 +4,10 @@ One watcher thread serves every cell in flight: every ``POLL`` (0.5) seconds it 
 events (``memlab.state.events(kinds=...)``, only while a cell is in flight) and the readiness of
 each cell's output ref, and updates the cell's display (a display handle, so the line updates
 in place even after later cells ran): ``queued`` → ``running on worker w-…`` → ``done in
-1.2 s`` / ``failed``. The cell's stdout/stderr and, on failure, its traceback are written
-under the cell's own context (ipykernel routes a thread's output by the parent header in its
-context), so they land in that cell's output area however late they arrive.
+1.2 s`` / ``failed``. The cell's stdout/stderr streams into its output area as the task runs
+(``output_routing``); on failure the traceback is written under the cell's own context
+(ipykernel routes a thread's output by the parent header in its context), so it lands in that
+cell's output area however late it arrives.
 """
 
 from __future__ import annotations
@@ -81,23 +82,22 @@ class RemoteCell:
                 self.handle.update(self._bundle(), raw=True)
 
     def finish(self) -> None:
-        """The output ref is ready: show the outcome and the cell's output."""
+        """The output ref is ready: show the outcome (the cell's prints are in already: a
+        task's output reaches the kernel before its result)."""
         self.elapsed = time.monotonic() - self.submitted
         try:
-            chunks = memlab.get(self.output)
+            memlab.get(self.output)
         except memlab.TaskError as exc:
             self.error = f"{type(exc.cause).__name__ if exc.cause else 'error'}: {exc}"[:200]
             self.update("failed")
-            chunks = getattr(exc, "_memlab_output", None) or []
             rendered = render_error(exc)
-            self.context.run(write_output, [*chunks, ("stderr", _traceback_text(rendered))])
+            self.context.run(write_output, [("stderr", _traceback_text(rendered))])
         except memlab.MemlabError as exc:  # the worker died, the task was cancelled, …
             self.error = str(exc)[:200]
             self.update("failed")
             self.context.run(write_output, [("stderr", f"{self.label} failed: {exc}\n")])
         else:
             self.update("done")
-            self.context.run(write_output, chunks)
         self.done.set()
 
 

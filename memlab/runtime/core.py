@@ -49,6 +49,7 @@ from memlab.runtime.memory_store import (
     run_wakeups,
 )
 from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.output_channel import OutputChannel
 from memlab.runtime.owner_service import OwnerService
 from memlab.runtime.store_client import ROOM_WAIT, StoreClient
 from memlab.runtime.task_spec import call_site
@@ -130,6 +131,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         self.recovery = Recovery(self)
         self.submitter = Submitter(self)
         self.actors = ActorManager(self)
+        self.output = OutputChannel(self)  # what tasks print, on its way to their owners
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name=f"memlab-housekeeping-{proc}", daemon=True
         )

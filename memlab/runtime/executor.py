@@ -63,13 +63,17 @@ class Executor:
         # end before the next flush; their reply carries the start instead (one event fewer per
         # task for the owner to build, ship and fold); the flush announces the ones still running.
         self.unannounced: dict[bytes, tuple[int, float]] = {}  # task id -> (attempt, start)
-        core.on_flush = self.announce_running
+        core.on_flush = self._on_flush
         core.busy = lambda: bool(self.unannounced) or self.current is not None \
-            or not self.queue.empty()
+            or not self.queue.empty() or bool(core.output.dirty)
         core.handlers.update(push=self._on_push, cancel=self._on_cancel, steal=self._on_steal,
                              actor_create=self._on_push, actor_call=self._on_push)
         core.on_peer_lost.append(self._caller_lost)
         core.on_block = self.bounce_queued
+
+    def _on_flush(self) -> None:
+        self.announce_running()
+        self.core.output.flush()  # what running tasks printed since the last round
 
     def announce_running(self) -> None:
         """Emit ``task.started`` for tasks that have run since before this flush."""
@@ -198,11 +202,15 @@ class Executor:
             if main_thread:
                 self.current = tid
                 self.current_caller = caller
+            output = core.output.begin(tid, name, caller, h.get("out"))
             try:
                 result = call()
             finally:
                 if main_thread:
                     self.current = None
+                # Its prints go before its reply; after ``current`` is cleared, so a late
+                # cancel cannot interrupt this send midway.
+                core.output.end(output)
             values = self._split(result, h["nret"])
             try:
                 rets, parts = self._store_returns(tid, values, caller)

@@ -94,6 +94,7 @@ class Submitter(TaskFailures):
         ev = core.events
         wake: list[Any] = []
         to_push: list[tuple[str, TaskSpec]] = []
+        spec.output = core.output.route(spec.task_id)
         with core.lock:
             table = core.table
             for oid in spec.returns:
@@ -231,6 +232,8 @@ class Submitter(TaskFailures):
             "t": "push", "tid": spec.task_id, "fn": spec.fn_hash, "name": spec.name,
             "nret": spec.num_returns, "att": spec.attempt, "deps": deps,
         }
+        if spec.output.__class__ is str:  # the front end's tag comes back with its output
+            header["out"] = spec.output
         if spec.actor is not None:
             aid, kind, detail = spec.actor
             header["aid"] = aid

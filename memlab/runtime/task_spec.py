@@ -44,6 +44,7 @@ class TaskSpec:
         "name",
         "nested",
         "num_returns",
+        "output",
         "pinned",
         "pushed_at",
         "rebuilding",
@@ -96,6 +97,9 @@ class TaskSpec:
         # Refs captured in the function's (or actor class's) code: the pickled code holds them,
         # so the spec keeps them alive while it may be run (or re-run from lineage).
         self.captured: tuple[Any, ...] = ()
+        # Where its stdout/stderr goes (``output_channel.route``): a front end's tag (str) or
+        # the capture of the task that submitted it here.
+        self.output: Any = None
 
     def capture(self, refs: tuple[Any, ...]) -> None:
         """The task's code holds these ObjectRefs; count them as its arguments are."""

@@ -43,6 +43,7 @@ def main() -> None:
     from memlab.runtime.core import CoreWorker
     from memlab.runtime.event_shipper import EventShipper
     from memlab.runtime.executor import Executor
+    from memlab.runtime.output_channel import install_stream_routers
     from memlab.runtime.store_client import StoreClient
 
     events = EventBuffer(proc)
@@ -56,6 +57,7 @@ def main() -> None:
     core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
     core.recovery.budget = int(env.get("MEMLAB_LINEAGE_BUDGET", 1 << 30))
     executor = Executor(core)
+    install_stream_routers()  # a task's prints go to its owner (output_channel)
     # Workers inherit the node manager's SIG_IGN for SIGINT, but cancel() interrupts a running
     # task with SIGINT: take it back, for cancelled tasks only (a terminal's Ctrl-C reaches the
     # whole process group and must not kill workers).

@@ -110,6 +110,35 @@ def test_remote_cell_updates_in_place_and_prints_into_its_own_cell(kernel: Any,
     _execute(kc, "import memlab\nassert memlab.get(_remote) == 42")
 
 
+def test_task_prints_go_to_the_cell_that_submitted_them(kernel: Any, tmp_path: Any) -> None:
+    _, kc = kernel
+    gate = tmp_path / "gate"
+    _execute(kc, "import memlab\nfrom memlab.testing import wait_for_file\n"
+                 "@memlab.remote\ndef late(gate):\n    print('task started', flush=True)\n"
+                 "    wait_for_file(gate)\n    print('late task output')\n    return 1\n")
+    cell_a = kc.execute(f"r = late.remote({str(gate)!r})")
+    deadline = time.monotonic() + TIMEOUT
+    started = _iopub_until(kc, cell_a, lambda m: m["msg_type"] == "stream"
+                           and "task started" in m["content"]["text"], deadline)
+    assert started["content"]["text"].startswith("(late pid=")  # Ray's prefix for tasks
+    # cell B runs (blocked on the task) when the print comes: Ray would put it there
+    cell_b = kc.execute("assert memlab.get(r) == 1\nprint('cell B done')")
+    _iopub_until(kc, cell_b, lambda m: m["msg_type"] == "status"
+                 and m["content"]["execution_state"] == "busy", deadline)
+    gate.write_text("go")
+    late, b_done = None, False
+    while not (late and b_done) and time.monotonic() < deadline:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["msg_type"] != "stream":
+            continue
+        if "late task output" in msg["content"]["text"]:
+            late = msg
+        b_done = b_done or "cell B done" in msg["content"]["text"]
+    assert late is not None and b_done, (late, b_done)
+    assert late["parent_header"]["msg_id"] == cell_a  # not cell B's
+    assert late["content"]["name"] == "stdout"
+
+
 def test_kernel_restart_leaves_no_memlab_process(kernel: Any) -> None:
     km, kc = kernel
     msg_id = kc.execute("import memlab.testing, json\n"

@@ -73,13 +73,23 @@ def test_non_blocking_status_line_and_late_output(ip: Any, capsys: Any, tmp_path
     number = ip.execution_count - 1
     wait_for(lambda: remote.state == "running", 10, message="the status says running")
     assert f"Cell In[{number}]: running on worker w-" in remote.status
+    seen: list[str] = []
+
+    def printed(text: str) -> bool:
+        seen.append(capsys.readouterr().out)
+        return text in "".join(seen)
+
+    # live: the first print shows while the cell still runs (it waits for the gate)
+    wait_for(lambda: printed("first line\n"), 10, message="the first print streams in")
+    assert not remote.done.is_set()
     run(ip, "later = 1")  # a later cell runs meanwhile
     gate.write_text("go")
     assert remote.done.wait(10)
     assert remote.state == "done"
     assert f"Cell In[{number}]: done in" in remote.status
-    out = capsys.readouterr().out
-    assert "first line\nafter\n" in out  # the remote prints arrive, after the later cell
+    out = "".join(seen) + capsys.readouterr().out
+    assert "after\n" in out.split("first line\n", 1)[1]  # the rest, after the later cell
+    assert "pid=" not in out  # the cell's own prints read as its output, unprefixed
     assert memlab.get(ip.user_ns["_remote"]) == 7
 
 
