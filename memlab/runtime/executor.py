@@ -93,35 +93,33 @@ class Executor:
         self.blocked = blocked
         if not blocked:
             return
-        keep: list[Any] = []
-        while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None or item[1]["t"] != "push":
-                keep.append(item)
-                continue
-            self._bounce(item[0], item[1])
-        for item in keep:
-            self.queue.put(item)
+        for caller, task, *_ in self._take_queued(lambda caller: True):
+            self._bounce(caller, task)
 
     def _on_steal(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         """The owner has a free worker while its tasks wait here behind a long one: they go
         back to it (the running task stays). Its other callers' tasks keep their places."""
+        for caller, task, *_ in self._take_queued(lambda caller: caller == conn.peer):
+            self._send(caller, {"t": "done", "tid": task["tid"], "att": task["att"],
+                                "bounce": True, "stolen": True})
+
+    def _take_queued(self, wanted: Any) -> list[Any]:
+        """Remove and return the queued task pushes whose caller ``wanted(caller)`` accepts;
+        everything else (actor work, the stop marker, other callers' tasks) keeps its order."""
+        taken: list[Any] = []
         keep: list[Any] = []
         while True:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
                 break
-            if item is None or item[1]["t"] != "push" or item[0] != conn.peer:
+            if item is not None and item[1]["t"] == "push" and wanted(item[0]):
+                taken.append(item)
+            else:
                 keep.append(item)
-                continue
-            self._send(item[0], {"t": "done", "tid": item[1]["tid"], "att": item[1]["att"],
-                                 "bounce": True, "stolen": True})
         for item in keep:
             self.queue.put(item)
+        return taken
 
     def _caller_lost(self, peer: str, conn: Connection) -> None:
         """The owner of queued or running tasks died: they are cancelled (fate-sharing)."""
