@@ -9,7 +9,7 @@ JS_OUT := memlab/jupyter/dashboard/static/dashboard.js
 JS_SRC := $(wildcard $(JS)/src/*.js $(JS)/src/*/*.js $(JS)/src/*.css) $(JS)/build.mjs
 NODE_PATH_ENV := PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: test demo lab lint bench bench-quick clean js
+.PHONY: test demo lab lint format bench clean js
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,7 @@ test: $(STAMP) $(JS_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check memlab tests benchmarks
+	$(VENV)/bin/ruff format --check memlab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
 
@@ -52,6 +53,10 @@ lab: $(LAB_STAMP) $(JS_OUT)
 	if [ "$$(id -u)" = 0 ]; then set -- "$$@" --allow-root; fi; \
 	exec $(VENV)/bin/jupyter lab notebooks/01-quickstart.ipynb \
 	  --LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb "$$@" $(LAB_ARGS)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format memlab tests benchmarks
+	$(VENV)/bin/ruff check --fix memlab tests benchmarks
 
 demo: $(STAMP)
 	$(PY) -m memlab.demo

@@ -90,11 +90,23 @@ class Backend:
 
 class Memlab(Backend):
     name = "memlab"
-    supports = frozenset({
-        "startup", "idle memory", "idle CPU", "tasks sync", "tasks async", "put calls",
-        "get calls", "put gigabytes", "get large", "pass large arg", "chain 100",
-        "actor calls sync", "actor calls async",
-    })
+    supports = frozenset(
+        {
+            "startup",
+            "idle memory",
+            "idle CPU",
+            "tasks sync",
+            "tasks async",
+            "put calls",
+            "get calls",
+            "put gigabytes",
+            "get large",
+            "pass large arg",
+            "chain 100",
+            "actor calls sync",
+            "actor calls async",
+        }
+    )
 
     def __init__(self, events: bool = True) -> None:
         import memlab
@@ -208,8 +220,13 @@ class Ray(Backend):
     def start(self) -> float:
         self.echo = None
         t = time.perf_counter()
-        self.r.init(num_cpus=2, include_dashboard=False, object_store_memory=1536 * MiB,
-                    log_to_driver=False, configure_logging=False)
+        self.r.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=1536 * MiB,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         self.r.get(self.noop.remote())
         return time.perf_counter() - t
 
@@ -234,15 +251,17 @@ class Ray(Backend):
 
 class Dask(Backend):
     name = "dask"
-    supports = frozenset({"startup", "idle memory", "idle CPU", "tasks sync", "tasks async",
-                          "chain 100"})
+    supports = frozenset(
+        {"startup", "idle memory", "idle CPU", "tasks sync", "tasks async", "chain 100"}
+    )
 
     def start(self) -> float:
         from dask.distributed import Client, LocalCluster
 
         t = time.perf_counter()
-        self.cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
-                                    processes=True)
+        self.cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=None, processes=True
+        )
         self.client = Client(self.cluster)
         self.client.submit(_noop, pure=False).result()
         return time.perf_counter() - t
@@ -301,8 +320,12 @@ class ProcessPool(Backend):
 
 def available(names: list[str]) -> list[Callable[[], Backend]]:
     """Constructors of the named backends that are installed here."""
-    makers: dict[str, Callable[[], Backend]] = {"memlab": Memlab, "ray": Ray, "dask": Dask,
-                                                "pool": ProcessPool}
+    makers: dict[str, Callable[[], Backend]] = {
+        "memlab": Memlab,
+        "ray": Ray,
+        "dask": Dask,
+        "pool": ProcessPool,
+    }
     out = []
     for name in names:
         if name == "ray":

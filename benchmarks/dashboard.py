@@ -96,7 +96,7 @@ def measure(quick: bool = False, reps: int = 3) -> dict[str, Any]:
     try:
         memlab.get([noop.remote() for _ in range(n)])  # warm-up: workers, leases, functions
         for rep in range(1 if quick else reps):
-            for mode in MODES[rep % 2:] + MODES[:rep % 2]:
+            for mode in MODES[rep % 2 :] + MODES[: rep % 2]:
                 burst(mode)
             add("idle off", idle(None))
             widget = _open()
@@ -114,13 +114,15 @@ def measure(quick: bool = False, reps: int = 3) -> dict[str, Any]:
 
 def line(result: dict[str, Any]) -> str:
     m = result["median"]
-    return (f"dashboard open: tasks async {m['open tasks/s']:,.0f} vs {m['off tasks/s']:,.0f} "
-            f"tasks/s without = {m['cost %']:+.1f}% (target <= 10%); kernel CPU per task "
-            f"{m['off kernel us/task']:.0f} us without, {m['open kernel us/task']:.0f} with; "
-            f"collector {m['off collector us/task']:.0f} / {m['open collector us/task']:.0f} us "
-            f"per task; {m['open updates/s']:.1f} updates/s during the burst; idle kernel CPU "
-            f"{m['idle on']:.1f} ms/s with it, {m['idle off']:.1f} without = "
-            f"{m['idle on'] / 10:.2f}% of a core (target <= 2%)")
+    return (
+        f"dashboard open: tasks async {m['open tasks/s']:,.0f} vs {m['off tasks/s']:,.0f} "
+        f"tasks/s without = {m['cost %']:+.1f}% (target <= 10%); kernel CPU per task "
+        f"{m['off kernel us/task']:.0f} us without, {m['open kernel us/task']:.0f} with; "
+        f"collector {m['off collector us/task']:.0f} / {m['open collector us/task']:.0f} us "
+        f"per task; {m['open updates/s']:.1f} updates/s during the burst; idle kernel CPU "
+        f"{m['idle on']:.1f} ms/s with it, {m['idle off']:.1f} without = "
+        f"{m['idle on'] / 10:.2f}% of a core (target <= 2%)"
+    )
 
 
 if __name__ == "__main__":

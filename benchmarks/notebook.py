@@ -36,6 +36,7 @@ def _quiet(fn: Callable[[], Any]) -> Callable[[], Any]:
     def run() -> Any:
         with contextlib.redirect_stdout(io.StringIO()):
             return fn()
+
     return run
 
 
@@ -90,34 +91,60 @@ def main() -> None:
     for i in range(n):
         ns[f"value_{i}"] = i
     scan = scan_shell(ip)
-    rows.append((f"holder scan, {n} names, 0 refs", _median(lambda: scan_shell(ip), args.repeat)
-                 * 1e3, "ms"))
+    rows.append(
+        (
+            f"holder scan, {n} names, 0 refs",
+            _median(lambda: scan_shell(ip), args.repeat) * 1e3,
+            "ms",
+        )
+    )
     refs = [memlab.put(i) for i in range(n)]
     for i in range(n // 2):
         ns[f"ref_{i}"] = refs[i]
-    ns["ref_list"] = refs[n // 2:]
+    ns["ref_list"] = refs[n // 2 :]
     scan = scan_shell(ip)
     assert len(scan.objects) == n and not scan.truncated, (len(scan.objects), scan.truncated)
-    rows.append((f"holder scan, {n} names + {n} refs",
-                 _median(lambda: scan_shell(ip), args.repeat) * 1e3, "ms"))
+    rows.append(
+        (
+            f"holder scan, {n} names + {n} refs",
+            _median(lambda: scan_shell(ip), args.repeat) * 1e3,
+            "ms",
+        )
+    )
     magics = ip.magics_manager.registry["MemlabMagics"]
 
     def refs_magic() -> None:
         magics.holders.invalidate()
         ip.run_line_magic("memlab", "refs")
 
-    rows.append((f"%memlab refs, {n} refs (state + scan + table)",
-                 _median(_quiet(refs_magic), args.repeat) * 1e3, "ms"))
+    rows.append(
+        (
+            f"%memlab refs, {n} refs (state + scan + table)",
+            _median(_quiet(refs_magic), args.repeat) * 1e3,
+            "ms",
+        )
+    )
     del refs
     ns.pop("ref_list")
     for i in range(n // 2):
         ns.pop(f"ref_{i}")
 
     ip.run_cell("import memlab\n@memlab.remote\ndef trivial():\n    return 1", store_history=True)
-    rows.append(("f.remote() round trip (get)", _median(
-        lambda: memlab.get(ns["trivial"].remote()), args.repeat * 4) * 1e3, "ms"))
-    rows.append(("%%remote --block round trip", _median(_quiet(
-        lambda: ip.run_cell_magic("remote", "--block", "1")), args.repeat * 4) * 1e3, "ms"))
+    rows.append(
+        (
+            "f.remote() round trip (get)",
+            _median(lambda: memlab.get(ns["trivial"].remote()), args.repeat * 4) * 1e3,
+            "ms",
+        )
+    )
+    rows.append(
+        (
+            "%%remote --block round trip",
+            _median(_quiet(lambda: ip.run_cell_magic("remote", "--block", "1")), args.repeat * 4)
+            * 1e3,
+            "ms",
+        )
+    )
 
     # what a %%remote cell's live status line costs while it is in flight: CPU of the kernel
     # process (its watcher thread polls events and readiness) and of the whole session
@@ -125,8 +152,10 @@ def main() -> None:
     idle_kernel, idle_session = _cpu_share(window)
     gate = tempfile.mktemp(prefix="memlab-bench-gate-")
     ns["gate"] = gate
-    ip.run_cell("from memlab.testing import wait_for_file\n"
-                "wait_remote = memlab.remote(wait_for_file)", store_history=True)
+    ip.run_cell(
+        "from memlab.testing import wait_for_file\nwait_remote = memlab.remote(wait_for_file)",
+        store_history=True,
+    )
     plain = ns["wait_remote"].remote(gate, 600)
     task_kernel, task_session = _cpu_share(window)
     _quiet(lambda: ip.run_cell_magic("remote", "", "wait_for_file(gate, 600)"))()

@@ -45,8 +45,10 @@ def measure(length: int = 100, reps: int = 3, size: int = MiB) -> dict[str, list
                     ref = step.remote(ref)
                 assert float(memlab.get(ref)[0]) == length - 1
                 fresh = time.perf_counter() - t
-                home = next((o["locations"] for o in memlab.state.objects()
-                             if o["object_id"] == ref.hex()), [])
+                home = next(
+                    (o["locations"] for o in memlab.state.objects() if o["object_id"] == ref.hex()),
+                    [],
+                )
                 victims = [n for n in home if n != "node-0"]
                 if victims:
                     break
@@ -69,8 +71,7 @@ def measure(length: int = 100, reps: int = 3, size: int = MiB) -> dict[str, list
                 values = [step.remote(ref) for _ in range(6)]  # a batch spans the nodes
                 memlab.get(values)  # the driver reads each: node-0 keeps a copy
                 homes = {o["object_id"]: o["locations"] for o in memlab.state.objects()}
-                lost = [(v, h[0]) for v in values
-                        if (h := homes.get(v.hex())) and h[0] != "node-0"]
+                lost = [(v, h[0]) for v in values if (h := homes.get(v.hex())) and h[0] != "node-0"]
                 if lost:
                     break
             if lost:
@@ -89,6 +90,8 @@ def measure(length: int = 100, reps: int = 3, size: int = MiB) -> dict[str, list
 if __name__ == "__main__":
     result = measure()
     fresh, rebuilt = statistics.median(result["fresh ms"]), statistics.median(result["rebuilt ms"])
-    print(f"fresh {fresh:.0f} ms, rebuilt {rebuilt:.0f} ms, ratio {rebuilt / fresh:.2f} "
-          f"(target <= 1.5 x fresh + 100 ms = {1.5 * fresh + 100:.0f} ms); promoted copy read "
-          f"{statistics.median(result['promoted ms'] or [float('nan')]):.0f} ms")
+    print(
+        f"fresh {fresh:.0f} ms, rebuilt {rebuilt:.0f} ms, ratio {rebuilt / fresh:.2f} "
+        f"(target <= 1.5 x fresh + 100 ms = {1.5 * fresh + 100:.0f} ms); promoted copy read "
+        f"{statistics.median(result['promoted ms'] or [float('nan')]):.0f} ms"
+    )

@@ -153,19 +153,29 @@ def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
         f"sum {summed // MiB} MiB in shm": statistics.median(floor_runs["sum shm"]),
         "pipe round trip": pipe_round_trip(200 if quick else 2000),
     }
-    return {"results": results, "floors": floors, "reps": reps, "quick": quick,
-            "dashboard": dashboard_summary,
-            "scaling": {k: {str(n): v for n, v in row.items()} for k, row in scaling.items()},
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    return {
+        "results": results,
+        "floors": floors,
+        "reps": reps,
+        "quick": quick,
+        "dashboard": dashboard_summary,
+        "scaling": {k: {str(n): v for n, v in row.items()} for k, row in scaling.items()},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    }
 
 
-UNITS = {**{k: (v[0], v[1]) for k, v in WORKLOADS.items()},
-         "startup": ("s", False), "idle memory": ("MiB", False), "idle CPU": ("ms/s", False),
-         "chain fresh": ("ms", False), "recovery": ("ms", False),
-         "recovery from a copy": ("ms", False),
-         **{f"tasks async, dashboard {m}": ("tasks/s", True) for m in ("off", "open")},
-         **{f"kernel CPU/task, dashboard {m}": ("us", False) for m in ("off", "open")},
-         "idle kernel CPU, dashboard open": ("ms/s", False)}
+UNITS = {
+    **{k: (v[0], v[1]) for k, v in WORKLOADS.items()},
+    "startup": ("s", False),
+    "idle memory": ("MiB", False),
+    "idle CPU": ("ms/s", False),
+    "chain fresh": ("ms", False),
+    "recovery": ("ms", False),
+    "recovery from a copy": ("ms", False),
+    **{f"tasks async, dashboard {m}": ("tasks/s", True) for m in ("off", "open")},
+    **{f"kernel CPU/task, dashboard {m}": ("us", False) for m in ("off", "open")},
+    "idle kernel CPU, dashboard open": ("ms/s", False),
+}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -191,26 +201,32 @@ def table(report: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     units = {"memcpy": "GB/s", "pipe round trip": "µs"}
-    floors = ", ".join(f"{k}: {_fmt(v)} {units.get(k, 'ms')}"
-                       for k, v in report["floors"].items())
+    floors = ", ".join(f"{k}: {_fmt(v)} {units.get(k, 'ms')}" for k, v in report["floors"].items())
     sums = [v for k, v in report["floors"].items() if k.startswith("sum ")]
     passed = results.get("pass large arg", {}).get("memlab")
     if passed and len(sums) == 2:
         took = statistics.median(passed)
-        lines.append(f"pass large arg: {took:.3g} ms = {(took / sums[0] - 1) * 100:+.0f}% over "
-                     f"the sum alone, {(took / sums[1] - 1) * 100:+.0f}% over the same sum in "
-                     "shared memory (target: within 20%; private arrays may get huge pages, "
-                     "shared memory may not)")
+        lines.append(
+            f"pass large arg: {took:.3g} ms = {(took / sums[0] - 1) * 100:+.0f}% over "
+            f"the sum alone, {(took / sums[1] - 1) * 100:+.0f}% over the same sum in "
+            "shared memory (target: within 20%; private arrays may get huge pages, "
+            "shared memory may not)"
+        )
     if "recovery" in results:
         fresh = statistics.median(results["chain fresh"]["memlab"])
         rebuilt = statistics.median(results["recovery"]["memlab"])
-        lines.append(f"recovery: node kill to first correct result of the rebuilt chain "
-                     f"{rebuilt:.0f} ms = {rebuilt / fresh:.2f} x its fresh time {fresh:.0f} ms "
-                     f"(target <= 1.5 x fresh + 100 ms = {1.5 * fresh + 100:.0f} ms)")
+        lines.append(
+            f"recovery: node kill to first correct result of the rebuilt chain "
+            f"{rebuilt:.0f} ms = {rebuilt / fresh:.2f} x its fresh time {fresh:.0f} ms "
+            f"(target <= 1.5 x fresh + 100 ms = {1.5 * fresh + 100:.0f} ms)"
+        )
     if report.get("dashboard"):
         lines.append(report["dashboard"])
-    return "\n".join(lines) + f"\nfloors ({floors})\n" + \
-        "ratios: > 1 means memlab is better (faster, more throughput, less memory)"
+    return (
+        "\n".join(lines)
+        + f"\nfloors ({floors})\n"
+        + "ratios: > 1 means memlab is better (faster, more throughput, less memory)"
+    )
 
 
 def _fmt(x: float) -> str:
@@ -244,8 +260,9 @@ def chart(report: dict[str, Any], path: str) -> None:
                 ratios.append(0.0)
         ax.bar([x + i * width for x in range(len(workloads))], ratios, width, label=f"vs {peer}")
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(workloads))], workloads, rotation=30,
-                  ha="right")
+    ax.set_xticks(
+        [x + 0.4 - width / 2 for x in range(len(workloads))], workloads, rotation=30, ha="right"
+    )
     ax.set_ylabel("memlab advantage (x, > 1 is better)")
     ax.set_yscale("log")
     ax.legend()

@@ -44,8 +44,10 @@ def owner_memory(live: int, events: bool) -> tuple[float, float]:
     memlab.init(num_workers=1, object_store_memory=64 * MiB, events=events)
     try:
         me = psutil.Process(os.getpid())
-        collector = next((p for p in me.children(recursive=True)
-                          if "collector_main" in " ".join(p.cmdline())), None)
+        collector = next(
+            (p for p in me.children(recursive=True) if "collector_main" in " ".join(p.cmdline())),
+            None,
+        )
 
         def settle() -> None:
             if events:
@@ -68,11 +70,18 @@ def owner_memory(live: int, events: bool) -> tuple[float, float]:
 
 def _owner_memory_in_fresh_process(live: int, events: bool) -> tuple[float, float]:
     # A fresh interpreter: after the large puts above, freed heap would hide new allocations.
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import scaling; "
-            "print(*scaling.owner_memory(int(sys.argv[2]), sys.argv[3] == 'on'))")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import scaling; "
+        "print(*scaling.owner_memory(int(sys.argv[2]), sys.argv[3] == 'on'))"
+    )
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", code, here, str(live), "on" if events else "off"],
-                         capture_output=True, text=True, check=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code, here, str(live), "on" if events else "off"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
     owner, collector = out.stdout.strip().splitlines()[-1].split()
     return float(owner), float(collector)
 
@@ -108,7 +117,8 @@ def measure(quick: bool) -> dict[str, Any]:
     owner_on, collector_on = _owner_memory_in_fresh_process(live, events=True)
     owner_off, _ = _owner_memory_in_fresh_process(live, events=False)
     out["owner memory per live object (bytes)"] = {
-        f"{live} events on": owner_on, f"{live} events off": owner_off,
+        f"{live} events on": owner_on,
+        f"{live} events off": owner_off,
         "collector process (events on)": collector_on,
     }
     out.update(event_cost(quick))
@@ -147,13 +157,19 @@ def event_cost(quick: bool) -> dict[str, Any]:
     cpu = {arm: statistics.median(c) for arm, c in cpus.items()}
     return {
         "events on vs off (tasks/s)": {
-            "on": best["on"], "off": best["off"], "cost %": (1 - best["on"] / best["off"]) * 100,
+            "on": best["on"],
+            "off": best["off"],
+            "cost %": (1 - best["on"] / best["off"]) * 100,
             "watched": best["watched"],
-            "watched cost %": (1 - best["watched"] / best["off"]) * 100},
+            "watched cost %": (1 - best["watched"] / best["off"]) * 100,
+        },
         "events on vs off (CPU us/task)": {
-            "on": cpu["on"], "off": cpu["off"], "cost %": (cpu["on"] / cpu["off"] - 1) * 100,
+            "on": cpu["on"],
+            "off": cpu["off"],
+            "cost %": (cpu["on"] / cpu["off"] - 1) * 100,
             "watched": cpu["watched"],
-            "watched cost %": (cpu["watched"] / cpu["off"] - 1) * 100},
+            "watched cost %": (cpu["watched"] / cpu["off"] - 1) * 100,
+        },
     }
 
 
@@ -184,8 +200,10 @@ class _Watcher:
 def table(result: dict[str, Any]) -> str:
     lines = []
     for name, row in result.items():
-        cells = ", ".join(f"{k}: {v:,.3g}" if isinstance(v, float) and abs(v) < 100
-                          else f"{k}: {v:,.0f}" for k, v in row.items())
+        cells = ", ".join(
+            f"{k}: {v:,.3g}" if isinstance(v, float) and abs(v) < 100 else f"{k}: {v:,.0f}"
+            for k, v in row.items()
+        )
         lines.append(f"{name:40s} {cells}")
     return "\n".join(lines)
 

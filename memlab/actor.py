@@ -31,8 +31,9 @@ ACTOR_OPTIONS: dict[str, Any] = {
 def validate_actor_options(options: dict[str, Any]) -> dict[str, Any]:
     unknown = set(options) - set(ACTOR_OPTIONS)
     if unknown:
-        raise TypeError(f"unknown actor option(s) {sorted(unknown)}; valid options are "
-                        f"{sorted(ACTOR_OPTIONS)}")
+        raise TypeError(
+            f"unknown actor option(s) {sorted(unknown)}; valid options are {sorted(ACTOR_OPTIONS)}"
+        )
     from memlab.remote_function import check_count
 
     check_count(options, "max_restarts", 0, unlimited=True)
@@ -57,8 +58,10 @@ class ActorClass:
         self.__doc__ = cls.__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor class {self._cls.__name__!r} cannot be instantiated directly; "
-                        f"call {self._cls.__name__}.remote(...) to start an actor")
+        raise TypeError(
+            f"actor class {self._cls.__name__!r} cannot be instantiated directly; "
+            f"call {self._cls.__name__}.remote(...) to start an actor"
+        )
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return _create(self, args, kwargs, self._options)
@@ -87,8 +90,9 @@ def _methods(cls: type) -> tuple[str, ...]:
     return tuple(sorted(n for n, m in inspect.getmembers(cls, callable) if not n.startswith("_")))
 
 
-def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
-            options: dict[str, Any]) -> ActorHandle:
+def _create(
+    ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+) -> ActorHandle:
     from memlab.api import _core
     from memlab.remote_function import pack_nested
 
@@ -100,18 +104,31 @@ def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
     keep: list[Any] = []
     payload, nested = pack_nested(core, f"{cls_name}.__init__", args, kwargs, keep)
     tid = core.ids.task_id()
-    spec = TaskSpec(tid, f"{cls_name}.__init__", cls_hash, payload, [], nested,
-                    [object_id(tid, 0)], 0, False, call_site())
+    spec = TaskSpec(
+        tid,
+        f"{cls_name}.__init__",
+        cls_hash,
+        payload,
+        [],
+        nested,
+        [object_id(tid, 0)],
+        0,
+        False,
+        call_site(),
+    )
     spec.actor = (tid, "create", {"cls": cls_name, "maxc": options["max_concurrency"]})
     spec.capture(captured)  # the spec lives in the actor's record: restarts need them too
     (creation_ref,) = core.submitter.register(spec)
-    handle = ActorHandle(tid, core.proc, cls_name, _methods(ac._cls),
-                         options["max_task_retries"], creation_ref)
+    handle = ActorHandle(
+        tid, core.proc, cls_name, _methods(ac._cls), options["max_task_retries"], creation_ref
+    )
     name = options["name"]
     if name is not None:
         if not core.actors.register_name(name, cloudpickle.dumps(handle), tid):
-            raise ValueError(f"an actor named {name!r} already exists; pick another name, or "
-                             f"get it with memlab.get_actor({name!r})")
+            raise ValueError(
+                f"an actor named {name!r} already exists; pick another name, or "
+                f"get it with memlab.get_actor({name!r})"
+            )
         core.actors.named_handles[name] = handle
     core.actors.created(ActorRecord(tid, cls_name, spec, options))
     return handle
@@ -120,8 +137,15 @@ def _create(ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any],
 class ActorHandle:
     """A reference to an actor: call ``handle.method.remote(...)``; pass it anywhere."""
 
-    def __init__(self, actor_id: bytes, owner: str, cls_name: str, methods: tuple[str, ...],
-                 max_task_retries: int, creation_ref: ObjectRef) -> None:
+    def __init__(
+        self,
+        actor_id: bytes,
+        owner: str,
+        cls_name: str,
+        methods: tuple[str, ...],
+        max_task_retries: int,
+        creation_ref: ObjectRef,
+    ) -> None:
         self._actor_id = actor_id
         self._owner = owner
         self._cls_name = cls_name
@@ -133,13 +157,21 @@ class ActorHandle:
         if name.startswith("_"):
             raise AttributeError(name)
         if name not in self._methods:
-            raise AttributeError(f"actor {self._cls_name} has no method {name!r}; its methods "
-                                 f"are {list(self._methods)}")
+            raise AttributeError(
+                f"actor {self._cls_name} has no method {name!r}; its methods "
+                f"are {list(self._methods)}"
+            )
         return ActorMethod(self, name)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return ActorHandle, (self._actor_id, self._owner, self._cls_name, self._methods,
-                             self._max_task_retries, self._creation_ref)
+        return ActorHandle, (
+            self._actor_id,
+            self._owner,
+            self._cls_name,
+            self._methods,
+            self._max_task_retries,
+            self._creation_ref,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
@@ -166,12 +198,18 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, num_returns)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor methods cannot be called directly; use "
-                        f"handle.{self._name}.remote(...)")
+        raise TypeError(
+            f"actor methods cannot be called directly; use handle.{self._name}.remote(...)"
+        )
 
 
-def _call(handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-          num_returns: int) -> Any:
+def _call(
+    handle: ActorHandle,
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    num_returns: int,
+) -> Any:
     from memlab.api import _core
     from memlab.remote_function import pack_nested
 
@@ -180,9 +218,18 @@ def _call(handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[
     keep: list[Any] = []
     payload, nested = pack_nested(core, name, args, kwargs, keep)
     tid = core.ids.task_id()
-    spec = TaskSpec(tid, name, b"", payload, [], nested,
-                    [object_id(tid, i) for i in range(num_returns)],
-                    handle._max_task_retries, False, call_site())
+    spec = TaskSpec(
+        tid,
+        name,
+        b"",
+        payload,
+        [],
+        nested,
+        [object_id(tid, i) for i in range(num_returns)],
+        handle._max_task_retries,
+        False,
+        call_site(),
+    )
     spec.actor = (handle._actor_id, "call", method)
     spec.held.append(handle._creation_ref.binary)  # the actor lives while calls are pending
     refs = core.submitter.register(spec)

@@ -78,34 +78,51 @@ def init(
     from memlab.runtime.recovery import DEFAULT_LINEAGE_BUDGET
     from memlab.runtime.session import check_plasma_directory, place_store
 
-    asked = {"num_workers": num_workers, "num_nodes": num_nodes,
-             "object_store_memory": object_store_memory, "inline_threshold": inline_threshold,
-             "events": events, "lineage_budget": lineage_budget,
-             "plasma_directory": plasma_directory}
-    for key in ("num_workers", "num_nodes", "object_store_memory", "inline_threshold",
-                "lineage_budget"):
+    asked = {
+        "num_workers": num_workers,
+        "num_nodes": num_nodes,
+        "object_store_memory": object_store_memory,
+        "inline_threshold": inline_threshold,
+        "events": events,
+        "lineage_budget": lineage_budget,
+        "plasma_directory": plasma_directory,
+    }
+    for key in (
+        "num_workers",
+        "num_nodes",
+        "object_store_memory",
+        "inline_threshold",
+        "lineage_budget",
+    ):
         value = asked[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < (0 if key == "inline_threshold" else 1)):
+        if value is not None and (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < (0 if key == "inline_threshold" else 1)
+        ):
             raise ValueError(f"{key} must be a positive int, got {value!r}")
     if inline_threshold is not None and inline_threshold > MAX_INLINE_THRESHOLD:
-        raise ValueError(f"inline_threshold must be at most {MAX_INLINE_THRESHOLD} bytes "
-                         f"({MAX_INLINE_THRESHOLD >> 20} MiB), got {inline_threshold}; larger "
-                         "values are read faster from shared memory than through a socket")
+        raise ValueError(
+            f"inline_threshold must be at most {MAX_INLINE_THRESHOLD} bytes "
+            f"({MAX_INLINE_THRESHOLD >> 20} MiB), got {inline_threshold}; larger "
+            "values are read faster from shared memory than through a socket"
+        )
     if plasma_directory is not None:
         plasma_directory = asked["plasma_directory"] = check_plasma_directory(plasma_directory)
     with _init_lock:
         running = global_state.current_runtime()
         if running is not None:
             current = vars(running.options)
-            differences = {k: (current[k], v) for k, v in asked.items()
-                           if v is not None and current[k] != v}
+            differences = {
+                k: (current[k], v) for k, v in asked.items() if v is not None and current[k] != v
+            }
             if differences:
                 raise RuntimeConflictError(differences)
             return running
         if _object_ref.current_core() is not None:
-            raise RuntimeError("memlab.init() is for the driver; inside a task the runtime "
-                               "is already running")
+            raise RuntimeError(
+                "memlab.init() is for the driver; inside a task the runtime is already running"
+            )
         # A small /dev/shm moves the stores to the temporary directory (with a warning).
         store_memory, store_directory = place_store(object_store_memory, plasma_directory)
         options = RuntimeOptions(
@@ -118,8 +135,10 @@ def init(
             plasma_directory=store_directory,
         )
         if options.num_nodes > options.num_workers:
-            raise ValueError(f"num_nodes={options.num_nodes} needs at least as many workers; "
-                             f"got num_workers={options.num_workers}")
+            raise ValueError(
+                f"num_nodes={options.num_nodes} needs at least as many workers; "
+                f"got num_workers={options.num_workers}"
+            )
         return Runtime(options).start()
 
 
@@ -165,25 +184,30 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
 
         wrong = sorted(_TASK_ONLY & set(options))
         if wrong:
-            raise TypeError(f"{wrong} are options of remote functions, not of actor classes "
-                            f"like {target.__name__}; actors take {sorted(_ACTOR_ONLY)} and name")
+            raise TypeError(
+                f"{wrong} are options of remote functions, not of actor classes "
+                f"like {target.__name__}; actors take {sorted(_ACTOR_ONLY)} and name"
+            )
         return ActorClass(target, options)
     wrong = sorted(_ACTOR_ONLY & set(options))
     if wrong:
-        raise TypeError(f"{wrong} are actor options: they apply to classes, but "
-                        f"{getattr(target, '__name__', target)!r} is a "
-                        f"{type(target).__name__}; put @memlab.remote(...) on a class")
+        raise TypeError(
+            f"{wrong} are actor options: they apply to classes, but "
+            f"{getattr(target, '__name__', target)!r} is a "
+            f"{type(target).__name__}; put @memlab.remote(...) on a class"
+        )
     if not callable(target):
-        raise TypeError(f"@memlab.remote takes a function or a class, got "
-                        f"{type(target).__name__}")
+        raise TypeError(f"@memlab.remote takes a function or a class, got {type(target).__name__}")
     return RemoteFunction(target, options)
 
 
 def put(value: Any) -> ObjectRef:
     """Store ``value`` in the shared address space and return a ref to it (owned by the caller)."""
     if isinstance(value, ObjectRef):
-        raise TypeError("memlab.put() of an ObjectRef is not allowed; pass the ref itself, or "
-                        "put a container holding it, e.g. memlab.put([ref])")
+        raise TypeError(
+            "memlab.put() of an ObjectRef is not allowed; pass the ref itself, or "
+            "put a container holding it, e.g. memlab.put([ref])"
+        )
     return _core("put()").put(value)
 
 
@@ -232,8 +256,9 @@ def wait(
         raise TypeError("memlab.wait() takes a list of ObjectRefs, e.g. memlab.wait([ref])")
     _check_refs(refs, "wait")
     if not 0 <= num_returns <= len(refs):
-        raise ValueError(f"num_returns must be between 0 and len(refs)={len(refs)}, "
-                         f"got {num_returns}")
+        raise ValueError(
+            f"num_returns must be between 0 and len(refs)={len(refs)}, got {num_returns}"
+        )
     if len(set(refs)) != len(refs):
         raise ValueError("memlab.wait() got the same ref twice; pass distinct refs")
     core = _core("wait()")
@@ -266,8 +291,9 @@ def get_actor(name: str) -> Any:
     core = _core("get_actor()")
     data = core.actors.lookup_name(name)
     if data is None:
-        raise ValueError(f"no actor is named {name!r}; create one with "
-                         f"Cls.options(name={name!r}).remote(...)")
+        raise ValueError(
+            f"no actor is named {name!r}; create one with Cls.options(name={name!r}).remote(...)"
+        )
     return cloudpickle.loads(data)
 
 
@@ -277,8 +303,10 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     from memlab.actor import ActorHandle
 
     if not isinstance(actor, ActorHandle):
-        raise TypeError(f"memlab.kill() takes an ActorHandle, got {type(actor).__name__}; "
-                        "to stop a task use memlab.cancel(ref, force=True)")
+        raise TypeError(
+            f"memlab.kill() takes an ActorHandle, got {type(actor).__name__}; "
+            "to stop a task use memlab.cancel(ref, force=True)"
+        )
     _core("kill()").actors.kill(actor._actor_id, actor._owner, no_restart)
 
 
@@ -292,8 +320,10 @@ def check_timeout(timeout: Any, name: str = "timeout") -> float | None:
         return None
     seconds = float(timeout) if isinstance(timeout, numbers.Real) else math.nan
     if isinstance(timeout, bool) or math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be None or a number of seconds >= 0 (0 polls), got "
-                         f"{timeout!r}; pass e.g. {name}=30, or {name}=None to wait for ever")
+        raise ValueError(
+            f"{name} must be None or a number of seconds >= 0 (0 polls), got "
+            f"{timeout!r}; pass e.g. {name}=30, or {name}=None to wait for ever"
+        )
     return seconds
 
 

@@ -50,8 +50,10 @@ def main() -> None:
     t = time.perf_counter()
     arr = memlab.get(big)
     took = (time.perf_counter() - t) * 1e3
-    print(f"get of a {arr.nbytes / 1e6:.0f} MB array took {took:.2f} ms "
-          f"(zero-copy, read-only: writeable={arr.flags.writeable})")
+    print(
+        f"get of a {arr.nbytes / 1e6:.0f} MB array took {took:.2f} ms "
+        f"(zero-copy, read-only: writeable={arr.flags.writeable})"
+    )
 
     small = memlab.put({"config": [1, 2, 3]})
     holder = memlab.put([small])  # a ref inside a value keeps its target alive

@@ -273,8 +273,11 @@ class StaleRefError(ObjectLostError):
         super().__init__(object_id, "it belongs to a memlab session that ended", call_site)
 
     def _message(self) -> str:
-        where = (f"re-run the code that made it (at {self.call_site})" if self.call_site
-                 else "re-run the .remote() or memlab.put() call that made it")
+        where = (
+            f"re-run the code that made it (at {self.call_site})"
+            if self.call_site
+            else "re-run the .remote() or memlab.put() call that made it"
+        )
         return (
             f"Object {self.object_id} belongs to a memlab session that ended (shutdown() was "
             f"called, and this ref was kept across it); its value went with that session. To "

@@ -44,8 +44,7 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def check_count(options: dict[str, Any], key: str, default: int, unlimited: bool = False
-                ) -> None:
+def check_count(options: dict[str, Any], key: str, default: int, unlimited: bool = False) -> None:
     """``options[key]`` must be a positive int, or with ``unlimited`` an int >= 0 or -1."""
     value = options.get(key, default)
     ok = isinstance(value, int) and not isinstance(value, bool)
@@ -95,8 +94,11 @@ def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
     """
     module = sys.modules.get(code.__module__)
     captured: list[Any] = []
-    if (code.__module__ != "__main__" and module is not None
-            and getattr(module, code.__qualname__, None) is wrapper):
+    if (
+        code.__module__ != "__main__"
+        and module is not None
+        and getattr(module, code.__qualname__, None) is wrapper
+    ):
         data = pickle.dumps(_ImportedFunction(code.__module__, code.__qualname__))
     else:
         data, captured = dumps_code(code)
@@ -143,8 +145,9 @@ class _BoundOptions:
         return _submit(self._fn, args, kwargs, self._options)
 
 
-def _submit(rf: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
-            options: dict[str, Any]) -> Any:
+def _submit(
+    rf: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+) -> Any:
     from memlab.api import _core
 
     core = _core("f.remote()")
@@ -157,15 +160,26 @@ def _submit(rf: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
     payload, deps, nested = _pack(core, name, args, kwargs, keep)
     task_id = core.ids.task_id()
     returns = [object_id(task_id, i) for i in range(options["num_returns"])]
-    spec = TaskSpec(task_id, name, fn_hash, payload, deps, nested, returns,
-                    options["max_retries"], options["retry_exceptions"], call_site())
+    spec = TaskSpec(
+        task_id,
+        name,
+        fn_hash,
+        payload,
+        deps,
+        nested,
+        returns,
+        options["max_retries"],
+        options["retry_exceptions"],
+        call_site(),
+    )
     spec.capture(rf._captured)
     refs = submitter.submit(spec, keep)
     return refs[0] if len(refs) == 1 else refs
 
 
-def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-          keep: list[Any]) -> tuple[bytes, list[tuple[bytes, str]], list[bytes]]:
+def _pack(
+    core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], keep: list[Any]
+) -> tuple[bytes, list[tuple[bytes, str]], list[bytes]]:
     if not args and not kwargs:
         return b"", [], []
     deps: list[tuple[bytes, str]] = []
@@ -195,8 +209,9 @@ def _pack(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
     return sv.to_bytes(), deps, [r.binary for r in refs]
 
 
-def pack_nested(core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                keep: list[Any]) -> tuple[bytes, list[bytes]]:
+def pack_nested(
+    core: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], keep: list[Any]
+) -> tuple[bytes, list[bytes]]:
     """Arguments for actor work: every ref travels as a ref (the worker resolves top-level
     ones itself); large plain values go to shared memory once."""
     if not args and not kwargs:
@@ -232,13 +247,16 @@ def _serialize_args(name: str, a: list[Any], k: dict[str, Any]) -> tuple[Any, li
         sv = serialize((tuple(a), k))
         return sv, list(sv.contained_refs)
     except SerializationError as exc:
-        for where, value in [*((f"argument {i}", v) for i, v in enumerate(a)),
-                             *((f"keyword argument {key!r}", v) for key, v in k.items())]:
+        for where, value in [
+            *((f"argument {i}", v) for i, v in enumerate(a)),
+            *((f"keyword argument {key!r}", v) for key, v in k.items()),
+        ]:
             try:
                 serialize(value)
             except SerializationError as inner:
                 raise SerializationError(
                     f"{where} of {name}() cannot be serialized: {inner.message}",
-                    inner.type_name, where,
+                    inner.type_name,
+                    where,
                 ) from exc
         raise

@@ -107,8 +107,9 @@ def _collector(operation: str) -> Any:
         raise RuntimeNotStartedError(f"memlab.state.{operation}()")
     collector = current_collector()
     if collector is None:
-        raise EventsUnavailableError(f"memlab.state.{operation}()",
-                                     "this runtime was started with events=False")
+        raise EventsUnavailableError(
+            f"memlab.state.{operation}()", "this runtime was started with events=False"
+        )
     return collector
 
 
@@ -157,8 +158,7 @@ def actors() -> list[dict[str, Any]]:
     return _collector("actors").snapshot("actors")
 
 
-def events(since: int | None = None, kinds: Iterable[str] | None = None
-           ) -> list[dict[str, Any]]:
+def events(since: int | None = None, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Logged events with ``seq`` greater than ``since`` (every kept event when None).
 
     Args:
@@ -204,8 +204,9 @@ def view(since: int | None = None, sections: Iterable[str] | None = None) -> dic
     return _collector("view").view(since, sections)
 
 
-def subscribe(callback: Callable[[list[dict[str, Any]]], None],
-              kinds: Iterable[str] | None = None) -> Callable[[], None]:
+def subscribe(
+    callback: Callable[[list[dict[str, Any]]], None], kinds: Iterable[str] | None = None
+) -> Callable[[], None]:
     """Call ``callback(new_events)`` on a background thread as events arrive (≤ 10 times/s).
 
     The callback runs on the driver's event publisher thread, so it should return quickly; one

@@ -38,8 +38,11 @@ def stop_and_check(runtime: Any) -> None:
     memlab.shutdown()
     runtime.shutdown()
     assert_session_gone(session_dir, pids, plasma_directory=runtime.options.plasma_directory)
-    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("memlab")], 5,
-             message="runtime threads stopped")
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("memlab")],
+        5,
+        message="runtime threads stopped",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +82,9 @@ def fresh_runtime() -> Iterator[Callable[..., Any]]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if memlab.is_initialized():
         memlab.shutdown()
-    mine = [f for f in os.listdir(SHM_DIR) if f.startswith(f"memlab-{os.getpid()}-")] \
-        if os.path.isdir(SHM_DIR) else []
+    mine = (
+        [f for f in os.listdir(SHM_DIR) if f.startswith(f"memlab-{os.getpid()}-")]
+        if os.path.isdir(SHM_DIR)
+        else []
+    )
     assert not mine, f"shared-memory files left behind by this test run: {mine}"

@@ -63,8 +63,9 @@ def check_sections(sections: Iterable[str]) -> list[str]:
     out = list(sections)
     unknown = [s for s in out if s not in SECTIONS]
     if unknown:
-        raise ValueError(f"unknown dashboard view sections {unknown}; use some of: "
-                         f"{', '.join(SECTIONS)}")
+        raise ValueError(
+            f"unknown dashboard view sections {unknown}; use some of: {', '.join(SECTIONS)}"
+        )
     return out
 
 
@@ -79,8 +80,13 @@ class DashboardView:
         last_cost: Seconds the last refresh took (what :meth:`due` spaces refreshes by).
     """
 
-    def __init__(self, aggregate_above: int = 1_000, min_interval: float = 0.1,
-                 max_share: float = 0.25, graph_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        aggregate_above: int = 1_000,
+        min_interval: float = 0.1,
+        max_share: float = 0.25,
+        graph_interval: float = 0.5,
+    ) -> None:
         """Create an empty view.
 
         Args:
@@ -94,9 +100,12 @@ class DashboardView:
         Raises:
             ValueError: If a bound is not positive.
         """
-        for name, value in (("aggregate_above", aggregate_above),
-                            ("min_interval", min_interval), ("max_share", max_share),
-                            ("graph_interval", graph_interval)):
+        for name, value in (
+            ("aggregate_above", aggregate_above),
+            ("min_interval", min_interval),
+            ("max_share", max_share),
+            ("graph_interval", graph_interval),
+        ):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
         self.aggregate_above = aggregate_above
@@ -123,9 +132,15 @@ class DashboardView:
         spacing = max(self.min_interval, self.last_cost / self.max_share)
         return now - self._last_refresh >= spacing
 
-    def refresh(self, records: Any, events: Iterable[Mapping[str, Any]], seq: int,
-                now: float, cost: float | None = None,
-                sections: Iterable[str] = SECTIONS) -> bool:
+    def refresh(
+        self,
+        records: Any,
+        events: Iterable[Mapping[str, Any]],
+        seq: int,
+        now: float,
+        cost: float | None = None,
+        sections: Iterable[str] = SECTIONS,
+    ) -> bool:
         """Recompute the sections asked for; returns whether anything changed.
 
         A section not asked for keeps its rows and stamps until a refresh asks for it (then
@@ -173,11 +188,16 @@ class DashboardView:
             for _ in node_entries:  # the totals' spilled bytes
                 pass
         if "workers" in wanted:
-            changed += t["workers"].sync(_worker_entries(records.workers, tasks), _worker_row,
-                                         version)
+            changed += t["workers"].sync(
+                _worker_entries(records.workers, tasks), _worker_row, version
+            )
         live = totals.objects
         meta = self.tables["summary"].rows().get("graph") or {
-            "key": "graph", "grouped": False, "nodes": 0, "edges": 0}
+            "key": "graph",
+            "grouped": False,
+            "nodes": 0,
+            "edges": 0,
+        }
         want_graph = "graph_nodes" in wanted or "graph_edges" in wanted
         wanted -= {"graph_nodes", "graph_edges"}
         if want_graph and now - self._graph_at >= self.graph_interval:
@@ -186,30 +206,49 @@ class DashboardView:
             grouped = live > self.aggregate_above
             build = group_graph if grouped else build_graph
             graph = build(objects, tasks, records.workers, records.nodes)
-            changed += t["graph_nodes"].sync(((n["id"], n, n) for n in graph["nodes"]),
-                                             _same, version)
+            changed += t["graph_nodes"].sync(
+                ((n["id"], n, n) for n in graph["nodes"]), _same, version
+            )
             changed += t["graph_edges"].sync(
-                ((f"{e['src']}|{e['kind']}|{e['dst']}", e.get("count", 1), e)
-                 for e in graph["edges"]), _same, version)
-            meta = {"key": "graph", "grouped": grouped, "nodes": len(graph["nodes"]),
-                    "edges": len(graph["edges"])}
+                (
+                    (f"{e['src']}|{e['kind']}|{e['dst']}", e.get("count", 1), e)
+                    for e in graph["edges"]
+                ),
+                _same,
+                version,
+            )
+            meta = {
+                "key": "graph",
+                "grouped": grouped,
+                "nodes": len(graph["nodes"]),
+                "edges": len(graph["edges"]),
+            }
         if "incidents" in wanted:
             changed += t["incidents"].sync(
-                ((inc["id"], _incident_fingerprint(inc), inc)
-                 for inc in self.incidents.incidents()), _copy_incident, version)
+                (
+                    (inc["id"], _incident_fingerprint(inc), inc)
+                    for inc in self.incidents.incidents()
+                ),
+                _copy_incident,
+                version,
+            )
         meta = {**meta, "objects": live, "aggregate_above": self.aggregate_above}
         for name in wanted:
             self._synced_at[name] = seq
         summary = totals.row()
         changed += t["summary"].sync(
-            [("totals", summary, summary), ("graph", meta, meta)], _same, version)
+            [("totals", summary, summary), ("graph", meta, meta)], _same, version
+        )
         if changed:
             self.version = version
         return bool(changed)
 
-    def _object_entries(self, objects: Mapping[str, ObjectRecord],
-                        tasks: Mapping[str, dict[str, Any]], totals: _Totals
-                        ) -> Iterable[tuple[str, Any, Any]]:
+    def _object_entries(
+        self,
+        objects: Mapping[str, ObjectRecord],
+        tasks: Mapping[str, dict[str, Any]],
+        totals: _Totals,
+    ) -> Iterable[tuple[str, Any, Any]]:
         add = totals.add
         for oid, rec in objects.items():
             owner = rec.owner
@@ -220,13 +259,25 @@ class DashboardView:
             name = task["name"] if task is not None else None
             add(rec)
             # Holders and node tuples are replaced whole on change, so comparing them is cheap.
-            fp = (rec.state, rec.size, rec.nodes, rec.holders, owner, rec.inline, rec.error,
-                  rec.call_site, name)
+            fp = (
+                rec.state,
+                rec.size,
+                rec.nodes,
+                rec.holders,
+                owner,
+                rec.inline,
+                rec.error,
+                rec.call_site,
+                name,
+            )
             yield oid, fp, (rec, name)
 
     def _owned_by(self, owner: str) -> list[tuple[str, int, list[str]]]:
-        return [(oid, row["size"] or 0, row["holders"]["borrowers"])
-                for oid, row in self.tables["objects"].rows().items() if row["owner"] == owner]
+        return [
+            (oid, row["size"] or 0, row["holders"]["borrowers"])
+            for oid, row in self.tables["objects"].rows().items()
+            if row["owner"] == owner
+        ]
 
     # ------------------------------------------------------------------ reading
 
@@ -250,8 +301,12 @@ class DashboardView:
             d = self.tables[name].delta(since) if name in wanted else None
             if d is not None:
                 out[name] = d
-        return {"version": self.version, "seq": self.seq, "sections": out,
-                "refresh_ms": round(self.last_cost * 1e3, 3)}
+        return {
+            "version": self.version,
+            "seq": self.seq,
+            "sections": out,
+            "refresh_ms": round(self.last_cost * 1e3, 3),
+        }
 
     # ------------------------------------------------------------------ invariants
 
@@ -293,7 +348,10 @@ class _Totals:
         owner = self.by_owner.get(rec.owner)  # type: ignore[arg-type]
         if owner is None:
             owner = self.by_owner[rec.owner] = {  # type: ignore[index]
-                "objects": 0, "bytes": 0, "inline": 0}
+                "objects": 0,
+                "bytes": 0,
+                "inline": 0,
+            }
         owner["objects"] += 1
         owner["bytes"] += size
         if rec.inline:
@@ -308,45 +366,68 @@ class _Totals:
             first = False
 
     def row(self) -> dict[str, Any]:
-        return {"key": "totals", "objects": self.objects, "bytes": self.bytes,
-                "by_node": self.by_node, "by_owner": self.by_owner, "by_state": self.by_state,
-                "spilled_bytes": self.spilled}
+        return {
+            "key": "totals",
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "by_node": self.by_node,
+            "by_owner": self.by_owner,
+            "by_state": self.by_state,
+            "spilled_bytes": self.spilled,
+        }
 
 
 def _object_row(rec: Any, task_name: str | None) -> dict[str, Any]:
     holders = rec["holders"]
     owner = rec["owner"]
     return {
-        "object_id": rec["object_id"], "owner": owner, "size": rec["size"],
+        "object_id": rec["object_id"],
+        "owner": owner,
+        "size": rec["size"],
         "state": rec["state"],
         "locations": ([f"owner:{owner}"] if rec["inline"] else []) + list(rec["nodes"]),
-        "inline": rec["inline"], "call_site": rec["call_site"], "task_id": rec["task_id"],
-        "task_name": task_name, "error": rec["error"],
-        "holders": {"local": holders["local"], "tasks": holders["tasks"],
-                    "contained_in": list(holders["contained_in"]),
-                    "borrowers": list(holders["borrowers"])},
+        "inline": rec["inline"],
+        "call_site": rec["call_site"],
+        "task_id": rec["task_id"],
+        "task_name": task_name,
+        "error": rec["error"],
+        "holders": {
+            "local": holders["local"],
+            "tasks": holders["tasks"],
+            "contained_in": list(holders["contained_in"]),
+            "borrowers": list(holders["borrowers"]),
+        },
     }
 
 
-def _node_entries(nodes: Mapping[str, dict[str, Any]], totals: _Totals
-                  ) -> Iterable[tuple[str, Any, Any]]:
+def _node_entries(
+    nodes: Mapping[str, dict[str, Any]], totals: _Totals
+) -> Iterable[tuple[str, Any, Any]]:
     spilled = 0
     for node_id, rec in nodes.items():
         use = totals.by_node.get(node_id, {"objects": 0, "primary_bytes": 0, "copy_bytes": 0})
         spilled += rec.get("spilled_bytes") or 0
-        row = {**rec, "primary_bytes": use["primary_bytes"], "copy_bytes": use["copy_bytes"],
-               "objects_bytes": use["primary_bytes"] + use["copy_bytes"]}
+        row = {
+            **rec,
+            "primary_bytes": use["primary_bytes"],
+            "copy_bytes": use["copy_bytes"],
+            "objects_bytes": use["primary_bytes"] + use["copy_bytes"],
+        }
         yield node_id, row, row
     totals.spilled = spilled
 
 
-def _worker_entries(workers: Mapping[str, dict[str, Any]], tasks: Mapping[str, dict[str, Any]]
-                    ) -> Iterable[tuple[str, Any, Any]]:
+def _worker_entries(
+    workers: Mapping[str, dict[str, Any]], tasks: Mapping[str, dict[str, Any]]
+) -> Iterable[tuple[str, Any, Any]]:
     running: dict[str, dict[str, Any]] = {}
     for tid, task in tasks.items():
         if task["state"] == "running" and task["worker"] is not None:
-            running[task["worker"]] = {"task_id": tid, "name": task["name"],
-                                       "started_at": task["started_at"]}
+            running[task["worker"]] = {
+                "task_id": tid,
+                "name": task["name"],
+                "started_at": task["started_at"],
+            }
     for wid, rec in workers.items():
         row = {**rec, "current_task": running.get(wid)}
         yield wid, row, row
@@ -364,13 +445,20 @@ def _same(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _incident_fingerprint(inc: dict[str, Any]) -> tuple[Any, ...]:
-    return (inc["ended_at"], inc["state"], inc["title"], inc["pending"], len(inc["holders"]),
-            tuple((s["kind"], s["count"]) for s in inc["steps"]))
+    return (
+        inc["ended_at"],
+        inc["state"],
+        inc["title"],
+        inc["pending"],
+        len(inc["holders"]),
+        tuple((s["kind"], s["count"]) for s in inc["steps"]),
+    )
 
 
 def _copy_incident(inc: dict[str, Any]) -> dict[str, Any]:
     out = dict(inc)
     out["holders"] = list(inc["holders"])
-    out["steps"] = [{**s, "items": list(s["items"]), "details": list(s["details"])}
-                    for s in inc["steps"]]
+    out["steps"] = [
+        {**s, "items": list(s["items"]), "details": list(s["details"])} for s in inc["steps"]
+    ]
     return out

@@ -69,8 +69,7 @@ _ACTOR = ("actor_id", "name", "worker")
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "task.submitted": ("task_id", "name", "owner", "returns", "deps", "call_site"),
     "task.started": ("task_id", "worker", "node", "attempt"),
-    "task.finished": ("task_id", "worker", "attempt", "results", "started_at", "node",
-                      "submitted"),
+    "task.finished": ("task_id", "worker", "attempt", "results", "started_at", "node", "submitted"),
     "task.failed": ("task_id", "worker", "attempt", "error", "started_at", "node"),
     "task.retried": ("task_id", "attempt", "reason"),
     "task.cancelled": ("task_id",),
@@ -114,8 +113,9 @@ def checked_kinds(kinds: Iterable[str]) -> list[str]:
     wanted = sorted(set(kinds))
     unknown = [k for k in wanted if k not in EVENT_KINDS]
     if unknown:
-        raise ValueError(f"unknown event kinds {unknown}; use some of: "
-                         f"{', '.join(sorted(EVENT_KINDS))}")
+        raise ValueError(
+            f"unknown event kinds {unknown}; use some of: {', '.join(sorted(EVENT_KINDS))}"
+        )
     return wanted
 
 
@@ -265,15 +265,27 @@ def _results(values: Any) -> Any:
 def _submission(record: Any) -> Any:
     """A held ``task.submitted`` record carried by its task's end: its fields, as a dict."""
     _, ts, _, name, owner, returns, deps, call_site = record
-    return {"submitted_at": ts, "name": name, "owner": owner, "returns": _many(returns),
-            "deps": _many(deps), "call_site": call_site}
+    return {
+        "submitted_at": ts,
+        "name": name,
+        "owner": owner,
+        "returns": _many(returns),
+        "deps": _many(deps),
+        "call_site": call_site,
+    }
 
 
 # Fields that carry ids (or sequences of them) and may arrive as raw bytes, with the function
 # that makes them hex: one per shape, so the hot kinds convert without generic recursion.
 _ID_CONVERTERS: dict[str, Any] = {
-    "task_id": _one, "object_id": _one, "returns": _many, "deps": _many, "object_ids": _many,
-    "contained_in": _many, "results": _results, "submitted": _submission,
+    "task_id": _one,
+    "object_id": _one,
+    "returns": _many,
+    "deps": _many,
+    "object_ids": _many,
+    "contained_in": _many,
+    "results": _results,
+    "submitted": _submission,
 }
 _ID_FIELDS: dict[str, tuple[tuple[str, Any], ...]] = {
     kind: tuple((f, _ID_CONVERTERS[f]) for f in fields if f in _ID_CONVERTERS)

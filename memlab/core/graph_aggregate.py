@@ -36,9 +36,12 @@ def group_of(rec: ObjectRecord, tasks: Mapping[str, dict[str, Any]]) -> tuple[st
     return "group:other", "other objects"
 
 
-def group_graph(objects: Mapping[str, ObjectRecord], tasks_by_id: Mapping[str, dict[str, Any]],
-                workers: Mapping[str, dict[str, Any]], nodes: Mapping[str, dict[str, Any]]
-                ) -> dict[str, Any]:
+def group_graph(
+    objects: Mapping[str, ObjectRecord],
+    tasks_by_id: Mapping[str, dict[str, Any]],
+    workers: Mapping[str, dict[str, Any]],
+    nodes: Mapping[str, dict[str, Any]],
+) -> dict[str, Any]:
     """``{"nodes": [...], "edges": [...]}`` with objects and tasks grouped (module docstring)."""
     gnodes: dict[str, dict[str, Any]] = {}
     edges: dict[tuple[str, str, str], int] = {}
@@ -82,8 +85,13 @@ def group_graph(objects: Mapping[str, ObjectRecord], tasks_by_id: Mapping[str, d
             continue
         gid, label = group_of(rec, tasks_by_id)
         found = gnodes.get(gid)
-        node = found if found is not None else add(
-            gid, "group", gid.split(":", 1)[1], label, count=0, size=0, states={}, state="ready")
+        node = (
+            found
+            if found is not None
+            else add(
+                gid, "group", gid.split(":", 1)[1], label, count=0, size=0, states={}, state="ready"
+            )
+        )
         node["count"] += 1
         node["size"] += rec.size or 0
         state = rec.state
@@ -101,8 +109,9 @@ def group_graph(objects: Mapping[str, ObjectRecord], tasks_by_id: Mapping[str, d
             nid = located.get(node_id)
             if nid is None:
                 alive = nodes[node_id]["alive"] if node_id in nodes else None
-                nid = located[node_id] = add(f"node:{node_id}", "node", node_id, node_id,
-                                             alive=alive)["id"]
+                nid = located[node_id] = add(
+                    f"node:{node_id}", "node", node_id, node_id, alive=alive
+                )["id"]
             edge(gid, nid, "located_at")
         creator = rec.task_id
         if creator is not None:
@@ -110,8 +119,9 @@ def group_graph(objects: Mapping[str, ObjectRecord], tasks_by_id: Mapping[str, d
             if tgid is None and creator in tasks_by_id:
                 task = tasks_by_id[creator]
                 name = task["name"] or "task"
-                tgid = add(f"task:group:{name}", "task", name, name, count=0,
-                           state=task["state"])["id"]
+                tgid = add(f"task:group:{name}", "task", name, name, count=0, state=task["state"])[
+                    "id"
+                ]
             if tgid is not None:
                 edge(gid, tgid, "created_by")
         for outer in holders["contained_in"]:
@@ -123,6 +133,9 @@ def group_graph(objects: Mapping[str, ObjectRecord], tasks_by_id: Mapping[str, d
         for dep in tasks_by_id[tid]["deps"]:
             if dep in group_of_object:
                 edge(tgid, group_of_object[dep], "depends_on")
-    out_edges = [{"src": s, "dst": d, "kind": k, "count": n} for (s, d, k), n in edges.items()
-                 if s in gnodes and d in gnodes]
+    out_edges = [
+        {"src": s, "dst": d, "kind": k, "count": n}
+        for (s, d, k), n in edges.items()
+        if s in gnodes and d in gnodes
+    ]
     return {"nodes": list(gnodes.values()), "edges": out_edges}

@@ -31,27 +31,57 @@ from typing import Any
 __all__ = ["INCIDENT_KINDS", "STEP_ORDER", "IncidentTracker"]
 
 _DEATHS = frozenset({"worker.died", "node.died", "owner.died", "actor.died"})
-_FOLLOW_UPS = frozenset({
-    "object.lost", "object.promoted", "task.retried", "object.reconstructing",
-    "object.reconstructed", "object.failed", "task.failed", "actor.restarting",
-    "actor.restarted",
-})
+_FOLLOW_UPS = frozenset(
+    {
+        "object.lost",
+        "object.promoted",
+        "task.retried",
+        "object.reconstructing",
+        "object.reconstructed",
+        "object.failed",
+        "task.failed",
+        "actor.restarting",
+        "actor.restarted",
+    }
+)
 # A task failure belongs to an incident only when the system failed it, not the user's code.
-_CRASHES = ("WorkerCrashedError", "ObjectLostError", "ObjectReconstructionFailedError",
-            "OwnerDiedError", "ActorDiedError")
+_CRASHES = (
+    "WorkerCrashedError",
+    "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "OwnerDiedError",
+    "ActorDiedError",
+)
 #: The event kinds the tracker reads (a reader filters the log by these).
 INCIDENT_KINDS: frozenset[str] = _DEATHS | _FOLLOW_UPS
 
 #: Steps in the order recovery goes; an incident lists the ones that happened in this order.
-STEP_ORDER = ("died", "lost", "promoted", "retried", "reconstructing", "reconstructed",
-              "restarted", "failed", "owner_died")
+STEP_ORDER = (
+    "died",
+    "lost",
+    "promoted",
+    "retried",
+    "reconstructing",
+    "reconstructed",
+    "restarted",
+    "failed",
+    "owner_died",
+)
 
 _STEP_OF = {
-    "worker.died": "died", "node.died": "died", "actor.died": "died",
-    "object.lost": "lost", "object.promoted": "promoted", "task.retried": "retried",
-    "object.reconstructing": "reconstructing", "object.reconstructed": "reconstructed",
-    "actor.restarting": "restarted", "actor.restarted": "restarted",
-    "object.failed": "failed", "task.failed": "failed", "owner.died": "owner_died",
+    "worker.died": "died",
+    "node.died": "died",
+    "actor.died": "died",
+    "object.lost": "lost",
+    "object.promoted": "promoted",
+    "task.retried": "retried",
+    "object.reconstructing": "reconstructing",
+    "object.reconstructed": "reconstructed",
+    "actor.restarting": "restarted",
+    "actor.restarted": "restarted",
+    "object.failed": "failed",
+    "task.failed": "failed",
+    "owner.died": "owner_died",
 }
 
 #: ``owned_by(owner)``: what the dashboard last saw the owner own, as ``(object_id, size,
@@ -66,8 +96,14 @@ def _nothing_owned(owner: str) -> list[tuple[str, int, list[str]]]:
 class IncidentTracker:
     """Groups failure and recovery events into incidents (see the module docstring)."""
 
-    def __init__(self, merge_window: float = 2.0, quiet: float = 5.0, max_incidents: int = 50,
-                 max_items: int = 50, owned_by: OwnedBy = _nothing_owned) -> None:
+    def __init__(
+        self,
+        merge_window: float = 2.0,
+        quiet: float = 5.0,
+        max_incidents: int = 50,
+        max_items: int = 50,
+        owned_by: OwnedBy = _nothing_owned,
+    ) -> None:
         """Create a tracker with no incidents.
 
         Args:
@@ -115,7 +151,8 @@ class IncidentTracker:
             self._step(inc, "died", ts, _who(ev), ev)
             return
         if kind in ("task.failed", "object.failed") and not any(
-                e in str(ev.get("error")) for e in _CRASHES):
+            e in str(ev.get("error")) for e in _CRASHES
+        ):
             return  # a user error is not a failure of the system
         if inc is None:
             if kind != "object.lost":
@@ -144,10 +181,21 @@ class IncidentTracker:
     def _open(self, ts: float, title: str, cause: str) -> dict[str, Any]:
         iid = f"incident-{self._next_id}"
         self._next_id += 1
-        inc: dict[str, Any] = {"id": iid, "title": title, "cause": cause, "started_at": ts,
-                               "ended_at": ts, "duration": 0.0, "state": "recovered",
-                               "steps": [], "lost": 0, "pending": 0, "failed_objects": 0,
-                               "holders": [], "owner_bytes": 0}
+        inc: dict[str, Any] = {
+            "id": iid,
+            "title": title,
+            "cause": cause,
+            "started_at": ts,
+            "ended_at": ts,
+            "duration": 0.0,
+            "state": "recovered",
+            "steps": [],
+            "lost": 0,
+            "pending": 0,
+            "failed_objects": 0,
+            "holders": [],
+            "owner_bytes": 0,
+        }
         self._incidents.append(inc)
         self._lost[iid] = set()
         self._pending[iid] = set()
@@ -169,8 +217,9 @@ class IncidentTracker:
         for oid, _, _ in owned:
             self._step(inc, "owner_died", ts, oid, ev)
 
-    def _step(self, inc: dict[str, Any], step: str, ts: float, item: str,
-              ev: dict[str, Any]) -> None:
+    def _step(
+        self, inc: dict[str, Any], step: str, ts: float, item: str, ev: dict[str, Any]
+    ) -> None:
         self.changed = True
         for s in inc["steps"]:
             if s["kind"] == step:
@@ -214,8 +263,9 @@ class IncidentTracker:
             assert self._pending[iid] <= self._lost[iid], f"{iid}: pending objects not lost"
             assert inc["started_at"] <= inc["ended_at"], f"{iid}: ends before it starts"
             for s in inc["steps"]:
-                assert len(s["items"]) <= min(s["count"], self.max_items), \
+                assert len(s["items"]) <= min(s["count"], self.max_items), (
                     f"{iid}: step {s['kind']} lists too many items"
+                )
 
 
 def _who(ev: dict[str, Any]) -> str:

@@ -186,8 +186,9 @@ class ReferenceTable:
         entry.local -= 1
         return self._check(oid, entry)
 
-    def add_borrowed(self, oid: bytes, owner: str, contained_in: bytes | None,
-                     registered: bool = True) -> list[Instruction]:
+    def add_borrowed(
+        self, oid: bytes, owner: str, contained_in: bytes | None, registered: bool = True
+    ) -> list[Instruction]:
         """Someone registered this process as a borrower of ``oid`` on its behalf.
 
         Used for refs inside a task's return value: the executing worker registered us with the
@@ -325,13 +326,16 @@ class ReferenceTable:
         for oid, entry in self.entries.items():
             assert entry.local >= 0 and entry.tasks >= 0, (oid.hex(), entry.local, entry.tasks)
             assert entry.in_use() or entry.lineage_refs > 0, (
-                f"entry {oid.hex()} has no holder and no lineage use and should be gone")
+                f"entry {oid.hex()} has no holder and no lineage use and should be gone"
+            )
             assert entry.in_use() or not entry.owned or entry.value_freed, oid.hex()
             assert entry.owned == (entry.owner == self.proc), oid.hex()
             assert not (entry.borrowers and not entry.owned), f"borrowers on borrowed {oid.hex()}"
             assert all(n > 0 for n in entry.borrowers.values()), (oid.hex(), entry.borrowers)
-            assert entry.registrations >= 0 and not (entry.owned and entry.registrations), \
-                (oid.hex(), entry.registrations)
+            assert entry.registrations >= 0 and not (entry.owned and entry.registrations), (
+                oid.hex(),
+                entry.registrations,
+            )
             for outer in entry.contained_in:
                 assert outer in self.entries, f"{oid.hex()} contained in freed {outer.hex()}"
 
@@ -355,8 +359,11 @@ class ReferenceTable:
             out.append(("dropped", oid, entry.lineage))
         else:
             del self.entries[oid]
-            out = [("release_borrow", oid, entry.owner, entry.registrations)] \
-                if entry.registrations else []
+            out = (
+                [("release_borrow", oid, entry.owner, entry.registrations)]
+                if entry.registrations
+                else []
+            )
             out.append(("forget", oid))
         out.extend(self._release_contained(oid, entry))
         return out

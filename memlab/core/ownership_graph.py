@@ -16,9 +16,12 @@ from typing import Any
 TERMINAL_TASK_STATES = frozenset({"finished", "failed", "cancelled"})
 
 
-def build_graph(objects: Mapping[str, Any], tasks_by_id: dict[str, dict[str, Any]],
-                workers: dict[str, dict[str, Any]], nodes: dict[str, dict[str, Any]]
-                ) -> dict[str, Any]:
+def build_graph(
+    objects: Mapping[str, Any],
+    tasks_by_id: dict[str, dict[str, Any]],
+    workers: dict[str, dict[str, Any]],
+    nodes: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     """``{"nodes": [...], "edges": [...]}`` for the live objects in ``objects``."""
     gnodes: dict[str, dict[str, Any]] = {}
     edges: list[dict[str, str]] = []
@@ -43,9 +46,7 @@ def build_graph(objects: Mapping[str, Any], tasks_by_id: dict[str, dict[str, Any
             process(wid)
     live = objects
     tasks = {
-        tid: rec
-        for tid, rec in tasks_by_id.items()
-        if rec["state"] not in TERMINAL_TASK_STATES
+        tid: rec for tid, rec in tasks_by_id.items() if rec["state"] not in TERMINAL_TASK_STATES
     }
     for rec in live.values():
         if rec["owner"] is not None and rec["task_id"] in tasks_by_id:
@@ -71,4 +72,3 @@ def build_graph(objects: Mapping[str, Any], tasks_by_id: dict[str, dict[str, Any
         for dep in rec["deps"]:
             edge(f"task:{tid}", f"object:{dep}", "depends_on")
     return {"nodes": list(gnodes.values()), "edges": edges}
-

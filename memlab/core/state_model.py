@@ -57,6 +57,7 @@ class LiveRecords(NamedTuple):
     nodes: Mapping[str, dict[str, Any]]
     actors: Mapping[str, dict[str, Any]]
 
+
 _STATE_AFTER = {
     "object.spilled": "spilled",
     "object.reconstructing": "reconstructing",
@@ -92,8 +93,11 @@ class StateModel(TaskFold):
             max_backlog: How many logged events may wait unfolded (bounds the backlog's memory
                 and the pause of the first read after a long unwatched burst).
         """
-        for name, value in (("max_log", max_log), ("max_finished_tasks", max_finished_tasks),
-                            ("max_backlog", max_backlog)):
+        for name, value in (
+            ("max_log", max_log),
+            ("max_finished_tasks", max_finished_tasks),
+            ("max_backlog", max_backlog),
+        ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}; pass e.g. 10_000")
         self.max_log = max_log
@@ -220,8 +224,9 @@ class StateModel(TaskFold):
             rec = self._objects[oid] = ObjectRecord(oid)
         return rec
 
-    def _created(self, oid: str, owner: str, task_id: str | None, call_site: str | None
-                 ) -> ObjectRecord | None:
+    def _created(
+        self, oid: str, owner: str, task_id: str | None, call_site: str | None
+    ) -> ObjectRecord | None:
         rec = self._object_by_id(oid)
         if rec is None:
             return None
@@ -383,8 +388,15 @@ class StateModel(TaskFold):
     def _on_actor(self, ev: dict[str, Any]) -> None:
         aid = ev["actor_id"]
         rec = self._actors.setdefault(
-            aid, {"actor_id": aid, "name": None, "worker": None, "owner": None, "state": "alive",
-                  "restarts": 0}
+            aid,
+            {
+                "actor_id": aid,
+                "name": None,
+                "worker": None,
+                "owner": None,
+                "state": "alive",
+                "restarts": 0,
+            },
         )
         if rec["state"] == "dead" and ev["kind"] != "actor.died":
             return  # dead is final: a worker's late actor.created must not revive it
@@ -447,8 +459,9 @@ class StateModel(TaskFold):
         """Sequence number of the last applied event (0 before any)."""
         return self._seq
 
-    def events(self, since: int | None = None, kinds: frozenset[str] | None = None
-               ) -> tuple[list[dict[str, Any]], int]:
+    def events(
+        self, since: int | None = None, kinds: frozenset[str] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """Logged events with ``seq > since`` (all kept ones when None), and the latest seq.
 
         When events after ``since`` already fell out of the bounded log, the result starts at

@@ -27,8 +27,18 @@ class ObjectRecord:
     these ten keys costs ~270 bytes, this ~130.
     """
 
-    __slots__ = ("call_site", "error", "holders", "inline", "nodes", "object_id", "owner",
-                 "size", "state", "task_id")
+    __slots__ = (
+        "call_site",
+        "error",
+        "holders",
+        "inline",
+        "nodes",
+        "object_id",
+        "owner",
+        "size",
+        "state",
+        "task_id",
+    )
 
     def __init__(self, object_id: str) -> None:
         self.object_id = object_id
@@ -56,8 +66,18 @@ class ObjectRecord:
 
 
 # The order records are shown in.
-_OBJECT_FIELDS = ("object_id", "owner", "size", "call_site", "task_id", "error", "state", "inline",
-                  "nodes", "holders")
+_OBJECT_FIELDS = (
+    "object_id",
+    "owner",
+    "size",
+    "call_site",
+    "task_id",
+    "error",
+    "state",
+    "inline",
+    "nodes",
+    "holders",
+)
 
 
 # Templates copied per record: a dict copy is the cheapest way to build one on the hot path.

@@ -43,8 +43,10 @@ class TaskFold:
     max_finished_tasks: int
 
     if TYPE_CHECKING:  # the object side of the model, which a task's returns update
-        def _created(self, oid: str, owner: str, task_id: str | None, call_site: str | None
-                     ) -> ObjectRecord | None: ...
+
+        def _created(
+            self, oid: str, owner: str, task_id: str | None, call_site: str | None
+        ) -> ObjectRecord | None: ...
 
         def _object_by_id(self, oid: str) -> ObjectRecord | None: ...
 
@@ -85,11 +87,26 @@ class TaskFold:
         rec = self._task(ev)
         if rec is None:
             return
-        self._submitted(rec, ev.get("name"), ev.get("owner", ev.get("proc")), ev.get("call_site"),
-                        ev.get("ts"), ev.get("returns"), ev.get("deps"))
+        self._submitted(
+            rec,
+            ev.get("name"),
+            ev.get("owner", ev.get("proc")),
+            ev.get("call_site"),
+            ev.get("ts"),
+            ev.get("returns"),
+            ev.get("deps"),
+        )
 
-    def _submitted(self, rec: dict[str, Any], name: str | None, owner: str | None,
-                   call_site: str | None, ts: float | None, returns: Any, deps: Any) -> None:
+    def _submitted(
+        self,
+        rec: dict[str, Any],
+        name: str | None,
+        owner: str | None,
+        call_site: str | None,
+        ts: float | None,
+        returns: Any,
+        deps: Any,
+    ) -> None:
         rec["name"] = name
         rec["owner"] = owner
         rec["call_site"] = call_site
@@ -126,13 +143,36 @@ class TaskFold:
     def _on_task_finished(self, ev: dict[str, Any]) -> None:
         sub = ev.get("submitted")
         if sub is not None:  # a task that ended before its owner's flush: one event for both
-            sub = (sub["name"], sub["owner"] or ev.get("proc"), sub["call_site"],
-                   sub["submitted_at"], sub["returns"], sub["deps"])
-        self._finished(ev["task_id"], ev.get("ts"), ev.get("worker", _KEEP), ev.get("attempt"),
-                       ev.get("results"), ev.get("started_at"), ev.get("node"), sub)
+            sub = (
+                sub["name"],
+                sub["owner"] or ev.get("proc"),
+                sub["call_site"],
+                sub["submitted_at"],
+                sub["returns"],
+                sub["deps"],
+            )
+        self._finished(
+            ev["task_id"],
+            ev.get("ts"),
+            ev.get("worker", _KEEP),
+            ev.get("attempt"),
+            ev.get("results"),
+            ev.get("started_at"),
+            ev.get("node"),
+            sub,
+        )
 
-    def _finished(self, tid: str, ts: Any, worker: Any, attempt: int | None, results: Any,
-                  started_at: Any, node: str | None, submitted: tuple[Any, ...] | None) -> None:
+    def _finished(
+        self,
+        tid: str,
+        ts: Any,
+        worker: Any,
+        attempt: int | None,
+        results: Any,
+        started_at: Any,
+        node: str | None,
+        submitted: tuple[Any, ...] | None,
+    ) -> None:
         rec = self._task_at(tid, attempt)
         if rec is None:
             return
@@ -155,8 +195,15 @@ class TaskFold:
     def _fold_submitted(self, proc: str, record: tuple[Any, ...]) -> None:
         _, ts, tid, name, owner, returns, deps, call_site = record
         rec = self._task_at(_hex(tid), None)
-        self._submitted(rec, name, owner, call_site, ts,  # type: ignore[arg-type]
-                        _hexes(returns), _hexes(deps))
+        self._submitted(
+            rec,
+            name,
+            owner,
+            call_site,
+            ts,  # type: ignore[arg-type]
+            _hexes(returns),
+            _hexes(deps),
+        )
 
     def _fold_finished(self, proc: str, record: tuple[Any, ...]) -> None:
         _, ts, tid, worker, attempt, results, started_at, node, sub = record

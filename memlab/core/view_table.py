@@ -68,8 +68,9 @@ class ViewTable:
         """The live rows by key (shared, not copied: readers must not mutate them)."""
         return self._rows
 
-    def sync(self, entries: Iterable[tuple[str, Any, Any]], make_row: Callable[[Any], dict],
-             version: int) -> int:
+    def sync(
+        self, entries: Iterable[tuple[str, Any, Any]], make_row: Callable[[Any], dict], version: int
+    ) -> int:
         """Make the table hold exactly ``entries``; returns how many keys changed.
 
         Args:
@@ -134,8 +135,9 @@ class ViewTable:
         Raises:
             AssertionError: Naming the broken invariant and the key.
         """
-        assert self._rows.keys() == self._stamps.keys() == self._fingerprints.keys(), \
+        assert self._rows.keys() == self._stamps.keys() == self._fingerprints.keys(), (
             f"{self.name}: rows, stamps and fingerprints disagree"
+        )
         for key, stamp in self._stamps.items():
             assert key not in self._removed, f"{self.name}: {key} is both live and removed"
             assert stamp <= self.version, f"{self.name}: {key} stamped after the table version"

@@ -41,7 +41,7 @@ class CellNames:
         if number is not None:
             return cell_label(number)
         if filename.startswith(_REMOTE_PREFIX):
-            return cell_label(int(filename[len(_REMOTE_PREFIX):-1]))
+            return cell_label(int(filename[len(_REMOTE_PREFIX) : -1]))
         return None
 
 

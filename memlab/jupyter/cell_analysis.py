@@ -91,8 +91,7 @@ def _visit(node: ast.AST, events: list[tuple[bool, str]]) -> None:
     elif isinstance(node, _COMPREHENSIONS):
         _visit(node.generators[0].iter, events)  # the rest is the comprehension's own scope
     elif isinstance(node, (ast.Import, ast.ImportFrom)):
-        events += [(False, (a.asname or a.name).split(".")[0]) for a in node.names
-                   if a.name != "*"]
+        events += [(False, (a.asname or a.name).split(".")[0]) for a in node.names if a.name != "*"]
     elif isinstance(node, ast.Global):
         events += [(True, name) for name in node.names]
     else:

@@ -48,8 +48,12 @@ def collect_history(shell: Any) -> dict[str, Any]:
         if alive:
             time.sleep(0.05)  # the owner batches frees every few ms; polled with a deadline
     freed = [oid for oid in watched if oid not in alive]
-    return {"dropped": dropped, "freed": len(freed), "bytes": sum(sizes[o] for o in freed),
-            "pending": sorted(alive)}
+    return {
+        "dropped": dropped,
+        "freed": len(freed),
+        "bytes": sum(sizes[o] for o in freed),
+        "pending": sorted(alive),
+    }
 
 
 def _drop(shell: Any, names: list[str]) -> None:
@@ -59,7 +63,7 @@ def _drop(shell: Any, names: list[str]) -> None:
     dropped: list[Any] = []
     for name in names:
         if name.startswith("Out["):
-            number = int(name[4:name.index("]")])
+            number = int(name[4 : name.index("]")])
             value = out.pop(number, None)
             dropped.append(value)
             ns.pop(f"_{number}", None)
@@ -86,8 +90,9 @@ def _drop(shell: Any, names: list[str]) -> None:
 
 
 def _root(name: str) -> str:
-    end = min((i for i in (name.find("["), name.find("."), name.find("{")) if i >= 0),
-              default=len(name))
+    end = min(
+        (i for i in (name.find("["), name.find("."), name.find("{")) if i >= 0), default=len(name)
+    )
     return name[:end]
 
 
@@ -118,9 +123,13 @@ def _clear_under(shell: Any, under: str) -> None:
 def report(result: dict[str, Any]) -> str:
     if not result["dropped"]:
         return "Nothing to collect: no ref is held only by Out[], _, __, ___ or the last traceback."
-    text = (f"Dropped {', '.join(result['dropped'])}: freed {result['freed']} object(s), "
-            f"{format_bytes(result['bytes'])}.")
+    text = (
+        f"Dropped {', '.join(result['dropped'])}: freed {result['freed']} object(s), "
+        f"{format_bytes(result['bytes'])}."
+    )
     if result["pending"]:
-        text += (f" {len(result['pending'])} object(s) stay alive because another process or "
-                 "an unnamed ref still holds them (see %memlab why ID).")
+        text += (
+            f" {len(result['pending'])} object(s) stay alive because another process or "
+            "an unnamed ref still holds them (see %memlab why ID)."
+        )
     return text

@@ -26,12 +26,45 @@ from memlab.actor import ActorHandle
 from memlab.runtime.object_ref import ObjectRef
 
 # IPython's own bookkeeping: never a user's holder (Out is walked as ``Out[N]``).
-_SKIP = frozenset({"In", "Out", "_oh", "_ih", "_dh", "exit", "quit", "get_ipython", "_ii",
-                   "_iii", "_i", "__builtins__", "__builtin__", "__name__", "__doc__",
-                   "__package__", "__loader__", "__spec__"})
+_SKIP = frozenset(
+    {
+        "In",
+        "Out",
+        "_oh",
+        "_ih",
+        "_dh",
+        "exit",
+        "quit",
+        "get_ipython",
+        "_ii",
+        "_iii",
+        "_i",
+        "__builtins__",
+        "__builtin__",
+        "__name__",
+        "__doc__",
+        "__package__",
+        "__loader__",
+        "__spec__",
+    }
+)
 HISTORY_UNDERS = ("_", "__", "___")
-_LEAVES = (str, bytes, bytearray, int, float, complex, bool, type(None), types.ModuleType,
-           type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, range)
+_LEAVES = (
+    str,
+    bytes,
+    bytearray,
+    int,
+    float,
+    complex,
+    bool,
+    type(None),
+    types.ModuleType,
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    range,
+)
 
 
 @dataclass
@@ -52,8 +85,9 @@ def is_history_name(name: str) -> bool:
     IPython's output history."""
     root = _ROOT.match(name)
     first = root.group(0) if root else name
-    return first == "Out" or first in HISTORY_UNDERS or (
-        first.startswith("_") and first[1:].isdigit())
+    return (
+        first == "Out" or first in HISTORY_UNDERS or (first.startswith("_") and first[1:].isdigit())
+    )
 
 
 _ROOT = re.compile(r"^[A-Za-z_]\w*")
@@ -75,8 +109,9 @@ class _Walk:
     """One walk. A container reached by two names (``parts`` and ``Out[4]``) is walked once:
     what it holds is remembered (``memo``) and named again under each path."""
 
-    def __init__(self, scan: Scan, max_depth: int, max_items: int, deadline: float,
-                 keep_refs: bool) -> None:
+    def __init__(
+        self, scan: Scan, max_depth: int, max_items: int, deadline: float, keep_refs: bool
+    ) -> None:
         self.scan = scan
         self.max_depth = max_depth
         self.max_items = max_items
@@ -107,7 +142,8 @@ class _Walk:
         scan = self.scan
         scan.visited += 1
         if scan.visited >= self.max_items or (
-                scan.visited % 1024 == 0 and time.perf_counter() > self.deadline):
+            scan.visited % 1024 == 0 and time.perf_counter() > self.deadline
+        ):
             scan.truncated = True
             raise _Stop
 
@@ -126,8 +162,7 @@ class _Walk:
         elif kind is dict:
             items = ((f"[{k!r}]", item) for k, item in value.items())
         elif kind is set or kind is frozenset:
-            items = ((f"{{{item.hex()[:8]}…}}", item) for item in value
-                     if type(item) is ObjectRef)
+            items = ((f"{{{item.hex()[:8]}…}}", item) for item in value if type(item) is ObjectRef)
         else:
             if kind.__module__ in _FOREIGN_MODULES:
                 return _NOTHING
@@ -155,16 +190,29 @@ class _Walk:
 
 
 # Objects of these libraries hold no refs worth a walk (and can be huge).
-_FOREIGN_MODULES = frozenset({"numpy", "pandas.core.frame", "pandas.core.series",
-                              "pyarrow.lib", "IPython.core.interactiveshell"})
+_FOREIGN_MODULES = frozenset(
+    {
+        "numpy",
+        "pandas.core.frame",
+        "pandas.core.series",
+        "pyarrow.lib",
+        "IPython.core.interactiveshell",
+    }
+)
 
 
 class _Stop(Exception):
     pass
 
 
-def scan_shell(shell: Any, *, max_depth: int = 3, max_items: int = 500_000,
-               budget: float = 0.25, keep_refs: bool = False) -> Scan:
+def scan_shell(
+    shell: Any,
+    *,
+    max_depth: int = 3,
+    max_items: int = 500_000,
+    budget: float = 0.25,
+    keep_refs: bool = False,
+) -> Scan:
     """Walk ``shell``'s namespace, ``Out`` history and last traceback once.
 
     Args:
@@ -181,8 +229,9 @@ def scan_shell(shell: Any, *, max_depth: int = 3, max_items: int = 500_000,
     hidden: dict[str, Any] = getattr(shell, "user_ns_hidden", {})
     try:
         for name, value in list(ns.items()):
-            if name in _SKIP or (name in hidden and hidden[name] is value
-                                 and name not in HISTORY_UNDERS):
+            if name in _SKIP or (
+                name in hidden and hidden[name] is value and name not in HISTORY_UNDERS
+            ):
                 continue
             if (name[:1] == "_" and name[1:].isdigit()) or _is_input_history(name):
                 continue  # _4 is Out[4] again; _i4 is input history

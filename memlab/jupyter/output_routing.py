@@ -95,8 +95,13 @@ class OutputRouting:
             return
         kernel = self.kernel
         assert kernel is not None
-        kernel.session.send(kernel.iopub_socket, "stream", {"name": name, "text": text},
-                            parent={"header": header}, ident=f"stream.{name}".encode())
+        kernel.session.send(
+            kernel.iopub_socket,
+            "stream",
+            {"name": name, "text": text},
+            parent={"header": header},
+            ident=f"stream.{name}".encode(),
+        )
 
 
 _active: OutputRouting | None = None

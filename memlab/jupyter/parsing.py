@@ -15,16 +15,27 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
-          "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1 << 10,
+    "mi": 1 << 20,
+    "gi": 1 << 30,
+    "ti": 1 << 40,
+}
 
 
 class MagicParser(argparse.ArgumentParser):
     """An argument parser for one magic (or subcommand) that raises ``UsageError``."""
 
     def __init__(self, prog: str, description: str = "", **kwargs: Any) -> None:
-        super().__init__(prog=prog, description=description, add_help=False,
-                         exit_on_error=False, **kwargs)
+        super().__init__(
+            prog=prog, description=description, add_help=False, exit_on_error=False, **kwargs
+        )
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\n\n{self.format_usage().rstrip()}")
@@ -48,7 +59,8 @@ def parse_size(text: str) -> int:
     match = _SIZE.match(text)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size; write it like 2GB, 512MiB or 1000000 (bytes)")
+            f"{text!r} is not a size; write it like 2GB, 512MiB or 1000000 (bytes)"
+        )
     unit = (match.group(2) or "").lower().rstrip("b")
     return int(float(match.group(1)) * _UNITS[unit])
 

@@ -41,8 +41,9 @@ class _Bar:
                 import ipywidgets
                 from IPython.display import display
 
-                self.widget = ipywidgets.IntProgress(min=0, max=max(total, 1), value=0,
-                                                     description=f"memlab.{verb}")
+                self.widget = ipywidgets.IntProgress(
+                    min=0, max=max(total, 1), value=0, description=f"memlab.{verb}"
+                )
                 self.label = ipywidgets.Label(value=f"0 / {total}")
                 display(ipywidgets.HBox([self.widget, self.label]))
             except ImportError:
@@ -64,8 +65,10 @@ class _Bar:
             self._last_done, self._last_write = done, now
             width = 30
             filled = int(width * done / max(self.total, 1))
-            sys.stderr.write(f"\rmemlab.{self.verb} [{'#' * filled}{'.' * (width - filled)}] "
-                             f"{text}" + ("\n" if final else ""))
+            sys.stderr.write(
+                f"\rmemlab.{self.verb} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{text}" + ("\n" if final else "")
+            )
             sys.stderr.flush()
 
 
@@ -77,8 +80,14 @@ class BlockingProgress:
         self.grace = grace
         self.bars_shown = 0  # for tests and benchmarks
 
-    def __call__(self, verb: str, refs: list[ObjectRef], need: int, timeout: float | None,
-                 call: Callable[[float | None], Any]) -> Any:
+    def __call__(
+        self,
+        verb: str,
+        refs: list[ObjectRef],
+        need: int,
+        timeout: float | None,
+        call: Callable[[float | None], Any],
+    ) -> Any:
         if threading.current_thread() is not threading.main_thread():
             return call(timeout)
         try:
@@ -86,12 +95,21 @@ class BlockingProgress:
         except KeyboardInterrupt:
             cancelled = cancel_pending(refs)
             if cancelled:
-                print(f"memlab: interrupted; cancelled {cancelled} task(s) that "
-                      f"memlab.{verb} was waiting for.", file=sys.stderr)
+                print(
+                    f"memlab: interrupted; cancelled {cancelled} task(s) that "
+                    f"memlab.{verb} was waiting for.",
+                    file=sys.stderr,
+                )
             raise
 
-    def _run(self, verb: str, refs: list[ObjectRef], need: int, timeout: float | None,
-             call: Callable[[float | None], Any]) -> Any:
+    def _run(
+        self,
+        verb: str,
+        refs: list[ObjectRef],
+        need: int,
+        timeout: float | None,
+        call: Callable[[float | None], Any],
+    ) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         first = self.grace if timeout is None else min(self.grace, timeout)
         try:
@@ -101,8 +119,11 @@ class BlockingProgress:
                 raise
             done = len(refs) - _pending_count(refs)
         else:
-            if verb == "get" or len(result[0]) >= need or (
-                    timeout is not None and timeout <= self.grace):
+            if (
+                verb == "get"
+                or len(result[0]) >= need
+                or (timeout is not None and timeout <= self.grace)
+            ):
                 return result
             done = len(result[0])
         bar = _Bar(verb, need, self.in_kernel)
@@ -120,11 +141,15 @@ class BlockingProgress:
                         raise GetTimeoutError(timeout or 0.0, exc.pending) from None
                     done = len(refs) - exc.pending
                     continue
-                if verb == "get" or len(result[0]) >= need or (
-                        remaining is not None and remaining <= STEP):
+                if (
+                    verb == "get"
+                    or len(result[0]) >= need
+                    or (remaining is not None and remaining <= STEP)
+                ):
                     elapsed = time.monotonic() - bar.start
-                    bar.update(need if verb == "get" else len(result[0]),
-                               f"done in {elapsed:.1f} s")
+                    bar.update(
+                        need if verb == "get" else len(result[0]), f"done in {elapsed:.1f} s"
+                    )
                     return result
                 done = len(result[0])
         except KeyboardInterrupt:

@@ -38,11 +38,19 @@ recent: deque[RemoteCell] = deque(maxlen=16)  # the last cells submitted (tests,
 
 def parser() -> MagicParser:
     p = MagicParser("%%remote", "Run the cell as a task on a worker.")
-    p.add_argument("-o", "--outputs", default="",
-                   help="comma-separated names the cell assigns, bound as ObjectRefs")
+    p.add_argument(
+        "-o",
+        "--outputs",
+        default="",
+        help="comma-separated names the cell assigns, bound as ObjectRefs",
+    )
     p.add_argument("--block", action="store_true", help="wait and show the cell's value")
-    p.add_argument("--timeout", type=non_negative_float, default=None,
-                   help="seconds to wait (implies --block); then GetTimeoutError")
+    p.add_argument(
+        "--timeout",
+        type=non_negative_float,
+        default=None,
+        help="seconds to wait (implies --block); then GetTimeoutError",
+    )
     p.add_argument("--retries", type=int, default=3, help="retries if the worker dies")
     p.add_argument("--node", default=None, help="run on this node (not available yet)")
     return p
@@ -54,7 +62,8 @@ def run(shell: Any, line: str, cell: str) -> Any:
         raise UsageError(
             f"%%remote --node {args.node} needs node placement (Ray's node-affinity "
             "scheduling), which memlab's runtime does not have yet; drop --node to run the "
-            "cell on any worker.")
+            "cell on any worker."
+        )
     if args.retries < -1:
         raise UsageError(f"--retries must be >= 0 (or -1 for unlimited), got {args.retries}")
     if not memlab.is_initialized():
@@ -65,14 +74,15 @@ def run(shell: Any, line: str, cell: str) -> Any:
     wanted = [n.strip() for n in args.outputs.split(",") if n.strip()]
     missing = [n for n in wanted if n not in names.assigns]
     if missing:
-        print(f"%%remote: the cell does not assign {', '.join(missing)}, so "
-              f"{'it is' if len(missing) == 1 else 'they are'} not bound; binding "
-              f"{', '.join(n for n in wanted if n not in missing) or 'nothing else'}.")
+        print(
+            f"%%remote: the cell does not assign {', '.join(missing)}, so "
+            f"{'it is' if len(missing) == 1 else 'they are'} not bound; binding "
+            f"{', '.join(n for n in wanted if n not in missing) or 'nothing else'}."
+        )
     outputs = tuple(n for n in wanted if n not in missing)
     shipped, values, modules = _collect(shell.user_ns, names.reads)
     fn = _run_cell.options(num_returns=len(outputs) + 2, max_retries=args.retries, name=label)
-    refs = _submit_from_cell(number, fn, (cell, label, tuple(shipped), modules, outputs,
-                                          *values))
+    refs = _submit_from_cell(number, fn, (cell, label, tuple(shipped), modules, outputs, *values))
     for name, ref in zip(outputs, refs):
         shell.user_ns[name] = ref
     shell.user_ns["_remote"] = refs[len(outputs)]
@@ -90,9 +100,11 @@ def _analyze(shell: Any, cell: str, label: str) -> Any:
     except SyntaxError as exc:
         where = f"{label}, line {exc.lineno}"
         if shell.transform_cell(cell).strip() != cell.strip():
-            raise UsageError(f"%%remote runs plain Python on a worker; IPython syntax such as "
-                             f"%magics and !commands is not available there ({where}: "
-                             f"{exc.msg})") from None
+            raise UsageError(
+                f"%%remote runs plain Python on a worker; IPython syntax such as "
+                f"%magics and !commands is not available there ({where}: "
+                f"{exc.msg})"
+            ) from None
         raise UsageError(f"the %%remote cell does not parse: {exc.msg} ({where})") from None
 
 
@@ -110,13 +122,18 @@ def _submit_from_cell(number: int, fn: Any, args: tuple[Any, ...]) -> list[memla
     # Submitted from a function compiled under the cell's own file name, so the task's call
     # site (in memlab.state and its events) is "Cell In[N], line 1", not this module.
     ns: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile("submit = lambda fn, args: fn.remote(*args)",
-                 callsite.remote_filename(number), "exec"), ns)
+    exec(
+        compile(
+            "submit = lambda fn, args: fn.remote(*args)", callsite.remote_filename(number), "exec"
+        ),
+        ns,
+    )
     return list(ns["submit"](fn, args))
 
 
-def _collect(user_ns: dict[str, Any], reads: tuple[str, ...]
-             ) -> tuple[list[str], list[Any], dict[str, str]]:
+def _collect(
+    user_ns: dict[str, Any], reads: tuple[str, ...]
+) -> tuple[list[str], list[Any], dict[str, str]]:
     shipped: list[str] = []
     values: list[Any] = []
     modules: dict[str, str] = {}
@@ -142,8 +159,10 @@ def _ship(name: str, value: Any) -> Any:
             raise SerializationError(
                 f"the %%remote cell reads the notebook variable {name!r}, which cannot be "
                 f"pickled to send to the worker ({type(exc).__name__}: {exc}); create it "
-                "inside the cell, or pass what it holds instead", type(value).__name__,
-                f"notebook variable {name!r}") from None
+                "inside the cell, or pass what it holds instead",
+                type(value).__name__,
+                f"notebook variable {name!r}",
+            ) from None
     if size <= SHIP_INLINE_LIMIT:
         return value
     entry = _stored.get(id(value))

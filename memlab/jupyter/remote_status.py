@@ -31,8 +31,13 @@ _FRAME = re.compile(r'^(\s*)File "(Cell In\[\d+\])", line (\d+), in (.+)$')
 class RemoteCell:
     """One submitted ``%%remote`` cell: its refs, its status and its display."""
 
-    def __init__(self, label: str, value: memlab.ObjectRef, output: memlab.ObjectRef,
-                 outputs: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        label: str,
+        value: memlab.ObjectRef,
+        output: memlab.ObjectRef,
+        outputs: tuple[str, ...],
+    ) -> None:
         self.label = label
         self.value = value
         self.output = output
@@ -67,10 +72,13 @@ class RemoteCell:
 
     def _bundle(self) -> dict[str, str]:
         colour = {"done": "#2e7d32", "failed": "#c62828", "running": "#1565c0"}.get(
-            self.state, "#616161")
-        return {"text/plain": self.status,
-                "text/html": f'<span style="color:{colour}">●</span> '
-                             f"<code>{html.escape(self.status)}</code>"}
+            self.state, "#616161"
+        )
+        return {
+            "text/plain": self.status,
+            "text/html": f'<span style="color:{colour}">●</span> '
+            f"<code>{html.escape(self.status)}</code>",
+        }
 
     def update(self, state: str, worker: str | None = None) -> None:
         self.state = state
@@ -119,8 +127,9 @@ def render_error(exc: memlab.TaskError) -> memlab.TaskError:
         match = _FRAME.match(line)
         if match:
             indent, cell, number, where = match.groups()
-            line = f"{indent}{cell}, line {number}" + ("" if where == "<module>"
-                                                       else f", in {where}()")
+            line = f"{indent}{cell}, line {number}" + (
+                "" if where == "<module>" else f", in {where}()"
+            )
         lines.append(line)
     exc.traceback_str = "\n".join(lines) + "\n"
     return exc
@@ -143,8 +152,9 @@ class _Watcher:
         with self.lock:
             self.cells.append(cell)
             if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="memlab-remote-status",
-                                               daemon=True)
+                self.thread = threading.Thread(
+                    target=self._run, name="memlab-remote-status", daemon=True
+                )
                 self.thread.start()
 
     def _run(self) -> None:

@@ -23,8 +23,14 @@ def _cell_label(filename: str) -> str | None:
     return filename if filename.startswith("Cell In[") else None
 
 
-def run_cell(code: str, label: str, names: tuple[str, ...], modules: dict[str, str],
-             outputs: tuple[str, ...], *values: Any) -> tuple[Any, ...]:
+def run_cell(
+    code: str,
+    label: str,
+    names: tuple[str, ...],
+    modules: dict[str, str],
+    outputs: tuple[str, ...],
+    *values: Any,
+) -> tuple[Any, ...]:
     """Run ``code``; return the values of ``outputs``, the last expression's value and None
     (a small last result the kernel waits on to learn that the cell finished)."""
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}

@@ -18,12 +18,24 @@ HEAD_NODE = "node-0"
 
 def start_parser() -> MagicParser:
     p = MagicParser("%memlab start", "Start the runtime, or show the running one.")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="worker processes in all (default: the number of CPUs)")
-    p.add_argument("--nodes", type=positive_int, default=None,
-                   help="simulated nodes, each with its own store (default 1)")
-    p.add_argument("--memory", type=parse_size, default=None,
-                   help="shared memory for all stores together, e.g. 2GB")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes in all (default: the number of CPUs)",
+    )
+    p.add_argument(
+        "--nodes",
+        type=positive_int,
+        default=None,
+        help="simulated nodes, each with its own store (default 1)",
+    )
+    p.add_argument(
+        "--memory",
+        type=parse_size,
+        default=None,
+        help="shared memory for all stores together, e.g. 2GB",
+    )
     return p
 
 
@@ -33,14 +45,19 @@ _FLAGS = {"num_workers": "--workers", "num_nodes": "--nodes", "object_store_memo
 def start(args: argparse.Namespace) -> None:
     was_running = memlab.is_initialized()
     try:
-        runtime = memlab.init(num_workers=args.workers, num_nodes=args.nodes,
-                              object_store_memory=args.memory)
+        runtime = memlab.init(
+            num_workers=args.workers, num_nodes=args.nodes, object_store_memory=args.memory
+        )
     except memlab.RuntimeConflictError as exc:
-        listed = "; ".join(f"{_FLAGS.get(k, k)}: running {old}, asked for {new}"
-                           for k, (old, new) in sorted(exc.differences.items()))
-        raise UsageError(f"memlab is already running with other settings ({listed}). Run "
-                         "%memlab stop first to restart it with the new ones, or drop the "
-                         "options to use the running runtime.") from None
+        listed = "; ".join(
+            f"{_FLAGS.get(k, k)}: running {old}, asked for {new}"
+            for k, (old, new) in sorted(exc.differences.items())
+        )
+        raise UsageError(
+            f"memlab is already running with other settings ({listed}). Run "
+            "%memlab stop first to restart it with the new ones, or drop the "
+            "options to use the running runtime."
+        ) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if was_running:
@@ -129,7 +146,8 @@ def kill(args: argparse.Namespace) -> None:
         raise UsageError(
             f"{HEAD_NODE} is the head node: it hosts this kernel's driver, so losing it would "
             "end the session rather than show a recovery. Kill another node instead (start "
-            "with %memlab start --nodes 2 or more to have one).")
+            "with %memlab start --nodes 2 or more to have one)."
+        )
     try:
         if args.what == "worker":
             testing.kill_worker(args.id)
@@ -137,17 +155,21 @@ def kill(args: argparse.Namespace) -> None:
             testing.kill_node(args.id)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(f"killed {args.what} {args.id}; watch the recovery with %memlab events "
-          "--kinds task.retried,object.lost,object.reconstructed or %memlab dashboard")
+    print(
+        f"killed {args.what} {args.id}; watch the recovery with %memlab events "
+        "--kinds task.retried,object.lost,object.reconstructed or %memlab dashboard"
+    )
 
 
 def dashboard() -> None:
     try:
         from memlab.jupyter.dashboard import dashboard as make_dashboard
     except ImportError as exc:
-        print("The memlab dashboard widget is not available in this installation "
-              f"(memlab.jupyter.dashboard could not be imported: {exc}). Meanwhile "
-              "%memlab status, %memlab refs and %memlab events show the same state as text.")
+        print(
+            "The memlab dashboard widget is not available in this installation "
+            f"(memlab.jupyter.dashboard could not be imported: {exc}). Meanwhile "
+            "%memlab status, %memlab refs and %memlab events show the same state as text."
+        )
         return
     from IPython.display import display
 

@@ -43,8 +43,11 @@ def holders_text(obj: dict[str, Any]) -> str:
 
 
 def refs_parser() -> MagicParser:
-    p = MagicParser("%memlab refs", "The live objects: id, size, state, owner, call site, "
-                    "holders. By default those this notebook holds or owns.")
+    p = MagicParser(
+        "%memlab refs",
+        "The live objects: id, size, state, owner, call site, "
+        "holders. By default those this notebook holds or owns.",
+    )
     p.add_argument("--all", action="store_true", help="every live object of the session")
     return p
 
@@ -55,12 +58,22 @@ def refs(args: argparse.Namespace, index: HolderIndex) -> list[dict[str, Any]]:
         objects = [o for o in objects if o["names"] or o["owner"] == "driver"]
     objects.sort(key=lambda o: -(o["size"] or 0))
     columns = ("id", "size", "state", "owner", "call site", "holders")
-    rows = [(o["object_id"][:12], format_bytes(o["size"]), o["state"], o["owner"],
-             o["call_site"] or "-", holders_text(o)) for o in objects[:MAX_ROWS]]
+    rows = [
+        (
+            o["object_id"][:12],
+            format_bytes(o["size"]),
+            o["state"],
+            o["owner"],
+            o["call_site"] or "-",
+            holders_text(o),
+        )
+        for o in objects[:MAX_ROWS]
+    ]
     more = len(objects) - len(rows)
     total = sum(o["size"] or 0 for o in objects)
     caption = f"{len(objects)} object(s), {format_bytes(total)}" + (
-        f" (largest {MAX_ROWS} shown; %memlab dashboard shows all)" if more > 0 else "")
+        f" (largest {MAX_ROWS} shown; %memlab dashboard shows all)" if more > 0 else ""
+    )
     show(_text_table(columns, rows, caption), _html_table(columns, rows, caption))
     return objects
 
@@ -68,8 +81,9 @@ def refs(args: argparse.Namespace, index: HolderIndex) -> list[dict[str, Any]]:
 def events_parser() -> MagicParser:
     p = MagicParser("%memlab events", "The session's most recent events.")
     p.add_argument("--last", type=positive_int, default=20, help="how many (default 20)")
-    p.add_argument("--kinds", default=None,
-                   help="comma-separated kinds, e.g. task.failed,object.lost")
+    p.add_argument(
+        "--kinds", default=None, help="comma-separated kinds, e.g. task.failed,object.lost"
+    )
     return p
 
 
@@ -81,12 +95,20 @@ def events(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None
     try:
-        evs = st.events(kinds=kinds)[-args.last:]
+        evs = st.events(kinds=kinds)[-args.last :]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     columns = ("seq", "time", "kind", "process", "details")
-    rows = [(str(e["seq"]), datetime.datetime.fromtimestamp(e["ts"]).strftime("%H:%M:%S.%f")[:-3],
-             e["kind"], e["proc"], _details(e)) for e in evs]
+    rows = [
+        (
+            str(e["seq"]),
+            datetime.datetime.fromtimestamp(e["ts"]).strftime("%H:%M:%S.%f")[:-3],
+            e["kind"],
+            e["proc"],
+            _details(e),
+        )
+        for e in evs
+    ]
     caption = f"last {len(rows)} event(s)" + (f" of kinds {', '.join(kinds)}" if kinds else "")
     show(_text_table(columns, rows, caption), _html_table(columns, rows, caption))
     return evs
@@ -117,7 +139,11 @@ _CELL = "text-align:left;padding-right:12px"
 
 def _html_table(columns: tuple[str, ...], rows: Sequence[Sequence[str]], caption: str) -> str:
     head = "".join(f"<th style='{_CELL}'>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td style='{_CELL}'>{html.escape(v)}</td>" for v in r)
-                   + "</tr>" for r in rows)
-    return (f"<table class='memlab-table'><caption style='text-align:left'>"
-            f"{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>")
+    body = "".join(
+        "<tr>" + "".join(f"<td style='{_CELL}'>{html.escape(v)}</td>" for v in r) + "</tr>"
+        for r in rows
+    )
+    return (
+        f"<table class='memlab-table'><caption style='text-align:left'>"
+        f"{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
+    )

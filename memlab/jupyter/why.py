@@ -97,18 +97,25 @@ def resolve(target: str, shell: Any, objects: dict[str, dict[str, Any]]) -> str:
             if isinstance(value, memlab.ObjectRef):
                 return value.hex()
             if value is not None:
-                raise UsageError(f"{target} is a {type(value).__name__}, not an ObjectRef; "
-                                 "ask about a ref (e.g. an element of it) or an object id")
+                raise UsageError(
+                    f"{target} is a {type(value).__name__}, not an ObjectRef; "
+                    "ask about a ref (e.g. an element of it) or an object id"
+                )
     if _HEX.match(target.lower()):
         looked.append(f"an object id starting with {target!r} among {len(objects)} live objects")
         matches = [oid for oid in objects if oid.startswith(target.lower())]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            raise UsageError(f"{len(matches)} live objects have ids starting with {target!r} "
-                             f"({', '.join(m[:12] for m in matches[:5])}…); give more digits")
-    raise UsageError(f"nothing matches {target!r}: looked for " + " and ".join(looked or [
-        "a notebook name or a hex object id"]) + ". %memlab refs lists the live objects.")
+            raise UsageError(
+                f"{len(matches)} live objects have ids starting with {target!r} "
+                f"({', '.join(m[:12] for m in matches[:5])}…); give more digits"
+            )
+    raise UsageError(
+        f"nothing matches {target!r}: looked for "
+        + " and ".join(looked or ["a notebook name or a hex object id"])
+        + ". %memlab refs lists the live objects."
+    )
 
 
 def explain(target: str, shell: Any, index: HolderIndex) -> Why:
@@ -122,8 +129,12 @@ def explain(target: str, shell: Any, index: HolderIndex) -> Why:
     if not any(h.kind in _KERNEL_KINDS for h in _flatten(holders)):
         procs = sorted({rec["owner"], *rec["holders"]["borrowers"]} - {"driver"})
         if procs:
-            holders.append(Holder("elsewhere", "nothing in this kernel holds it; process(es) "
-                                  f"{', '.join(procs)} do"))
+            holders.append(
+                Holder(
+                    "elsewhere",
+                    f"nothing in this kernel holds it; process(es) {', '.join(procs)} do",
+                )
+            )
     return Why(oid, ctx.describe(rec), holders)
 
 
@@ -139,8 +150,13 @@ def _flatten(holders: list[Holder]) -> list[Holder]:
 
 
 class _Context:
-    def __init__(self, objects: dict[str, dict[str, Any]], tasks: dict[str, dict[str, Any]],
-                 actors: list[dict[str, Any]], scan: Scan) -> None:
+    def __init__(
+        self,
+        objects: dict[str, dict[str, Any]],
+        tasks: dict[str, dict[str, Any]],
+        actors: list[dict[str, Any]],
+        scan: Scan,
+    ) -> None:
         self.objects = objects
         self.tasks = tasks
         self.actors_by_worker: dict[str, list[dict[str, Any]]] = {}
@@ -151,8 +167,10 @@ class _Context:
 
     def describe(self, rec: dict[str, Any]) -> str:
         site = f", made at {rec['call_site']}" if rec["call_site"] else ""
-        return (f"object {rec['object_id'][:12]} ({format_bytes(rec['size'])}, {rec['state']}, "
-                f"owned by {rec['owner']}{site})")
+        return (
+            f"object {rec['object_id'][:12]} ({format_bytes(rec['size'])}, {rec['state']}, "
+            f"owned by {rec['owner']}{site})"
+        )
 
     def holders_of(self, oid: str, depth: int, seen: set[str]) -> list[Holder]:
         rec = self.objects.get(oid)
@@ -173,9 +191,14 @@ class _Context:
             out.append(inner)
         named = [x for x in out if x.kind in ("variable", "history", "traceback")]
         if h["local"] and rec["owner"] == "driver" and not named:
-            out.append(Holder("unnamed", f"{h['local']} ObjectRef instance(s) in this kernel "
-                              "that no notebook name reaches (a closure, a deep attribute, a "
-                              "running thread or a library's cache)"))
+            out.append(
+                Holder(
+                    "unnamed",
+                    f"{h['local']} ObjectRef instance(s) in this kernel "
+                    "that no notebook name reaches (a closure, a deep attribute, a "
+                    "running thread or a library's cache)",
+                )
+            )
         elif h["local"] and rec["owner"] != "driver":
             out.append(Holder("owner", f"{h['local']} ref(s) in its owner {rec['owner']}"))
         return out
@@ -187,8 +210,10 @@ class _Context:
 
     def _named(self, name: str) -> Holder:
         if is_traceback_name(name):
-            return Holder("traceback", f"the last traceback: {name[len('traceback '):]} "
-                          "(%memlab gc drops it)")
+            return Holder(
+                "traceback",
+                f"the last traceback: {name[len('traceback ') :]} (%memlab gc drops it)",
+            )
         if is_history_name(name):
             return Holder("history", f"{name} (output history: %memlab gc drops it)")
         return Holder("variable", f"notebook variable {name}")
@@ -199,27 +224,36 @@ class _Context:
             if task["state"] in ("pending", "running") and oid in task["deps"]:
                 where = f", running on {task['worker']}" if task["state"] == "running" else ""
                 site = f" submitted at {task['call_site']}" if task["call_site"] else ""
-                found.append(Holder("task", f"argument of {task['state']} task "
-                                    f"{task['name']}{site}{where}"))
+                found.append(
+                    Holder("task", f"argument of {task['state']} task {task['name']}{site}{where}")
+                )
         if len(found) < count:
-            found.append(Holder("task", f"{count - len(found)} more pending task(s) that take "
-                                "it inside an argument"))
+            found.append(
+                Holder(
+                    "task",
+                    f"{count - len(found)} more pending task(s) that take it inside an argument",
+                )
+            )
         return found
 
     def _borrower(self, proc: str, oid: str) -> Holder:
-        running = [t for t in self.tasks.values()
-                   if t["state"] == "running" and t["worker"] == proc]
+        running = [
+            t for t in self.tasks.values() if t["state"] == "running" and t["worker"] == proc
+        ]
         actors = self.actors_by_worker.get(proc, [])
         if actors:
             actor = actors[0]
             label = actor["name"] or actor["actor_id"][:12]
             holder = Holder("actor", f"actor {label} on {proc} holds it (borrowed)")
             for handle in self.scan.actors.get(actor["actor_id"], []):
-                holder.holders.append(Holder("handle", f"actor handle {handle} in the notebook "
-                                             "keeps the actor alive"))
+                holder.holders.append(
+                    Holder("handle", f"actor handle {handle} in the notebook keeps the actor alive")
+                )
             return holder
         if running:
-            tasks = ", ".join(f"{t['name']}" + (f" (submitted at {t['call_site']})"
-                                                if t["call_site"] else "") for t in running)
+            tasks = ", ".join(
+                f"{t['name']}" + (f" (submitted at {t['call_site']})" if t["call_site"] else "")
+                for t in running
+            )
             return Holder("borrower", f"borrowed by worker {proc}, running {tasks}")
         return Holder("borrower", f"borrowed by process {proc}")

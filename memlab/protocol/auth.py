@@ -49,9 +49,15 @@ def _check_secret(secret: bytes) -> None:
         )
 
 
-def _recv_exact(sock: Any, size: int, deadline: float, step: str,
-                closed: type[Exception] = AuthenticationError,
-                reset: type[Exception] | None = None, vanished: bool = False) -> bytes:
+def _recv_exact(
+    sock: Any,
+    size: int,
+    deadline: float,
+    step: str,
+    closed: type[Exception] = AuthenticationError,
+    reset: type[Exception] | None = None,
+    vanished: bool = False,
+) -> bytes:
     """Read exactly size bytes before deadline, or raise AuthenticationError naming the step.
 
     ``closed`` is raised instead when the peer closes or resets the connection: for the
@@ -84,17 +90,20 @@ def _recv_exact(sock: Any, size: int, deadline: float, step: str,
                     f"peer reset the connection before {step}: it went away while connecting"
                 ) from exc
             if reset is not None and isinstance(exc, ConnectionResetError):
-                raise reset("server", f"it reset the connection during the handshake: {exc}"
-                            ) from exc
+                raise reset(
+                    "server", f"it reset the connection during the handshake: {exc}"
+                ) from exc
             if closed is not AuthenticationError and isinstance(exc, ConnectionError):
-                raise closed("server",
-                             f"it reset the connection during the handshake: {exc}") from exc
+                raise closed(
+                    "server", f"it reset the connection during the handshake: {exc}"
+                ) from exc
             raise AuthenticationError(f"handshake failed while reading {step}: {exc}") from exc
         if not n:
             if vanished:
                 raise HandshakeAbandonedError(
                     f"peer closed the connection before {step} ({got} of {size} bytes): it "
-                    "went away while connecting")
+                    "went away while connecting"
+                )
             if closed is not AuthenticationError:
                 raise closed("server", f"it closed the connection before {step}")
             raise AuthenticationError(
@@ -110,8 +119,7 @@ def _send(sock: Any, data: bytes, deadline: float, step: str) -> None:
     try:
         sock.sendall(data)
     except (BrokenPipeError, ConnectionResetError) as exc:
-        raise HandshakeAbandonedError(
-            f"peer went away before {step} could be sent: {exc}") from exc
+        raise HandshakeAbandonedError(f"peer went away before {step} could be sent: {exc}") from exc
     except OSError as exc:  # includes TimeoutError
         raise AuthenticationError(f"handshake failed while sending {step}: {exc}") from exc
 
@@ -132,8 +140,7 @@ def server_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     server_nonce = os.urandom(_NONCE)
     _send(sock, MAGIC + server_nonce, deadline, "the server challenge")
-    answer = _recv_exact(sock, _DIGEST + _NONCE, deadline, "the client's answer",
-                         vanished=True)
+    answer = _recv_exact(sock, _DIGEST + _NONCE, deadline, "the client's answer", vanished=True)
     if not hmac.compare_digest(answer[:_DIGEST], _mac(secret, b"client", server_nonce)):
         raise AuthenticationError(
             "client failed the HMAC challenge: it does not hold this session's secret "
@@ -158,8 +165,9 @@ def client_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     """
     _check_secret(secret)
     deadline = time.monotonic() + timeout
-    challenge = _recv_exact(sock, len(MAGIC) + _NONCE, deadline, "the server challenge",
-                            closed=ConnectionClosedError)
+    challenge = _recv_exact(
+        sock, len(MAGIC) + _NONCE, deadline, "the server challenge", closed=ConnectionClosedError
+    )
     if not hmac.compare_digest(challenge[: len(MAGIC)], MAGIC):
         raise AuthenticationError(
             f"server did not open with the {MAGIC!r} handshake; it is not a memlab server or "
@@ -168,8 +176,7 @@ def client_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     client_nonce = os.urandom(_NONCE)
     answer = _mac(secret, b"client", challenge[len(MAGIC) :]) + client_nonce
     _send(sock, answer, deadline, "the client's answer")
-    proof = _recv_exact(sock, _DIGEST, deadline, "the server proof",
-                        reset=ConnectionClosedError)
+    proof = _recv_exact(sock, _DIGEST, deadline, "the server proof", reset=ConnectionClosedError)
     if not hmac.compare_digest(proof, _mac(secret, b"server", client_nonce)):
         raise AuthenticationError(
             "server failed the HMAC challenge: it does not hold this session's secret; "

@@ -36,8 +36,17 @@ import msgpack
 
 from memlab.exceptions import ProtocolError
 
-__all__ = ["COPY_CHUNK_BYTES", "MAX_FUNCTION_BYTES", "MAX_HEADER_BYTES", "MAX_INLINE_ARGS_BYTES",
-           "MAX_INLINE_THRESHOLD", "MAX_PAYLOAD_BYTES", "PREFIX_SIZE", "FrameReader", "encode"]
+__all__ = [
+    "COPY_CHUNK_BYTES",
+    "MAX_FUNCTION_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_INLINE_ARGS_BYTES",
+    "MAX_INLINE_THRESHOLD",
+    "MAX_PAYLOAD_BYTES",
+    "PREFIX_SIZE",
+    "FrameReader",
+    "encode",
+]
 
 MAX_HEADER_BYTES = 1 << 20
 # Ray refuses functions over 100 MB too: such a function captured a large value by accident.

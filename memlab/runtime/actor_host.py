@@ -41,8 +41,9 @@ class ActorHost:
         self.created = False
         self.early: list[tuple[str, dict[str, Any], bytes]] = []
 
-    def handle(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
-               ) -> None:
+    def handle(
+        self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
+    ) -> None:
         if h["t"] == "actor_create":
             self._create(caller, h, payload, fn_bytes)
             if self.created:
@@ -54,12 +55,14 @@ class ActorHost:
         else:
             self._call(caller, h, payload)
 
-    def _create(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
-                ) -> None:
+    def _create(
+        self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
+    ) -> None:
         cls = self.executor._function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
         if cls is None:
-            self.executor._send(caller, {"t": "done", "tid": h["tid"], "att": h["att"],
-                                         "need_fn": True})
+            self.executor._send(
+                caller, {"t": "done", "tid": h["tid"], "att": h["att"], "need_fn": True}
+            )
             return
         self.created = True
         self.actor_id = h["aid"]
@@ -68,8 +71,9 @@ class ActorHost:
         has_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls))
         if has_async:
             self.loop = asyncio.new_event_loop()
-            threading.Thread(target=self.loop.run_forever, name="memlab-actor-loop",
-                             daemon=True).start()
+            threading.Thread(
+                target=self.loop.run_forever, name="memlab-actor-loop", daemon=True
+            ).start()
         if self.max_concurrency > 1 or has_async:
             self.pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="memlab-actor")
 
@@ -82,8 +86,13 @@ class ActorHost:
                 raise
             ev = self.core.events
             if ev.enabled:
-                ev.emit("actor.created", actor_id=self.actor_id.hex(), name=self.name,
-                        worker=self.core.proc, owner=caller)
+                ev.emit(
+                    "actor.created",
+                    actor_id=self.actor_id.hex(),
+                    name=self.name,
+                    worker=self.core.proc,
+                    owner=caller,
+                )
 
         self.executor.invoke(caller, h, construct, main_thread=True)
 
@@ -92,8 +101,11 @@ class ActorHost:
 
         def call() -> Any:
             if self.instance is None:
-                why = (f"its constructor raised {self.init_error!r}" if self.init_error
-                       else "this worker hosts no instance of it")
+                why = (
+                    f"its constructor raised {self.init_error!r}"
+                    if self.init_error
+                    else "this worker hosts no instance of it"
+                )
                 raise ActorDiedError(self.name, self.actor_id.hex(), why)
             method = getattr(self.instance, name)
             args, kwargs = self._arguments(payload)

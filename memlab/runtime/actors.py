@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 class ActorRecord:
     """Owner side."""
 
-    def __init__(self, actor_id: bytes, cls_name: str, creation: TaskSpec,
-                 options: dict[str, Any]) -> None:
+    def __init__(
+        self, actor_id: bytes, cls_name: str, creation: TaskSpec, options: dict[str, Any]
+    ) -> None:
         self.actor_id = actor_id
         self.cls_name = cls_name
         self.creation = creation
@@ -85,15 +86,21 @@ class ActorManager:
         # actor is dead (killed, out of restarts, or its owner died), as in Ray.
         self.names: dict[str, tuple[bytes, bytes, str]] = {}
         self.named_handles: dict[str, Any] = {}  # owner: named actors live until killed
-        core.handlers.update(actor_where=self._on_where, actor_at=self._on_at,
-                             actor_kill=self._on_kill, actor_name=self._on_name,
-                             actor_lookup=self._on_lookup, actor_unname=self._on_unname,
-                             actor_start_failed=self._on_start_failed)
+        core.handlers.update(
+            actor_where=self._on_where,
+            actor_at=self._on_at,
+            actor_kill=self._on_kill,
+            actor_name=self._on_name,
+            actor_lookup=self._on_lookup,
+            actor_unname=self._on_unname,
+            actor_start_failed=self._on_start_failed,
+        )
         core.on_peer_lost.append(self._peer_lost)
 
     def _peer_lost(self, peer: str, conn: Connection) -> None:
         if any(v.worker == peer for v in self.views.values()) or any(
-                r.worker == peer for r in self.records.values()):
+            r.worker == peer for r in self.records.values()
+        ):
             self.lost(peer)
 
     def lost(self, worker: str) -> None:
@@ -120,7 +127,8 @@ class ActorManager:
         if self.core.kind == "driver":
             return self._register(name, handle_bytes, actor_id, self.core.proc)
         reply, _ = self.core.conn_to(self.core.driver).request(
-            {"t": "actor_name", "name": name, "aid": actor_id}, handle_bytes, timeout=30)
+            {"t": "actor_name", "name": name, "aid": actor_id}, handle_bytes, timeout=30
+        )
         return bool(reply["ok"])
 
     def _register(self, name: str, handle_bytes: bytes, actor_id: bytes, owner: str) -> bool:
@@ -135,7 +143,8 @@ class ActorManager:
             entry = self.names.get(name)
             return None if entry is None else entry[0]
         reply, payload = self.core.conn_to(self.core.driver).request(
-            {"t": "actor_lookup", "name": name}, timeout=30)
+            {"t": "actor_lookup", "name": name}, timeout=30
+        )
         return payload if reply["found"] else None
 
     def _release_name(self, record: ActorRecord) -> None:
@@ -149,8 +158,9 @@ class ActorManager:
         if self.core.kind == "driver":
             self._unname(name, record.actor_id)
         else:
-            self.core.send_later(self.core.driver, {"t": "actor_unname", "name": name,
-                                                    "aid": record.actor_id})
+            self.core.send_later(
+                self.core.driver, {"t": "actor_unname", "name": name, "aid": record.actor_id}
+            )
 
     def _unname(self, name: str, actor_id: bytes) -> None:
         with self.core.lock:
@@ -221,9 +231,13 @@ class ActorManager:
             else:
                 record.worker, record.node, record.state = h["worker"], conn.peer, "alive"
                 if record.restarts and self.core.events.enabled:
-                    self.core.events.emit("actor.restarted", actor_id=record.actor_id.hex(),
-                                          name=record.cls_name, worker=record.worker,
-                                          restarts=record.restarts)
+                    self.core.events.emit(
+                        "actor.restarted",
+                        actor_id=record.actor_id.hex(),
+                        name=record.cls_name,
+                        worker=record.worker,
+                        restarts=record.restarts,
+                    )
                 spec = record.creation
                 spec.worker = record.worker
                 self.core.submitter.tasks[spec.task_id] = spec
@@ -258,17 +272,27 @@ class ActorManager:
         self._release_name(record)
         ev = self.core.events
         if ev.enabled:
-            ev.emit("actor.died", actor_id=record.actor_id.hex(), name=record.cls_name,
-                    worker=None, reason=reason)
+            ev.emit(
+                "actor.died",
+                actor_id=record.actor_id.hex(),
+                name=record.cls_name,
+                worker=None,
+                reason=reason,
+            )
         return self._announce(record)
 
     def _on_where(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         with self.core.lock:
             record = self.records.get(h["aid"])
             if record is None:
-                self.core.send_later(conn.peer or "", {
-                    "t": "actor_at", "aid": h["aid"],
-                    "dead": f"its owner {self.core.proc} no longer has it"})
+                self.core.send_later(
+                    conn.peer or "",
+                    {
+                        "t": "actor_at",
+                        "aid": h["aid"],
+                        "dead": f"its owner {self.core.proc} no longer has it",
+                    },
+                )
             elif record.state in ("alive", "dead"):
                 record.watchers.add(conn.peer or "")
                 self._announce(record)
@@ -278,8 +302,9 @@ class ActorManager:
 
     def kill(self, actor_id: bytes, owner: str, no_restart: bool) -> None:
         if owner != self.core.proc:
-            self.core.conn_to(owner).send({"t": "actor_kill", "aid": actor_id,
-                                           "no_restart": no_restart})
+            self.core.conn_to(owner).send(
+                {"t": "actor_kill", "aid": actor_id, "no_restart": no_restart}
+            )
             return
         with self.core.lock:
             record = self.records.get(actor_id)
@@ -340,7 +365,8 @@ class ActorManager:
             while view.pending:
                 spec = view.pending.popleft()
                 wake += self.core.submitter._fail(
-                    spec, ActorDiedError(view.cls_name, view.actor_id.hex(), view.reason))
+                    spec, ActorDiedError(view.cls_name, view.actor_id.hex(), view.reason)
+                )
             run_wakeups(wake)
         elif view.owner in self.core.dead:
             view.state, view.reason = "dead", f"its owner {view.owner} died"
@@ -393,16 +419,22 @@ class ActorManager:
                 self.core.submitter.forget_results(worker, inflight)
                 for spec in inflight:
                     if view.state == "dead":
-                        wake += self.core.submitter._fail(spec, ActorDiedError(
-                            view.cls_name, view.actor_id.hex(), view.reason))
+                        wake += self.core.submitter._fail(
+                            spec, ActorDiedError(view.cls_name, view.actor_id.hex(), view.reason)
+                        )
                     elif spec.may_retry():
                         spec.attempt += 1
                         retry.append(spec)
                     else:
-                        wake += self.core.submitter._fail(spec, ActorDiedError(
-                            view.cls_name, view.actor_id.hex(),
-                            f"its worker {worker} died while the call ran ({cause}); "
-                            "set max_task_retries to resend calls after a restart"))
+                        wake += self.core.submitter._fail(
+                            spec,
+                            ActorDiedError(
+                                view.cls_name,
+                                view.actor_id.hex(),
+                                f"its worker {worker} died while the call ran ({cause}); "
+                                "set max_task_retries to resend calls after a restart",
+                            ),
+                        )
                 view.pending.extendleft(reversed(retry))
             for record in self.records.values():
                 if record.worker == worker and record.state != "dead":
@@ -419,15 +451,24 @@ class ActorManager:
             why = record.reason or "it was killed with memlab.kill()"
             return self._die(record, why)
         if 0 <= record.max_restarts <= record.restarts:
-            return self._die(record, f"its worker {worker} died ({cause}) and "
-                                     f"max_restarts={record.max_restarts} is spent")
+            return self._die(
+                record,
+                f"its worker {worker} died ({cause}) and "
+                f"max_restarts={record.max_restarts} is spent",
+            )
         record.restarts += 1
         record.state = "restarting"
         record.creation.attempt += 1
         ev = self.core.events
         if ev.enabled:
-            ev.emit("actor.restarting", actor_id=record.actor_id.hex(), name=record.cls_name,
-                    worker=None, restarts=record.restarts, reason=f"worker {worker}: {cause}")
+            ev.emit(
+                "actor.restarting",
+                actor_id=record.actor_id.hex(),
+                name=record.cls_name,
+                worker=None,
+                restarts=record.restarts,
+                reason=f"worker {worker}: {cause}",
+            )
         self._start(record)
         return []
 
@@ -441,9 +482,13 @@ class ActorManager:
                 if view.owner == owner and view.state != "dead":
                     view.state, view.reason = "dead", f"its owner {owner} died"
                     if self.core.events.enabled:  # its owner cannot say so any more
-                        self.core.events.emit("actor.died", actor_id=view.actor_id.hex(),
-                                              name=view.cls_name, worker=None,
-                                              reason=view.reason)
+                        self.core.events.emit(
+                            "actor.died",
+                            actor_id=view.actor_id.hex(),
+                            name=view.cls_name,
+                            worker=None,
+                            reason=view.reason,
+                        )
                     self._flush(view)
 
     def send_failed(self, worker: str) -> None:

@@ -109,15 +109,15 @@ class Collector:
         with self._lock:
             return getattr(self._model, what)()
 
-    def events(self, since: int | None = None, kinds: frozenset[str] | None = None
-               ) -> tuple[list[dict], int]:
+    def events(
+        self, since: int | None = None, kinds: frozenset[str] | None = None
+    ) -> tuple[list[dict], int]:
         """Logged events with ``seq > since`` (all kept ones when None), only of ``kinds`` if
         given, and the latest seq."""
         with self._lock:
             return self._model.events(since, kinds)
 
-    def view(self, since: int | None = None, sections: list[str] | None = None
-             ) -> dict[str, Any]:
+    def view(self, since: int | None = None, sections: list[str] | None = None) -> dict[str, Any]:
         """The dashboard's view data that changed after version ``since`` (see
         :mod:`memlab.core.dashboard_view`), refreshed first if due.
 
@@ -180,8 +180,7 @@ class Collector:
                 body: Any = self.snapshot(header["what"])
             elif kind == "events_since":
                 kinds = header.get("kinds")
-                body = self.events(header.get("since"),
-                                   None if kinds is None else frozenset(kinds))
+                body = self.events(header.get("since"), None if kinds is None else frozenset(kinds))
             elif kind == "view":
                 body = self.view(header.get("since"), header.get("sections"))
             elif kind == "statistics":

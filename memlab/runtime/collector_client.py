@@ -49,8 +49,13 @@ _JOIN_TIMEOUT = 2.0
 class _Subscriber:
     __slots__ = ("active", "callback", "interval", "kinds", "next_due", "since")
 
-    def __init__(self, callback: Callable[[list[dict]], None], interval: float, since: int,
-                 kinds: list[str] | None) -> None:
+    def __init__(
+        self,
+        callback: Callable[[list[dict]], None],
+        interval: float,
+        since: int,
+        kinds: list[str] | None,
+    ) -> None:
         self.callback = callback
         self.interval = interval
         self.since = since
@@ -62,8 +67,9 @@ class _Subscriber:
 class CollectorClient:
     """Reads the session's state from the collector process."""
 
-    def __init__(self, shipper: EventShipper,
-                 before_read: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, shipper: EventShipper, before_read: Callable[[], None] | None = None
+    ) -> None:
         """Wrap the driver's shipper (whose connection carries the requests).
 
         Args:
@@ -93,7 +99,8 @@ class CollectorClient:
             reply, payload = conn.request(header, timeout=_REQUEST_TIMEOUT)
         except ConnectionClosedError as exc:
             raise EventsUnavailableError(
-                operation, f"the session's collector process is gone ({exc})") from exc
+                operation, f"the session's collector process is gone ({exc})"
+            ) from exc
         if reply.get("t") == "error":
             if reply.get("type") == "ValueError":
                 raise ValueError(reply.get("message"))
@@ -117,8 +124,9 @@ class CollectorClient:
             )
         return self._request(f"memlab.state.{what}()", {"t": "snapshot", "what": what})
 
-    def events(self, since: int | None = None, kinds: Iterable[str] | None = None
-               ) -> tuple[list[dict], int]:
+    def events(
+        self, since: int | None = None, kinds: Iterable[str] | None = None
+    ) -> tuple[list[dict], int]:
         """Logged events with ``seq > since`` (all kept ones when None), only of ``kinds`` if
         given, and the latest seq.
 
@@ -133,8 +141,9 @@ class CollectorClient:
             header["kinds"] = kinds  # already checked
         return self._request("memlab.state.events()", header)
 
-    def view(self, since: int | None = None, sections: Iterable[str] | None = None
-             ) -> dict[str, Any]:
+    def view(
+        self, since: int | None = None, sections: Iterable[str] | None = None
+    ) -> dict[str, Any]:
         """The dashboard's aggregated view data changed after version ``since`` (all of it for
         None), computed in the collector process (see :mod:`memlab.core.dashboard_view`).
 

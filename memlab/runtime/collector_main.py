@@ -20,8 +20,13 @@ import sys
 from typing import Any
 
 
-def spawn(session_dir: str | None, secret: bytes, env: dict[str, str] | None = None,
-          max_log: int = 20_000, plasma_directory: str | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    session_dir: str | None,
+    secret: bytes,
+    env: dict[str, str] | None = None,
+    max_log: int = 20_000,
+    plasma_directory: str | None = None,
+) -> subprocess.Popen[bytes]:
     """Start a session's collector process; it listens once its socket file exists.
 
     Args:
@@ -32,11 +37,12 @@ def spawn(session_dir: str | None, secret: bytes, env: dict[str, str] | None = N
         max_log: Bound on the collector's event log.
         plasma_directory: Where the session's arenas go, if not /dev/shm (for the cleanup).
     """
-    config = {"driver_pid": os.getpid(), "max_log": max_log,
-              "plasma_directory": plasma_directory}
+    config = {"driver_pid": os.getpid(), "max_log": max_log, "plasma_directory": plasma_directory}
     proc = subprocess.Popen(
         [sys.executable, "-m", "memlab.runtime.collector_main", json.dumps(config)],
-        stdin=subprocess.PIPE, close_fds=True, env=env,
+        stdin=subprocess.PIPE,
+        close_fds=True,
+        env=env,
         # Own session, like the node managers: it must not die of the kernel's process-group
         # signals before the lifeline tells it to go.
         start_new_session=True,
@@ -96,9 +102,14 @@ def _serve(config: dict[str, Any]) -> bool:
     from memlab.runtime.event_shipper import collector_address
 
     collector = Collector(max_log=config.get("max_log", 20_000))
-    listener = Listener(collector_address(session_dir), secret,
-                        on_connection=lambda conn: None, on_message=collector.on_message,
-                        on_close=lambda conn, error: None, name="collector")
+    listener = Listener(
+        collector_address(session_dir),
+        secret,
+        on_connection=lambda conn: None,
+        on_message=collector.on_message,
+        on_close=lambda conn, error: None,
+        name="collector",
+    )
     rest = b""
     with contextlib.suppress(Exception):
         rest = sys.stdin.buffer.read()  # the lifeline: returns when the driver closes it or dies

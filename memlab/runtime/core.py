@@ -154,15 +154,23 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
             if conn is not None and not conn.closed:
                 return conn
             try:
-                conn = connect(self.address(peer), self.secret, self.proc, self._dispatch,
-                               self._on_close)
+                conn = connect(
+                    self.address(peer), self.secret, self.proc, self._dispatch, self._on_close
+                )
             except AuthenticationError as exc:
                 # Every process of a session holds the same secret: a failed handshake with
                 # one of them means it died during it.
                 raise ConnectionClosedError(peer, f"its handshake failed: {exc}") from exc
             conn.peer = peer
-            conn.send({"t": "hello", "proc": self.proc, "kind": self.kind, "pid": os.getpid(),
-                       "node": self.node_id})
+            conn.send(
+                {
+                    "t": "hello",
+                    "proc": self.proc,
+                    "kind": self.kind,
+                    "pid": os.getpid(),
+                    "node": self.node_id,
+                }
+            )
             self.peers[peer] = conn
             return conn
 
@@ -345,8 +353,9 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
                 raise _fresh(slot.error)
         return [self._materialize(ref, slot, deadline) for ref, slot in zip(refs, slots)]
 
-    def _wait_slots(self, refs: list[ObjectRef], need: int, timeout: float | None,
-                    fail_fast: bool = False) -> list[Slot]:
+    def _wait_slots(
+        self, refs: list[ObjectRef], need: int, timeout: float | None, fail_fast: bool = False
+    ) -> list[Slot]:
         with self.lock:
             slots = [self.ensure_fetch(r.binary, r.owner) for r in refs]
             pending = [r for r, s in zip(refs, slots) if s.state == PENDING]
@@ -372,8 +381,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
                 if waiter.wait(max(0.0, step)):
                     return slots
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise GetTimeoutError(timeout or 0.0,
-                                          sum(s.state == PENDING for s in slots))
+                    raise GetTimeoutError(timeout or 0.0, sum(s.state == PENDING for s in slots))
                 self._reask(refs, slots)
         finally:
             if blocked:

@@ -70,9 +70,12 @@ class Runtime:
         # The collector starts first, before the session has any file: from the moment one
         # exists, a process of the session is there to remove it should the driver die.
         self.collector_proc: subprocess.Popen[bytes] | None = (
-            collector_main.spawn(None, self.secret, worker_env(),
-                                 plasma_directory=options.plasma_directory)
-            if options.events else None)
+            collector_main.spawn(
+                None, self.secret, worker_env(), plasma_directory=options.plasma_directory
+            )
+            if options.events
+            else None
+        )
         kill_point("collector", os.getpid())
         try:
             self.session_dir = make_session_dir()
@@ -85,13 +88,22 @@ class Runtime:
         self.events = EventBuffer("driver")
         self.events.enabled = options.events
         self._stop_lock = threading.Lock()
-        self.core = CoreWorker("driver", "driver", self.session_dir, self.secret, HEAD_NODE,
-                               self.events, inline_threshold=options.inline_threshold)
+        self.core = CoreWorker(
+            "driver",
+            "driver",
+            self.session_dir,
+            self.secret,
+            HEAD_NODE,
+            self.events,
+            inline_threshold=options.inline_threshold,
+        )
         # The event stream's ends on this side (the collector process runs already).
         self.shipper = EventShipper(self.events, self.session_dir, self.secret)
         self.collector: CollectorClient | None = (
             CollectorClient(self.shipper, before_read=self.core.flush_object_events)
-            if options.events else None)
+            if options.events
+            else None
+        )
         self.core.recovery.budget = options.lineage_budget
         self.nodes = Nodes(self)
         hello = self.core.handlers["hello"]
@@ -116,10 +128,13 @@ class Runtime:
         reap_stale_sessions(self.options.plasma_directory)
         opts = self.options
         try:
-            per_node = [opts.num_workers // opts.num_nodes
-                        + (k < opts.num_workers % opts.num_nodes) for k in range(opts.num_nodes)]
-            started = [self.nodes.start(n, opts.object_store_memory // opts.num_nodes)
-                       for n in per_node]
+            per_node = [
+                opts.num_workers // opts.num_nodes + (k < opts.num_workers % opts.num_nodes)
+                for k in range(opts.num_nodes)
+            ]
+            started = [
+                self.nodes.start(n, opts.object_store_memory // opts.num_nodes) for n in per_node
+            ]
             kill_point("nodes", os.getpid())
             self.nodes.wait_ready(started, START_TIMEOUT)
             kill_point("ready", os.getpid())
@@ -129,8 +144,9 @@ class Runtime:
             self.shutdown()
             raise
         head = self.nodes.info[HEAD_NODE]
-        self.core.store = StoreClient(HEAD_NODE, head["arena"],
-                                      lambda: self.core.conn_to(HEAD_NODE))
+        self.core.store = StoreClient(
+            HEAD_NODE, head["arena"], lambda: self.core.conn_to(HEAD_NODE)
+        )
         self.state = RuntimeState.RUNNING
         global_state.set_runtime(self)
         atexit.register(self.shutdown)
@@ -142,8 +158,10 @@ class Runtime:
         deadline = time.monotonic() + START_TIMEOUT
         while self.shipper.connection(wait=0.05) is None:
             if proc.poll() is not None:
-                raise MemlabError(f"the event collector exited with code {proc.returncode} "
-                                  "during start-up; its error is printed above")
+                raise MemlabError(
+                    f"the event collector exited with code {proc.returncode} "
+                    "during start-up; its error is printed above"
+                )
             if time.monotonic() > deadline:
                 raise MemlabError(f"the event collector did not start within {START_TIMEOUT} s")
         self.shipper.start()
@@ -202,10 +220,11 @@ class Runtime:
             proc.wait(2)
 
     def describe(self) -> dict[str, Any]:
-        return {"state": self.state.value, "session_dir": self.session_dir,
-                **asdict(self.options)}
+        return {"state": self.state.value, "session_dir": self.session_dir, **asdict(self.options)}
 
     def __repr__(self) -> str:
         o = self.options
-        return (f"<memlab runtime {self.state.value}: {o.num_workers} workers on "
-                f"{o.num_nodes} node(s), store {o.object_store_memory >> 20} MiB>")
+        return (
+            f"<memlab runtime {self.state.value}: {o.num_workers} workers on "
+            f"{o.num_nodes} node(s), store {o.object_store_memory >> 20} MiB>"
+        )

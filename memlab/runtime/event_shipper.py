@@ -97,8 +97,9 @@ class EventShipper:
     def start(self) -> EventShipper:
         """Start the shipping thread (idempotent); returns self."""
         if self._thread is None and self.buffer.enabled:
-            self._thread = threading.Thread(target=self._run, name="memlab-event-shipper",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="memlab-event-shipper", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -119,8 +120,13 @@ class EventShipper:
             now = time.monotonic()
             if now >= self._retry_at:
                 try:
-                    conn = connect(self._path, self._secret, f"{self.buffer.proc}->collector",
-                                   _ignore_message, _ignore_close)
+                    conn = connect(
+                        self._path,
+                        self._secret,
+                        f"{self.buffer.proc}->collector",
+                        _ignore_message,
+                        _ignore_close,
+                    )
                 except (ConnectionClosedError, ProtocolError, OSError):
                     self._retry_at = now + _RETRY
                 else:
@@ -146,10 +152,11 @@ class EventShipper:
             batch = self.buffer.drain()
             try:
                 for start in range(0, len(batch), _CHUNK):
-                    chunk = batch[start:start + _CHUNK]
-                    conn.send({"t": "events", "proc": self.buffer.proc,
-                               "dropped": self.buffer.dropped},
-                              pickle.dumps(chunk, protocol=5))
+                    chunk = batch[start : start + _CHUNK]
+                    conn.send(
+                        {"t": "events", "proc": self.buffer.proc, "dropped": self.buffer.dropped},
+                        pickle.dumps(chunk, protocol=5),
+                    )
                     self.shipped += len(chunk)
             except ConnectionClosedError:
                 # The collector is gone (shutdown, or it crashed): what was drained is lost,
@@ -160,7 +167,8 @@ class EventShipper:
     def _run(self) -> None:
         quiet_rounds, quiet_limit = 0, round(_QUIET_AFTER / self._interval)
         while not self._stop.wait(
-                _IDLE_INTERVAL if quiet_rounds >= quiet_limit else self._interval):
+            _IDLE_INTERVAL if quiet_rounds >= quiet_limit else self._interval
+        ):
             quiet_rounds = 0 if len(self.buffer) else quiet_rounds + 1
             try:
                 self.flush()

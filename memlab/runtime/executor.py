@@ -64,10 +64,19 @@ class Executor:
         # task for the owner to build, ship and fold); the flush announces the ones still running.
         self.unannounced: dict[bytes, tuple[int, float]] = {}  # task id -> (attempt, start)
         core.on_flush = self._on_flush
-        core.busy = lambda: bool(self.unannounced) or self.current is not None \
-            or not self.queue.empty() or bool(core.output.dirty)
-        core.handlers.update(push=self._on_push, cancel=self._on_cancel, steal=self._on_steal,
-                             actor_create=self._on_push, actor_call=self._on_push)
+        core.busy = lambda: (
+            bool(self.unannounced)
+            or self.current is not None
+            or not self.queue.empty()
+            or bool(core.output.dirty)
+        )
+        core.handlers.update(
+            push=self._on_push,
+            cancel=self._on_cancel,
+            steal=self._on_steal,
+            actor_create=self._on_push,
+            actor_call=self._on_push,
+        )
         core.on_peer_lost.append(self._caller_lost)
         core.on_block = self.bounce_queued
 
@@ -83,8 +92,14 @@ class Executor:
         for tid in list(self.unannounced):
             started = self.unannounced.pop(tid, None)
             if started is not None:
-                core.events.emit("task.started", task_id=tid, worker=core.proc,
-                                 node=core.node_id, attempt=started[0], ts=started[1])
+                core.events.emit(
+                    "task.started",
+                    task_id=tid,
+                    worker=core.proc,
+                    node=core.node_id,
+                    attempt=started[0],
+                    ts=started[1],
+                )
 
     def bounce_queued(self, blocked: bool) -> None:
         """The running task blocks in ``get``: tasks queued behind it, and tasks pushed while
@@ -100,8 +115,16 @@ class Executor:
         """The owner has a free worker while its tasks wait here behind a long one: they go
         back to it (the running task stays). Its other callers' tasks keep their places."""
         for caller, task, *_ in self._take_queued(lambda caller: caller == conn.peer):
-            self._send(caller, {"t": "done", "tid": task["tid"], "att": task["att"],
-                                "bounce": True, "stolen": True})
+            self._send(
+                caller,
+                {
+                    "t": "done",
+                    "tid": task["tid"],
+                    "att": task["att"],
+                    "bounce": True,
+                    "stolen": True,
+                },
+            )
 
     def _take_queued(self, wanted: Any) -> list[Any]:
         """Remove and return the queued task pushes whose caller ``wanted(caller)`` accepts;
@@ -163,8 +186,9 @@ class Executor:
                 return
             self._execute(*item)
 
-    def _execute(self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
-                 ) -> None:
+    def _execute(
+        self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
+    ) -> None:
         if h["t"] != "push":
             self.actor_host().handle(caller, h, payload, fn_bytes)
             return
@@ -217,21 +241,27 @@ class Executor:
                     f"the return value of task {name}() cannot be serialized: an object of type "
                     f"'{exc.type_name}' does not pickle. Return picklable data instead (convert "
                     "it, or define __reduce__ or __getstate__/__setstate__ on its class).",
-                    exc.type_name, f"return value of {name}",
+                    exc.type_name,
+                    f"return value of {name}",
                 ) from exc
             self._send(caller, reply, rets=rets, payload=b"".join(parts))
         except KeyboardInterrupt as exc:
-            error: BaseException = (TaskCancelledError(name, tid.hex()) if tid in self.cancelled
-                                    else TaskError.from_exception(name, exc, pid=os.getpid(),
-                                                                  worker_id=core.proc))
+            error: BaseException = (
+                TaskCancelledError(name, tid.hex())
+                if tid in self.cancelled
+                else TaskError.from_exception(name, exc, pid=os.getpid(), worker_id=core.proc)
+            )
             self._send(caller, reply, error=error)
         except _ArgumentError as exc:
             self._send(caller, reply, error=exc.args[0])
         except MemlabError as exc:  # storing the result failed, or an actor is unusable
             self._send(caller, reply, error=exc)
         except BaseException as exc:
-            self._send(caller, reply, error=TaskError.from_exception(
-                name, exc, pid=os.getpid(), worker_id=core.proc))
+            self._send(
+                caller,
+                reply,
+                error=TaskError.from_exception(name, exc, pid=os.getpid(), worker_id=core.proc),
+            )
         finally:
             self.cancelled.discard(tid)
             self.unannounced.pop(tid, None)
@@ -244,8 +274,7 @@ class Executor:
             self._actor_host = ActorHost(self)
         return self._actor_host
 
-    def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False
-                  ) -> Any:
+    def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
         fn = self.functions.get(fn_hash)
         if fn is not None:
             self.functions.move_to_end(fn_hash)
@@ -267,15 +296,16 @@ class Executor:
             self.functions.popitem(last=False)
         return fn
 
-    def _arguments(self, h: dict[str, Any], payload: bytes
-                   ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _arguments(
+        self, h: dict[str, Any], payload: bytes
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         view = memoryview(payload)
         pos = 0
         values: list[Any] = []
         try:
             for dep in h["deps"]:
                 if type(dep) is int:
-                    values.append(deserialize(view[pos:pos + dep]))
+                    values.append(deserialize(view[pos : pos + dep]))
                     pos += dep
                 else:
                     values.append(self._read_stored(dep[0], dep[1]))
@@ -315,8 +345,9 @@ class Executor:
             )
         return values
 
-    def _store_returns(self, tid: bytes, values: tuple[Any, ...], caller: str
-                       ) -> tuple[list[Any], list[bytes]]:
+    def _store_returns(
+        self, tid: bytes, values: tuple[Any, ...], caller: str
+    ) -> tuple[list[Any], list[bytes]]:
         core = self.core
         rets: list[Any] = []
         parts: list[bytes] = []
@@ -364,8 +395,14 @@ class Executor:
                 )
         return [[oid, owner] for oid, owner in seen.items()]
 
-    def _send(self, caller: str, reply: dict[str, Any], error: BaseException | None = None,
-              rets: list[Any] | None = None, payload: bytes = b"") -> None:
+    def _send(
+        self,
+        caller: str,
+        reply: dict[str, Any],
+        error: BaseException | None = None,
+        rets: list[Any] | None = None,
+        payload: bytes = b"",
+    ) -> None:
         core = self.core
         started = self.unannounced.pop(reply["tid"], None)
         if started is not None:  # ended before a flush announced it: the owner reports the start

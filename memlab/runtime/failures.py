@@ -90,8 +90,12 @@ class FailureHandling:
                 slot = self.mstore.slots.get(oid)
                 entry = self.table.get(oid)
                 spec = entry.lineage if entry is not None else None
-                if (slot is None or entry is None or slot.state != PENDING
-                        or (spec is not None and spec.task_id in self.submitter.tasks)):
+                if (
+                    slot is None
+                    or entry is None
+                    or slot.state != PENDING
+                    or (spec is not None and spec.task_id in self.submitter.tasks)
+                ):
                     # Freed meanwhile, or a rebuild took it over: the copy is nobody's.
                     if node is not None:
                         self.send_later(node, {"t": "delete", "oids": [oid]})

@@ -57,6 +57,7 @@ class Housekeeping:
     validation_failure: str | None
 
     if TYPE_CHECKING:
+
         def validate(self) -> None: ...
 
         def conn_to(self, peer: str) -> Connection: ...
@@ -68,7 +69,8 @@ class Housekeeping:
         validate_every = float(os.environ.get(VALIDATE_ENV, "0") or 0)
         next_validation = time.monotonic() + validate_every
         while not self._stopped.wait(
-                IDLE_PERIOD if quiet_rounds >= quiet_limit else HOUSEKEEPING_PERIOD):
+            IDLE_PERIOD if quiet_rounds >= quiet_limit else HOUSEKEEPING_PERIOD
+        ):
             try:
                 self.flush()
             except Exception:  # keep the thread alive whatever one round hits
@@ -89,9 +91,16 @@ class Housekeeping:
     def _quiet(self) -> bool:
         """Nothing waits for a housekeeping round: no queued message, release, delete or
         event, no task or lease in flight here, and no task running here."""
-        return not (self._outbox or self._releases or self._deletes or self._dirty
-                    or self._freed or (self.store is not None and self.store.has_pending())
-                    or not self.submitter.idle() or (self.busy is not None and self.busy()))
+        return not (
+            self._outbox
+            or self._releases
+            or self._deletes
+            or self._dirty
+            or self._freed
+            or (self.store is not None and self.store.has_pending())
+            or not self.submitter.idle()
+            or (self.busy is not None and self.busy())
+        )
 
     def flush(self) -> None:
         self.flush_object_events()
@@ -100,9 +109,13 @@ class Housekeeping:
             deletes, self._deletes = self._deletes, defaultdict(list)
         for owner, released in releases.items():
             try:
-                self.conn_to(owner).send({"t": "release_borrow",
-                                          "oids": [oid for oid, _ in released],
-                                          "counts": [n for _, n in released]})
+                self.conn_to(owner).send(
+                    {
+                        "t": "release_borrow",
+                        "oids": [oid for oid, _ in released],
+                        "counts": [n for _, n in released],
+                    }
+                )
             except ConnectionClosedError:
                 pass
         for node, oids in deletes.items():

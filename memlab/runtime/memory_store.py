@@ -46,8 +46,7 @@ class MemoryStore:
         slot.data, slot.size, slot.node = data, len(data), None
         return self._finish(slot, READY)
 
-    def put_stored(self, oid: bytes, node: str, size: int, writer: str | None = None
-                   ) -> list[Any]:
+    def put_stored(self, oid: bytes, node: str, size: int, writer: str | None = None) -> list[Any]:
         slot = self.add_pending(oid)
         slot.data, slot.size, slot.node, slot.writer = None, size, node, writer
         return self._finish(slot, READY)

@@ -43,8 +43,17 @@ log = logging.getLogger("memlab.node")
 
 
 class WorkerProc:
-    __slots__ = ("actor_request", "ask_after", "holder", "idle_since", "pid", "popen",
-                 "retiring", "state", "worker_id")
+    __slots__ = (
+        "actor_request",
+        "ask_after",
+        "holder",
+        "idle_since",
+        "pid",
+        "popen",
+        "retiring",
+        "state",
+        "worker_id",
+    )
 
     def __init__(self, worker_id: str, popen: subprocess.Popen[bytes]) -> None:
         self.worker_id = worker_id
@@ -61,8 +70,9 @@ class WorkerProc:
 
 
 class NodeManager(StoreService, WorkerRetirement):
-    def __init__(self, config: dict[str, Any], secret: bytes,
-                 driver_pid: int | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], secret: bytes, driver_pid: int | None = None
+    ) -> None:
         self.driver_pid = driver_pid or config.get("driver_pid") or os.getppid()
         self.node_id: str = config["node_id"]
         self.session_dir: str = config["session_dir"]
@@ -87,27 +97,48 @@ class NodeManager(StoreService, WorkerRetirement):
         self._nms: dict[str, Connection] = {}
         self._pull_lock = threading.Lock()
         self.arena = Arena.create(config["arena_path"], config["capacity"])
-        self.store = ObjectStore(self.arena, config["spill_dir"], emit=self.events.emit,
-                                 node_id=self.node_id)
+        self.store = ObjectStore(
+            self.arena, config["spill_dir"], emit=self.events.emit, node_id=self.node_id
+        )
         kill_point("node_arena", self._driver_if_mine())
         self.handlers = {
-            "hello": self._on_hello, "lease": self._on_lease, "return_lease": self._on_return,
-            "create": self._on_create, "seal": self._on_seal, "abort": self._on_abort,
-            "get": self._on_get, "release": self._on_release, "delete": self._on_delete,
-            "blocked": self._on_blocked, "unblocked": self._on_unblocked,
-            "kill_worker": self._on_kill_worker, "shutdown": self._on_shutdown,
-            "stats": self._on_stats, "pull": self._on_pull, "fetch": self._on_fetch,
-            "worker_died": self._on_worker_died, "actor_lease": self._on_actor_lease,
-            "delete_written": self._on_delete_written, "object_info": self._on_object_info,
-            "holds": self._on_holds, "promote": self._on_promote,
-            "drop_copies": self._on_drop_copies, "pool": self._on_pool,
+            "hello": self._on_hello,
+            "lease": self._on_lease,
+            "return_lease": self._on_return,
+            "create": self._on_create,
+            "seal": self._on_seal,
+            "abort": self._on_abort,
+            "get": self._on_get,
+            "release": self._on_release,
+            "delete": self._on_delete,
+            "blocked": self._on_blocked,
+            "unblocked": self._on_unblocked,
+            "kill_worker": self._on_kill_worker,
+            "shutdown": self._on_shutdown,
+            "stats": self._on_stats,
+            "pull": self._on_pull,
+            "fetch": self._on_fetch,
+            "worker_died": self._on_worker_died,
+            "actor_lease": self._on_actor_lease,
+            "delete_written": self._on_delete_written,
+            "object_info": self._on_object_info,
+            "holds": self._on_holds,
+            "promote": self._on_promote,
+            "drop_copies": self._on_drop_copies,
+            "pool": self._on_pool,
         }
         self._init_retirement()
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
-        self.listener = Listener(path, secret, lambda c: None, self._dispatch, self._on_close,
-                                 name=self.node_id)
-        self.driver = connect(os.path.join(self.session_dir, f"{config['driver']}.sock"), secret,
-                              self.node_id, self._dispatch, self._on_close)
+        self.listener = Listener(
+            path, secret, lambda c: None, self._dispatch, self._on_close, name=self.node_id
+        )
+        self.driver = connect(
+            os.path.join(self.session_dir, f"{config['driver']}.sock"),
+            secret,
+            self.node_id,
+            self._dispatch,
+            self._on_close,
+        )
         self.driver.peer = config["driver"]
 
     # -- life ----------------------------------------------------------------------------------
@@ -117,12 +148,25 @@ class NodeManager(StoreService, WorkerRetirement):
         for _ in range(self.num_workers):
             self._spawn()
         kill_point("node_workers", self._driver_if_mine())
-        self.events.emit("node.started", node_id=self.node_id, pid=os.getpid(),
-                         store_capacity=self.arena.capacity)
-        self.driver.send({"t": "hello", "proc": self.node_id, "kind": "node", "pid": os.getpid(),
-                          "arena": self.arena.path, "capacity": self.arena.capacity})
-        threading.Thread(target=self._housekeeping, name="memlab-node-housekeeping",
-                         daemon=True).start()
+        self.events.emit(
+            "node.started",
+            node_id=self.node_id,
+            pid=os.getpid(),
+            store_capacity=self.arena.capacity,
+        )
+        self.driver.send(
+            {
+                "t": "hello",
+                "proc": self.node_id,
+                "kind": "node",
+                "pid": os.getpid(),
+                "arena": self.arena.path,
+                "capacity": self.arena.capacity,
+            }
+        )
+        threading.Thread(
+            target=self._housekeeping, name="memlab-node-housekeeping", daemon=True
+        ).start()
         self.shipper.start()
 
     def _driver_if_mine(self) -> int | None:
@@ -185,8 +229,10 @@ class NodeManager(StoreService, WorkerRetirement):
         worker_id = f"w-{os.urandom(4).hex()}"
         env = dict(os.environ)
         env.update(
-            MEMLAB_SESSION_DIR=self.session_dir, MEMLAB_NODE=self.node_id,
-            MEMLAB_PROC=worker_id, MEMLAB_ARENA=self.arena.path,
+            MEMLAB_SESSION_DIR=self.session_dir,
+            MEMLAB_NODE=self.node_id,
+            MEMLAB_PROC=worker_id,
+            MEMLAB_ARENA=self.arena.path,
             MEMLAB_INLINE=str(self.config["inline_threshold"]),
             MEMLAB_NUM_WORKERS=str(self.config["total_workers"]),
             MEMLAB_DRIVER=self.config["driver"],
@@ -197,8 +243,10 @@ class NodeManager(StoreService, WorkerRetirement):
             self._spawning += 1  # until it is in self.workers, the zombie reaper must skip it
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "memlab.runtime.worker_main"], stdin=subprocess.PIPE,
-                env=env, close_fds=True,  # it leads its own process group (worker_main)
+                [sys.executable, "-m", "memlab.runtime.worker_main"],
+                stdin=subprocess.PIPE,
+                env=env,
+                close_fds=True,  # it leads its own process group (worker_main)
             )
         except BaseException:
             with self.lock:
@@ -212,8 +260,9 @@ class NodeManager(StoreService, WorkerRetirement):
         with self.lock:
             self.workers[worker_id] = w
             self._spawning -= 1
-        threading.Thread(target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}", daemon=True
+        ).start()
 
     def _reap(self, w: WorkerProc) -> None:
         code = w.popen.wait()
@@ -221,8 +270,13 @@ class NodeManager(StoreService, WorkerRetirement):
         if w.actor_request is not None and w.state == "starting":
             owner, lid = w.actor_request  # it died before it could host the actor: say so
             with contextlib.suppress(ConnectionClosedError):
-                owner.send({"t": "actor_start_failed", "lid": lid,
-                            "reason": f"worker {w.worker_id} exited with status {code}"})
+                owner.send(
+                    {
+                        "t": "actor_start_failed",
+                        "lid": lid,
+                        "reason": f"worker {w.worker_id} exited with status {code}",
+                    }
+                )
         with self.lock:
             w.state = "dead"
             if w.worker_id in self.idle:
@@ -235,10 +289,23 @@ class NodeManager(StoreService, WorkerRetirement):
         self._drop_owned_by(w.worker_id)
         exitcode, sig = (None, -code) if code < 0 else (code, None)
         cause = RETIRED_CAUSE if w.retiring else WorkerCrashedError.describe_exit(exitcode, sig)
-        info = {"worker": w.worker_id, "pid": w.pid, "exitcode": exitcode, "signal": sig,
-                "node": self.node_id, "cause": cause}
-        self.events.emit("worker.died", worker_id=w.worker_id, node=self.node_id, pid=w.pid,
-                         exitcode=exitcode, signal=sig, cause=info["cause"])
+        info = {
+            "worker": w.worker_id,
+            "pid": w.pid,
+            "exitcode": exitcode,
+            "signal": sig,
+            "node": self.node_id,
+            "cause": cause,
+        }
+        self.events.emit(
+            "worker.died",
+            worker_id=w.worker_id,
+            node=self.node_id,
+            pid=w.pid,
+            exitcode=exitcode,
+            signal=sig,
+            cause=info["cause"],
+        )
         self._broadcast({"t": "worker_died", **info})
         with self.lock:
             del self.workers[w.worker_id]
@@ -298,8 +365,7 @@ class NodeManager(StoreService, WorkerRetirement):
                 owner, lid = w.actor_request
                 w.holder = owner.peer
                 with contextlib.suppress(ConnectionClosedError):
-                    owner.send({"t": "granted", "lid": lid, "worker": w.worker_id,
-                                "actor": True})
+                    owner.send({"t": "granted", "lid": lid, "worker": w.worker_id, "actor": True})
             else:
                 w.state = "idle"
                 self._to_idle(w)
@@ -383,7 +449,10 @@ class NodeManager(StoreService, WorkerRetirement):
                 stats = self.store.stats()
                 if stats != self._last_stats:
                     self._last_stats = stats
-                    self.events.emit("node.store", node_id=self.node_id,
-                                     store_used=stats["used"],
-                                     spilled_bytes=stats["spilled_bytes"],
-                                     num_objects=stats["num_objects"])
+                    self.events.emit(
+                        "node.store",
+                        node_id=self.node_id,
+                        store_used=stats["used"],
+                        spilled_bytes=stats["spilled_bytes"],
+                        num_objects=stats["num_objects"],
+                    )

@@ -56,17 +56,25 @@ class Nodes:
         self.arenas[node_id] = path
         self.sizes[node_id] = num_workers
         config = {
-            "node_id": node_id, "session_dir": rt.session_dir, "num_workers": num_workers,
-            "total_workers": self.total_workers(extra=num_workers), "capacity": capacity,
-            "driver": "driver", "driver_pid": os.getpid(),
+            "node_id": node_id,
+            "session_dir": rt.session_dir,
+            "num_workers": num_workers,
+            "total_workers": self.total_workers(extra=num_workers),
+            "capacity": capacity,
+            "driver": "driver",
+            "driver_pid": os.getpid(),
             "inline_threshold": rt.options.inline_threshold,
-            "arena_path": path, "plasma_directory": rt.options.plasma_directory,
+            "arena_path": path,
+            "plasma_directory": rt.options.plasma_directory,
             "spill_dir": os.path.join(rt.session_dir, f"spill-{node_id}"),
-            "lineage_budget": rt.options.lineage_budget, "events": rt.options.events,
+            "lineage_budget": rt.options.lineage_budget,
+            "events": rt.options.events,
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
-            stdin=subprocess.PIPE, close_fds=True, env=worker_env(),
+            stdin=subprocess.PIPE,
+            close_fds=True,
+            env=worker_env(),
             # Own session: a kernel restart SIGKILLs the kernel's process group and ipykernel's
             # shutdown SIGTERMs it; the node manager must outlive both to clean up after them.
             start_new_session=True,
@@ -75,8 +83,9 @@ class Nodes:
         proc.stdin.write(rt.secret.hex().encode() + b"\n")
         proc.stdin.flush()  # stays open: the node manager's lifeline to the driver
         self.procs[node_id] = proc
-        threading.Thread(target=self._reap, args=(node_id, proc), name=f"memlab-reap-{node_id}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._reap, args=(node_id, proc), name=f"memlab-reap-{node_id}", daemon=True
+        ).start()
         return node_id
 
     def wait_ready(self, node_ids: list[str], timeout: float) -> None:
@@ -88,7 +97,8 @@ class Nodes:
                     if proc.poll() is not None:
                         raise MemlabError(
                             f"the node manager {node_id} exited with code {proc.returncode} "
-                            "during start-up; its error is printed above")
+                            "during start-up; its error is printed above"
+                        )
                 if time.monotonic() > deadline:
                     raise MemlabError(f"node managers did not start within {timeout} s")
                 self.cond.wait(0.05)
@@ -101,8 +111,11 @@ class Nodes:
         kind = h.get("kind")
         if kind == "node":
             with self.cond:
-                self.info[h["proc"]] = {"arena": h["arena"], "capacity": h["capacity"],
-                                        "pid": h["pid"]}
+                self.info[h["proc"]] = {
+                    "arena": h["arena"],
+                    "capacity": h["capacity"],
+                    "pid": h["pid"],
+                }
                 self.cond.notify_all()
         elif kind == "worker":
             with self.cond:
@@ -144,18 +157,34 @@ class Nodes:
         core.node_died(node_id)
         for worker, info in dead.items():
             cause = f"its node {node_id} died"
-            ev.emit("worker.died", worker_id=worker, node=node_id, pid=info["pid"],
-                    exitcode=None, signal=signal.SIGKILL, cause=cause)
-            msg = {"t": "worker_died", "worker": worker, "pid": info["pid"], "exitcode": None,
-                   "signal": int(signal.SIGKILL), "node": node_id, "cause": cause}
+            ev.emit(
+                "worker.died",
+                worker_id=worker,
+                node=node_id,
+                pid=info["pid"],
+                exitcode=None,
+                signal=signal.SIGKILL,
+                cause=cause,
+            )
+            msg = {
+                "t": "worker_died",
+                "worker": worker,
+                "pid": info["pid"],
+                "exitcode": None,
+                "signal": int(signal.SIGKILL),
+                "node": node_id,
+                "cause": cause,
+            }
             core.process_died(worker, msg)
             ev.emit("owner.died", owner=worker)
             self.broadcast(msg)
 
     def kill_node(self, node_id: str) -> None:
         if node_id == HEAD_NODE:
-            raise ValueError(f"{HEAD_NODE} hosts the driver (it is the head node) and cannot be "
-                             f"killed on its own; kill another node, e.g. one of {self.alive[1:]}")
+            raise ValueError(
+                f"{HEAD_NODE} hosts the driver (it is the head node) and cannot be "
+                f"killed on its own; kill another node, e.g. one of {self.alive[1:]}"
+            )
         if node_id not in self.alive:
             raise ValueError(f"no alive node {node_id!r}; alive nodes are {self.alive}")
         pids = [self.procs[node_id].pid]
@@ -174,8 +203,9 @@ class Nodes:
         with self.cond:
             candidates = list(self.workers) if worker_id is None else [worker_id]
         if not candidates or candidates[0] not in self.workers:
-            raise ValueError(f"no live worker {worker_id!r}; live workers are "
-                             f"{sorted(self.workers)}")
+            raise ValueError(
+                f"no live worker {worker_id!r}; live workers are {sorted(self.workers)}"
+            )
         victim = random.choice(candidates)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.workers[victim]["pid"], signal.SIGKILL)

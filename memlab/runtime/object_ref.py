@@ -87,9 +87,14 @@ class ObjectRef:
             entry = core.table.get(self._id)
             if entry is None:
                 return None
-            return {"owner": entry.owner, "owned": entry.owned, "state": entry.state,
-                    "size": entry.size, "call_site": entry.call_site,
-                    "holders": entry.holders()}
+            return {
+                "owner": entry.owner,
+                "owned": entry.owned,
+                "state": entry.state,
+                "size": entry.size,
+                "call_site": entry.call_site,
+                "holders": entry.holders(),
+            }
 
     def _repr_html_(self) -> str | None:
         render = _html_renderer

@@ -46,17 +46,31 @@ _ENCODING = ("utf-8", "surrogatepass")  # any str round-trips
 
 # The task running in this thread (or asyncio task); None outside tasks.
 current: contextvars.ContextVar[OutputCapture | None] = contextvars.ContextVar(
-    "memlab_task_output", default=None)
+    "memlab_task_output", default=None
+)
 
 
 class OutputCapture:
     """The output of one task run here, waiting for the next flush to its caller."""
 
-    __slots__ = ("caller", "channel", "chunks", "dropped", "dropped_stream", "name", "queued",
-                 "size", "tag", "task_id", "token", "wrote")
+    __slots__ = (
+        "caller",
+        "channel",
+        "chunks",
+        "dropped",
+        "dropped_stream",
+        "name",
+        "queued",
+        "size",
+        "tag",
+        "task_id",
+        "token",
+        "wrote",
+    )
 
-    def __init__(self, channel: OutputChannel, task_id: bytes, name: str, caller: str,
-                 tag: str | None) -> None:
+    def __init__(
+        self, channel: OutputChannel, task_id: bytes, name: str, caller: str, tag: str | None
+    ) -> None:
         self.channel = channel
         self.task_id = task_id
         self.name = name
@@ -78,8 +92,15 @@ class OutputCapture:
         """The chunks since the last flush, the drop notice last; called under the lock."""
         chunks = self.chunks
         if self.dropped:
-            chunks.append([self.dropped_stream, self.name, self.channel.pid, False,
-                           [f"[… {self.dropped} bytes dropped]\n"]])
+            chunks.append(
+                [
+                    self.dropped_stream,
+                    self.name,
+                    self.channel.pid,
+                    False,
+                    [f"[… {self.dropped} bytes dropped]\n"],
+                ]
+            )
         self.chunks, self.size, self.dropped, self.queued = [], 0, 0, False
         return chunks
 
@@ -164,22 +185,28 @@ class OutputChannel:
 
     # -- buffering and flushing ------------------------------------------------------------
 
-    def add(self, capture: OutputCapture, stream: str, text: str, name: str, pid: int,
-            nested: bool) -> None:
+    def add(
+        self, capture: OutputCapture, stream: str, text: str, name: str, pid: int, nested: bool
+    ) -> None:
         with self.lock:
             capture.wrote = True
             room = FLUSH_LIMIT - capture.size
             if len(text) > room:
-                over = text[max(room, 0):]
+                over = text[max(room, 0) :]
                 capture.dropped += len(over.encode(*_ENCODING))
                 capture.dropped_stream = stream
-                text = text[:max(room, 0)]
+                text = text[: max(room, 0)]
             if text:
                 capture.size += len(text)
                 chunks = capture.chunks
                 last = chunks[-1] if chunks else None
-                if (last is not None and last[0] == stream and last[1] == name
-                        and last[2] == pid and last[3] == nested):
+                if (
+                    last is not None
+                    and last[0] == stream
+                    and last[1] == name
+                    and last[2] == pid
+                    and last[3] == nested
+                ):
                     last[4].append(text)
                 else:
                     chunks.append([stream, name, pid, nested, [text]])
@@ -200,8 +227,9 @@ class OutputChannel:
                 heads, parts = batches.setdefault(capture.caller, ([], []))
                 for stream, name, pid, nested, texts in chunks:
                     data = "".join(texts).encode(*_ENCODING)
-                    heads.append([capture.task_id, capture.tag, stream, len(data), name, pid,
-                                  nested])
+                    heads.append(
+                        [capture.task_id, capture.tag, stream, len(data), name, pid, nested]
+                    )
                     parts.append(data)
             for caller, (heads, parts) in batches.items():
                 try:
@@ -215,7 +243,7 @@ class OutputChannel:
         tasks = self.core.submitter.tasks
         pos = 0
         for task_id, tag, stream, size, name, pid, nested in h["c"]:
-            text = payload[pos:pos + size].decode(*_ENCODING)
+            text = payload[pos : pos + size].decode(*_ENCODING)
             pos += size
             spec = tasks.get(task_id)
             if spec is not None:

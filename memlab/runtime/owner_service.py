@@ -48,8 +48,13 @@ class OwnerService:
         with self.lock:
             slot = self.mstore.slots.get(oid)
             entry = self.table.get(oid)
-            stale = (slot is not None and entry is not None and entry.owned
-                     and slot.state != PENDING and slot.node == h["node"])
+            stale = (
+                slot is not None
+                and entry is not None
+                and entry.owned
+                and slot.state != PENDING
+                and slot.node == h["node"]
+            )
             wake = self.recovery.objects_lost([oid]) if stale else []
         run_wakeups(wake)
         self.submitter.kick()

@@ -38,8 +38,12 @@ def free_lease(leases: Iterable[LeaseLike], may_lease_more: bool, now: float) ->
     best: Any = None
     for lease in leases:
         n = len(lease.inflight)
-        if (n < MAX_IN_FLIGHT and not lease.revoked and not (lease.blocked and n)
-                and (best is None or n < len(best.inflight))):
+        if (
+            n < MAX_IN_FLIGHT
+            and not lease.revoked
+            and not (lease.blocked and n)
+            and (best is None or n < len(best.inflight))
+        ):
             best = lease
             if n == 0:
                 return best
@@ -50,18 +54,20 @@ def free_lease(leases: Iterable[LeaseLike], may_lease_more: bool, now: float) ->
     return best
 
 
-def to_steal_from(leases: Mapping[str, LeaseLike], may_lease_more: bool,
-                  now: float) -> list[str]:
+def to_steal_from(leases: Mapping[str, LeaseLike], may_lease_more: bool, now: float) -> list[str]:
     """Workers to ask for the tasks waiting behind their long-running one (marks them asked)."""
-    if not may_lease_more and not any(not lease.inflight and not lease.revoked
-                                      for lease in leases.values()):
+    if not may_lease_more and not any(
+        not lease.inflight and not lease.revoked for lease in leases.values()
+    ):
         return []  # no worker to give it to: a bounced task would only queue again
     out = []
     for lease in leases.values():
         if len(lease.inflight) <= 1:
             lease.stealing = False
-        elif not lease.stealing and now - min(
-                spec.pushed_at for spec in lease.inflight.values()) > PIPELINE_WINDOW:
+        elif (
+            not lease.stealing
+            and now - min(spec.pushed_at for spec in lease.inflight.values()) > PIPELINE_WINDOW
+        ):
             lease.stealing = True
             out.append(lease.worker)
     return out

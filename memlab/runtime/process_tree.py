@@ -46,8 +46,11 @@ def become_subreaper() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
             return True
-        log.warning("prctl(PR_SET_CHILD_SUBREAPER) failed (errno %d): processes that tasks "
-                    "detach may outlive this node", ctypes.get_errno())
+        log.warning(
+            "prctl(PR_SET_CHILD_SUBREAPER) failed (errno %d): processes that tasks "
+            "detach may outlive this node",
+            ctypes.get_errno(),
+        )
     except (OSError, AttributeError):
         log.warning("no prctl here: processes that tasks detach may outlive this node")
     return False
@@ -110,8 +113,11 @@ def labelled_processes(session_dir: str, node: str | None = None) -> list[psutil
             continue
         with contextlib.suppress(psutil.Error):
             env = p.environ()
-            if (env.get(SESSION_ENV) == session_dir and _alive(p)
-                    and (node is None or env.get("MEMLAB_NODE") == node)):
+            if (
+                env.get(SESSION_ENV) == session_dir
+                and _alive(p)
+                and (node is None or env.get("MEMLAB_NODE") == node)
+            ):
                 found.append(p)
     return found
 

@@ -94,9 +94,12 @@ class Recovery:
             spec = entry.lineage
             if spec is None:
                 error = ObjectLostError(
-                    oid.hex(), "it was made by memlab.put(), which leaves no lineage to rebuild "
+                    oid.hex(),
+                    "it was made by memlab.put(), which leaves no lineage to rebuild "
                     "it from; keep data that must survive node failures in the driver, or make "
-                    "it in a task so it can be re-run", entry.call_site)
+                    "it in a task so it can be re-run",
+                    entry.call_site,
+                )
                 wake += self._fail_object(oid, error)
             else:
                 wake += self.rebuild(spec, oid)
@@ -109,8 +112,10 @@ class Recovery:
             return []  # already running or being rebuilt
         reason = None
         if spec.lineage_evicted:
-            reason = ("its lineage was evicted to keep kept lineage within the budget; raise "
-                      "memlab.init(lineage_budget=...) to keep more")
+            reason = (
+                "its lineage was evicted to keep kept lineage within the budget; raise "
+                "memlab.init(lineage_budget=...) to keep more"
+            )
         elif not spec.may_retry():
             reason = f"the task's max_retries={spec.max_retries} is spent"
         else:
@@ -119,8 +124,9 @@ class Recovery:
             except KeyError:
                 reason = "an argument it read has been released by its owner"
         if reason is not None:
-            error = ObjectReconstructionFailedError(oid.hex(), spec.name, spec.attempt + 1,
-                                                    reason, spec.call_site)
+            error = ObjectReconstructionFailedError(
+                oid.hex(), spec.name, spec.attempt + 1, reason, spec.call_site
+            )
             wake: list[Any] = []
             for ret in spec.returns:
                 wake += self._fail_object(ret, error)
@@ -133,19 +139,25 @@ class Recovery:
             if slot is not None and slot.node in core.nodes and slot.writer is not None:
                 # A copy thought lost may still sit on a live node (e.g. spilled and not
                 # restorable then): drop it, unless the rebuild itself rewrites it there.
-                core.send_later(slot.node, {"t": "delete_written", "oids": [ret],
-                                            "writer": slot.writer})
+                core.send_later(
+                    slot.node, {"t": "delete_written", "oids": [ret], "writer": slot.writer}
+                )
             entry = core.table.get(ret)
             if entry is not None and (not entry.value_freed or ret == oid):
                 core.mstore.reset(ret)
                 core.mstore.add_pending(ret)
                 if core.events.enabled:
-                    core.events.emit("object.reconstructing", object_id=ret.hex(),
-                                     task_id=spec.task_id.hex())
+                    core.events.emit(
+                        "object.reconstructing", object_id=ret.hex(), task_id=spec.task_id.hex()
+                    )
         submitter.tasks[spec.task_id] = spec
         if core.events.enabled:
-            core.events.emit("task.retried", task_id=spec.task_id.hex(), attempt=spec.attempt,
-                             reason="rebuilding lost results")
+            core.events.emit(
+                "task.retried",
+                task_id=spec.task_id.hex(),
+                attempt=spec.attempt,
+                reason="rebuilding lost results",
+            )
         return submitter._resolve(spec)
 
     def _fail_object(self, oid: bytes, error: BaseException) -> list[Any]:
@@ -170,8 +182,11 @@ class Recovery:
 
     def _args_on_dead_nodes(self, spec: TaskSpec) -> list[tuple[bytes, str]]:
         dead = self.core.dead
-        return [(oid, owner) for (oid, owner), slot in zip(spec.deps, spec.resolved)
-                if slot is not None and slot.node is not None and slot.node in dead]
+        return [
+            (oid, owner)
+            for (oid, owner), slot in zip(spec.deps, spec.resolved)
+            if slot is not None and slot.node is not None and slot.node in dead
+        ]
 
     def _rerun(self, spec: TaskSpec, lost: list[tuple[bytes, str]]) -> list[Any]:
         core = self.core

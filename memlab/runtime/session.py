@@ -55,10 +55,13 @@ def check_plasma_directory(directory: str) -> str:
         raise ValueError(
             f"plasma_directory={directory!r} is not an existing directory; pass a directory "
             "on a memory file system (a tmpfs, e.g. one mounted with huge=always for huge "
-            "pages), or leave it unset for /dev/shm")
+            "pages), or leave it unset for /dev/shm"
+        )
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"plasma_directory={directory!r} is not writable by this process; "
-                         "pick a directory it can create files in")
+        raise ValueError(
+            f"plasma_directory={directory!r} is not writable by this process; "
+            "pick a directory it can create files in"
+        )
     return os.path.abspath(directory)
 
 
@@ -72,8 +75,9 @@ def default_store_memory(directory: str = SHM_DIR) -> int:
     return max(budget, 64 << 20)
 
 
-def place_store(object_store_memory: int | None, plasma_directory: str | None,
-                shm_dir: str = SHM_DIR) -> tuple[int, str | None]:
+def place_store(
+    object_store_memory: int | None, plasma_directory: str | None, shm_dir: str = SHM_DIR
+) -> tuple[int, str | None]:
     """The stores' capacity and directory: ``(object_store_memory, plasma_directory)``.
 
     A small /dev/shm (Docker's and Binder's default is 64 MiB) would cap the store at a size
@@ -95,7 +99,9 @@ def place_store(object_store_memory: int | None, plasma_directory: str | None,
         f"object store, so the store's files go to {fallback} instead (a disk-backed file "
         "system: large values may be slower). To keep the store in shared memory, give the "
         "machine or container a larger /dev/shm (e.g. docker run --shm-size=2g), or pass "
-        f"object_store_memory below {int(free * 0.8) >> 20} MiB.", stacklevel=3)
+        f"object_store_memory below {int(free * 0.8) >> 20} MiB.",
+        stacklevel=3,
+    )
     return capacity, fallback
 
 
@@ -117,9 +123,10 @@ def available_memory() -> int:
     return available
 
 
-_CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                   "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+_CGROUP_MEMORY = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
 
 
 def _free_bytes(directory: str) -> int | None:

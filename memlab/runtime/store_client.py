@@ -36,8 +36,11 @@ def _waiting_for_room(attempt: Callable[[], Any], wait: float) -> Any:
         except ObjectStoreFullError as exc:
             # Only pins come back by themselves: with none, the store is full for good (too
             # big, or spilling fails), and waiting would only delay the error.
-            if (exc.requested > exc.capacity or not exc.pinned
-                    or time.monotonic() + pause > deadline):
+            if (
+                exc.requested > exc.capacity
+                or not exc.pinned
+                or time.monotonic() + pause > deadline
+            ):
                 raise
         time.sleep(pause)
         pause = min(2 * pause, 0.2)
@@ -75,8 +78,12 @@ class StoreClient:
         """
         conn = self._conn_getter()
         size = value.total_size
-        reply = _waiting_for_room(lambda: raise_if_full(conn.request(
-            {"t": "create", "oid": oid, "size": size, "owner": owner})[0]), wait)
+        reply = _waiting_for_room(
+            lambda: raise_if_full(
+                conn.request({"t": "create", "oid": oid, "size": size, "owner": owner})[0]
+            ),
+            wait,
+        )
         if "owner_died" in reply:
             raise OwnerDiedError(oid.hex(), reply["owner_died"])
         offset = reply["offset"]
@@ -88,8 +95,9 @@ class StoreClient:
         conn.request({"t": "seal", "oid": oid})
         return size
 
-    def read(self, oid: bytes, node: str | None = None, wait: float = ROOM_WAIT
-             ) -> tuple[bool, Any]:
+    def read(
+        self, oid: bytes, node: str | None = None, wait: float = ROOM_WAIT
+    ) -> tuple[bool, Any]:
         """``(True, value)`` read zero-copy from this node's store, or ``(False, None)`` if the
         copy is not there (lost).
 

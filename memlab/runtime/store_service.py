@@ -86,9 +86,15 @@ class StoreService:
 
     def _on_object_info(self, conn: Connection, h: dict[str, Any]) -> None:
         info = self.store.object_info(h["oid"]) or {}
-        conn.reply(h, {"t": "info", "owner": self.owner_of.get(h["oid"]),
-                       "writer": self.writer_of.get(h["oid"]),
-                       **{k: v for k, v in info.items() if k != "pins"}})
+        conn.reply(
+            h,
+            {
+                "t": "info",
+                "owner": self.owner_of.get(h["oid"]),
+                "writer": self.writer_of.get(h["oid"]),
+                **{k: v for k, v in info.items() if k != "pins"},
+            },
+        )
 
     def _on_stats(self, conn: Connection, h: dict[str, Any]) -> None:
         conn.reply(h, {"t": "stats", **self.store.stats()})
@@ -130,8 +136,13 @@ class StoreService:
     def _nm(self, node: str) -> Connection:
         conn = self._nms.get(node)
         if conn is None or conn.closed:
-            conn = connect(os.path.join(self.session_dir, f"{node}.sock"), self.secret,
-                           self.node_id, self._dispatch, self._on_close)
+            conn = connect(
+                os.path.join(self.session_dir, f"{node}.sock"),
+                self.secret,
+                self.node_id,
+                self._dispatch,
+                self._on_close,
+            )
             conn.peer = node
             conn.send({"t": "hello", "proc": self.node_id, "kind": "node"})
             self._nms[node] = conn
@@ -164,8 +175,8 @@ class StoreService:
             while offset is None or at < size:
                 try:
                     reply, data = self._nm(node).request(
-                        {"t": "fetch", "oid": oid, "at": at, "len": COPY_CHUNK_BYTES},
-                        timeout=120)
+                        {"t": "fetch", "oid": oid, "at": at, "len": COPY_CHUNK_BYTES}, timeout=120
+                    )
                 except Exception:  # the node is gone or unreachable: the object is lost to us
                     return self._abort_copy(oid, offset)
                 if "missing" in raise_if_full(reply):
@@ -239,4 +250,3 @@ class StoreService:
             self.store.release(oid, client)
         self.copies.setdefault(oid, set()).add(conn.peer or "")
         conn.reply(h, {"t": "fetched", "owner": self.owner_of.get(oid), "size": size}, data)
-

@@ -57,10 +57,10 @@ class Lease:
         self.stealing = False  # asked to give back what waits behind its running task
 
 
-
 def _ran(h: dict[str, Any]) -> dict[str, Any]:
     """A reply's start time and node, sent when the worker did not announce the start itself."""
     return {"started_at": h["st"], "node": h["nd"]} if "st" in h else {}
+
 
 class Submitter(TaskFailures):
     def __init__(self, core: CoreWorker) -> None:
@@ -110,9 +110,16 @@ class Submitter(TaskFailures):
         if ev.enabled:
             # Announces the return objects too (events.py: no object.created per return).
             # Held: if the task ends before the next flush, its end event carries it.
-            ev.hold(spec.task_id, "task.submitted", spec.task_id, spec.name, core.proc,
-                    tuple(spec.returns), tuple([d for d, _ in spec.deps]) if spec.deps else (),
-                    spec.call_site)
+            ev.hold(
+                spec.task_id,
+                "task.submitted",
+                spec.task_id,
+                spec.name,
+                core.proc,
+                tuple(spec.returns),
+                tuple([d for d, _ in spec.deps]) if spec.deps else (),
+                spec.call_site,
+            )
         self._push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
 
@@ -211,8 +218,9 @@ class Submitter(TaskFailures):
 
     def _free_lease(self) -> Lease | None:
         """The lease for the next queued task, or None to keep it queued (see pipelining)."""
-        return free_lease(self.leases.values(), len(self.leases) < self.max_leases,
-                          time.monotonic())
+        return free_lease(
+            self.leases.values(), len(self.leases) < self.max_leases, time.monotonic()
+        )
 
     def _steal_back(self, now: float) -> None:
         """Take back tasks pipelined behind a long one, for an idle lease (lock held)."""
@@ -229,8 +237,13 @@ class Submitter(TaskFailures):
         deps: list[Any] = []
         parts: list[bytes] = []
         header: dict[str, Any] = {
-            "t": "push", "tid": spec.task_id, "fn": spec.fn_hash, "name": spec.name,
-            "nret": spec.num_returns, "att": spec.attempt, "deps": deps,
+            "t": "push",
+            "tid": spec.task_id,
+            "fn": spec.fn_hash,
+            "name": spec.name,
+            "nret": spec.num_returns,
+            "att": spec.attempt,
+            "deps": deps,
         }
         if spec.output.__class__ is str:  # the front end's tag comes back with its output
             header["out"] = spec.output
@@ -273,7 +286,8 @@ class Submitter(TaskFailures):
             f"task {spec.name}() would travel as a {size / 2**20:.0f} MiB message (its function, "
             f"arguments and {len(spec.deps)} small dependencies, each inline), over the "
             f"{MAX_PAYLOAD_BYTES >> 20} MiB limit; pass the refs inside one list argument "
-            "(the task then fetches each from its owner) or in several tasks")
+            "(the task then fetches each from its owner) or in several tasks"
+        )
         with self.core.lock:
             lease = self.leases.get(worker)
             if lease is not None:
@@ -335,8 +349,9 @@ class Submitter(TaskFailures):
             lease = self.leases.get(worker)
             if lease is not None:
                 lease.inflight.pop(tid, None)
-                lease.blocked = (bool(h.get("bounce")) and not h.get("stolen")
-                                 and bool(lease.inflight))
+                lease.blocked = (
+                    bool(h.get("bounce")) and not h.get("stolen") and bool(lease.inflight)
+                )
                 if not lease.inflight:
                     lease.idle_since = time.monotonic()
                     if lease.revoked:
@@ -364,8 +379,12 @@ class Submitter(TaskFailures):
                         error = None
                 if error is None:
                     pass
-                elif (spec.retry_exceptions and isinstance(error, TaskError) and spec.may_retry()
-                        and not spec.cancelled):
+                elif (
+                    spec.retry_exceptions
+                    and isinstance(error, TaskError)
+                    and spec.may_retry()
+                    and not spec.cancelled
+                ):
                     self._retry(spec, f"the task raised {type(error.cause).__name__}")
                 else:
                     wake += self._fail(spec, error, worker, _ran(h))
@@ -397,8 +416,7 @@ class Submitter(TaskFailures):
             inners = [inner for inner, _ in contained]
             for inner, owner in contained:
                 # The executor registered us with the owner, unless we own it or ran it.
-                core._apply(table.add_borrowed(inner, owner, None,
-                                               registered=worker != core.proc))
+                core._apply(table.add_borrowed(inner, owner, None, registered=worker != core.proc))
             entry = table.get(oid)
             if entry is None or (entry.value_freed and not entry.in_use()):
                 # Every ref to the result is gone (or it was rebuilt only as an argument
@@ -412,7 +430,7 @@ class Submitter(TaskFailures):
             if inners:
                 core._apply(table.set_contains(oid, inners))
             if kind == "i":
-                wake += core.mstore.put_inline(oid, payload[pos:pos + size])
+                wake += core.mstore.put_inline(oid, payload[pos : pos + size])
                 pos += size
                 node = None
             else:
@@ -426,15 +444,28 @@ class Submitter(TaskFailures):
         if ev.enabled:
             # Carries the results' readiness (events.py: no object.ready per return), and the
             # start if the worker did not announce it.
-            ev.record("task.finished", spec.task_id, worker, spec.attempt, tuple(results),
-                      h.get("st"), h.get("nd"), ev.take(spec.task_id))
+            ev.record(
+                "task.finished",
+                spec.task_id,
+                worker,
+                spec.attempt,
+                tuple(results),
+                h.get("st"),
+                h.get("nd"),
+                ev.take(spec.task_id),
+            )
         spec.rebuilding = False
         self.core.recovery.task_finished(spec)
         self._complete(spec)
         return wake
 
-    def _fail(self, spec: TaskSpec, error: BaseException | None, worker: str | None = None,
-              ran: dict[str, Any] | None = None) -> list[Any]:
+    def _fail(
+        self,
+        spec: TaskSpec,
+        error: BaseException | None,
+        worker: str | None = None,
+        ran: dict[str, Any] | None = None,
+    ) -> list[Any]:
         core = self.core
         wake: list[Any] = []
         for oid in spec.returns:
@@ -449,8 +480,14 @@ class Submitter(TaskFailures):
         if ev.enabled:
             ev.release(spec.task_id)  # its submission goes first
             kind = "task.cancelled" if isinstance(error, TaskCancelledError) else "task.failed"
-            ev.emit(kind, task_id=spec.task_id.hex(), worker=worker, attempt=spec.attempt,
-                    error=f"{type(error).__name__}: {error}"[:500], **(ran or {}))
+            ev.emit(
+                kind,
+                task_id=spec.task_id.hex(),
+                worker=worker,
+                attempt=spec.attempt,
+                error=f"{type(error).__name__}: {error}"[:500],
+                **(ran or {}),
+            )
             for oid in spec.returns:
                 ev.emit("object.failed", object_id=oid.hex(), error=type(error).__name__)
         self._complete(spec)
@@ -471,8 +508,7 @@ class Submitter(TaskFailures):
         ev = self.core.events
         if ev.enabled:
             ev.release(spec.task_id)  # its submission goes first
-            ev.emit("task.retried", task_id=spec.task_id.hex(), attempt=spec.attempt,
-                    reason=reason)
+            ev.emit("task.retried", task_id=spec.task_id.hex(), attempt=spec.attempt, reason=reason)
 
     def _drop_stale_results(self, h: dict[str, Any], worker: str) -> None:
         """A reply to an attempt we gave up on: free what it stored, release what it lent us."""
@@ -496,8 +532,7 @@ class Submitter(TaskFailures):
     def idle(self) -> bool:
         """No task of this owner is queued, in flight or awaiting crash information, and no
         lease is held or asked for."""
-        return not (self.tasks or self.queue or self.leases or self.lease_requests
-                    or self._lost)
+        return not (self.tasks or self.queue or self.leases or self.lease_requests or self._lost)
 
     def housekeeping(self) -> None:
         now = time.monotonic()
@@ -512,8 +547,11 @@ class Submitter(TaskFailures):
                 if now - since > CRASH_INFO_WAIT:
                     del self._lost[worker]
                     for spec in specs:
-                        error = (TaskCancelledError(spec.name, spec.task_id.hex())
-                                 if spec.cancelled else self._crash_error(spec, worker, None))
+                        error = (
+                            TaskCancelledError(spec.name, spec.task_id.hex())
+                            if spec.cancelled
+                            else self._crash_error(spec, worker, None)
+                        )
                         wake += self._fail(spec, error, worker)
             to_push = self._pump()
         run_wakeups(wake)

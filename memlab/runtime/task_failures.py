@@ -80,8 +80,9 @@ class TaskFailures:
             self.forget_results(worker, list(running.values()))
             for spec in running.values():
                 if spec.cancelled:
-                    wake += self._fail(spec, TaskCancelledError(spec.name, spec.task_id.hex()),
-                                       worker)
+                    wake += self._fail(
+                        spec, TaskCancelledError(spec.name, spec.task_id.hex()), worker
+                    )
                 elif spec.may_retry():
                     self._retry(spec, f"worker {worker} died")
                 elif info is not None:
@@ -97,14 +98,20 @@ class TaskFailures:
         oids = [oid for spec in specs for oid in spec.returns]
         if oids:
             for node in self.core.nodes:
-                self.core.send_later(node, {"t": "delete_written", "oids": oids,
-                                            "writer": worker})
+                self.core.send_later(node, {"t": "delete_written", "oids": oids, "writer": worker})
 
-    def _crash_error(self, spec: TaskSpec, worker: str, info: dict[str, Any] | None
-                     ) -> WorkerCrashedError:
+    def _crash_error(
+        self, spec: TaskSpec, worker: str, info: dict[str, Any] | None
+    ) -> WorkerCrashedError:
         info = info or {}
-        return WorkerCrashedError(spec.name, worker, info.get("pid"), info.get("exitcode"),
-                                  info.get("signal"), spec.attempt + 1)
+        return WorkerCrashedError(
+            spec.name,
+            worker,
+            info.get("pid"),
+            info.get("exitcode"),
+            info.get("signal"),
+            spec.attempt + 1,
+        )
 
     def cancel(self, oid: bytes, force: bool) -> None:
         from memlab.ids import task_of

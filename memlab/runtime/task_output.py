@@ -110,8 +110,9 @@ class LinePrefixer:
         with self._lock:
             continued = key in self._open
             lines = output.text.splitlines(keepends=True)
-            text = "".join(line if i == 0 and continued else prefix + line
-                           for i, line in enumerate(lines))
+            text = "".join(
+                line if i == 0 and continued else prefix + line for i, line in enumerate(lines)
+            )
             if output.text.endswith("\n"):
                 self._open.discard(key)
             elif lines:

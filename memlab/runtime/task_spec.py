@@ -146,8 +146,9 @@ def call_site(skip_package: str = "memlab") -> str | None:
             if site is None:
                 if len(_SITES) >= _MAX_SITES:
                     _SITES.clear()
-                site = _SITES[key] = (f"{key[0]}:{key[1]}" if label is None
-                                      else f"{label}, line {key[1]}")
+                site = _SITES[key] = (
+                    f"{key[0]}:{key[1]}" if label is None else f"{label}, line {key[1]}"
+                )
             return site
         frame = frame.f_back  # type: ignore[assignment]
     return None

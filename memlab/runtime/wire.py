@@ -27,8 +27,12 @@ def dumps_error(error: BaseException) -> bytes:
             return data
         raise ValueError(f"the error pickles to {len(data)} bytes")
     except Exception:
-        fallback = TaskError("<unknown>", None, f"{type(error).__name__}: {error}"[:_TEXT],
-                             cause_repr=repr(error)[:_TEXT])
+        fallback = TaskError(
+            "<unknown>",
+            None,
+            f"{type(error).__name__}: {error}"[:_TEXT],
+            cause_repr=repr(error)[:_TEXT],
+        )
         return cloudpickle.dumps(fallback, protocol=5)
 
 

@@ -48,9 +48,16 @@ def main() -> None:
 
     events = EventBuffer(proc)
     events.enabled = env.get("MEMLAB_EVENTS", "1") == "1"
-    core = CoreWorker(proc, "worker", env["MEMLAB_SESSION_DIR"], secret, node,
-                      events, inline_threshold=int(env["MEMLAB_INLINE"]),
-                      driver=env["MEMLAB_DRIVER"])
+    core = CoreWorker(
+        proc,
+        "worker",
+        env["MEMLAB_SESSION_DIR"],
+        secret,
+        node,
+        events,
+        inline_threshold=int(env["MEMLAB_INLINE"]),
+        driver=env["MEMLAB_DRIVER"],
+    )
     shipper = EventShipper(events, env["MEMLAB_SESSION_DIR"], secret)
     shipper.start()
     core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
@@ -73,8 +80,12 @@ def _on_retire(core: Any, shipper: Any, conn: Any, h: dict[str, Any]) -> None:
     """The node manager has more idle workers than it needs: exit, unless this process still
     owns objects or actors, or has work in flight (an owner's exit would lose its objects)."""
     with core.lock:
-        needed = bool(core.busy() or core.submitter.tasks or core.actors.records
-                      or any(e.owned for e in core.table.entries.values()))
+        needed = bool(
+            core.busy()
+            or core.submitter.tasks
+            or core.actors.records
+            or any(e.owned for e in core.table.entries.values())
+        )
     conn.reply(h, {"t": "retired", "ok": not needed})
     if needed:
         return

@@ -57,9 +57,12 @@ class WorkerRetirement:
         with self.lock:
             if self.stopping or self._pool_size() <= self.num_workers + len(self.blocked):
                 return
-            ripe = [self.workers[wid] for wid in self.idle
-                    if now - self.workers[wid].idle_since >= LINGER
-                    and now >= self.workers[wid].ask_after]
+            ripe = [
+                self.workers[wid]
+                for wid in self.idle
+                if now - self.workers[wid].idle_since >= LINGER
+                and now >= self.workers[wid].ask_after
+            ]
             if not ripe:
                 return
             w = min(ripe, key=lambda x: x.idle_since)
@@ -87,7 +90,14 @@ class WorkerRetirement:
     def _on_pool(self, conn: Any, h: dict[str, Any]) -> None:
         """The pool's figures (for tests and the curious)."""
         with self.lock:
-            conn.reply(h, {"t": "pool", "size": self._pool_size(),
-                           "target": self.num_workers + len(self.blocked),
-                           "idle": len(self.idle), "retired": self.retired,
-                           "refused": self.retire_refused})
+            conn.reply(
+                h,
+                {
+                    "t": "pool",
+                    "size": self._pool_size(),
+                    "target": self.num_workers + len(self.blocked),
+                    "idle": len(self.idle),
+                    "retired": self.retired,
+                    "refused": self.retire_refused,
+                },
+            )

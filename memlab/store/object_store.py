@@ -467,8 +467,9 @@ class ObjectStore:
         for entry in deleted + viewed:
             for client in entry.pins:
                 by_client[client] = by_client.get(client, 0) + self._block(entry)
-        who = ", ".join(f"{c} {_mib(n)}" for c, n in sorted(by_client.items(),
-                                                            key=lambda kv: -kv[1])[:6])
+        who = ", ".join(
+            f"{c} {_mib(n)}" for c, n in sorted(by_client.items(), key=lambda kv: -kv[1])[:6]
+        )
         return (
             f"{len(held)} objects are pinned: {len(unsealed)} unsealed "
             f"({_mib(sum(map(self._block, unsealed)))} being written), {len(deleted)} deleted but "

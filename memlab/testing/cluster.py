@@ -19,8 +19,15 @@ from typing import Any
 from memlab.runtime.global_state import current_runtime
 from memlab.testing.faults import kill_worker
 
-__all__ = ["ChaosReport", "add_node", "chaos", "drop_copies", "kill_node", "kill_owner",
-           "nodes_alive"]
+__all__ = [
+    "ChaosReport",
+    "add_node",
+    "chaos",
+    "drop_copies",
+    "kill_node",
+    "kill_owner",
+    "nodes_alive",
+]
 
 
 def _runtime() -> Any:
@@ -76,8 +83,13 @@ class ChaosReport:
     nodes_added: list[str] = field(default_factory=list)
 
 
-def chaos(duration: float, rate: float = 1.0, kinds: tuple[str, ...] = ("worker", "node"),
-          seed: int | None = None, stop: threading.Event | None = None) -> ChaosReport:
+def chaos(
+    duration: float,
+    rate: float = 1.0,
+    kinds: tuple[str, ...] = ("worker", "node"),
+    seed: int | None = None,
+    stop: threading.Event | None = None,
+) -> ChaosReport:
     """Kill random workers (and non-head nodes, re-adding one each time) for ``duration``
     seconds, ``rate`` kills a second on average. Blocks; run it in a thread beside a workload.
     """

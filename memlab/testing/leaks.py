@@ -18,8 +18,12 @@ from memlab.runtime.process_tree import labelled_processes
 SHM_DIR = "/dev/shm"
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01,
-             message: str = "condition") -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> None:
     """Return once ``condition()`` is true; raise AssertionError after ``timeout`` seconds
     (ValueError if it is negative, NaN or not a number)."""
     from memlab.api import check_timeout
@@ -32,8 +36,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: flo
         time.sleep(interval)
 
 
-def session_processes(root_pid: int | None = None,
-                      session_dir: str | None = None) -> list[psutil.Process]:
+def session_processes(
+    root_pid: int | None = None, session_dir: str | None = None
+) -> list[psutil.Process]:
     """The live memlab processes descending from ``root_pid`` (default: this process).
 
     With ``session_dir``: every live process of that session instead, wherever it is in the
@@ -43,8 +48,11 @@ def session_processes(root_pid: int | None = None,
     if session_dir is not None:
         marked = labelled_processes(session_dir)
         seen = {p.pid for p in marked}
-        return marked + [p for p in session_processes(root_pid)
-                         if p.pid not in seen and session_dir in " ".join(_cmdline(p))]
+        return marked + [
+            p
+            for p in session_processes(root_pid)
+            if p.pid not in seen and session_dir in " ".join(_cmdline(p))
+        ]
     try:
         root = psutil.Process(root_pid or os.getpid())
         children = root.children(recursive=True)
@@ -93,8 +101,9 @@ def session_files(session_dir: str, plasma_directory: str | None = None) -> list
     return left
 
 
-def assert_session_gone(session_dir: str, pids: list[int], timeout: float = 10.0,
-                        plasma_directory: str | None = None) -> None:
+def assert_session_gone(
+    session_dir: str, pids: list[int], timeout: float = 10.0, plasma_directory: str | None = None
+) -> None:
     """Every pid has exited and no file of the session remains, within ``timeout`` seconds."""
 
     def alive() -> list[int]:
@@ -103,8 +112,12 @@ def assert_session_gone(session_dir: str, pids: list[int], timeout: float = 10.0
         return listed + [p.pid for p in labelled_processes(session_dir) if p.pid not in listed]
 
     try:
-        wait_for(lambda: not alive() and not session_files(session_dir, plasma_directory),
-                 timeout, 0.05, "session cleanup")
+        wait_for(
+            lambda: not alive() and not session_files(session_dir, plasma_directory),
+            timeout,
+            0.05,
+            "session cleanup",
+        )
     except AssertionError:
         raise AssertionError(
             f"session not cleaned up: live pids {alive()}, "

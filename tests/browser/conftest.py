@@ -11,8 +11,16 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +28,10 @@ def browser() -> Iterator[Any]:
     """Chromium for one test module: Playwright's sync API allows one driver at a time, and
     other modules (the dashboard's page tests) start their own."""
     if not os.access(CHROMIUM, os.X_OK):
-        message = (f"Debian's chromium is not installed at {CHROMIUM}; install it with "
-                   "`apt-get install -y chromium` (.ci/run does)")
+        message = (
+            f"Debian's chromium is not installed at {CHROMIUM}; install it with "
+            "`apt-get install -y chromium` (.ci/run does)"
+        )
         if os.environ.get("MEMLAB_REQUIRE_BROWSER"):
             pytest.fail(message)  # in CI a missing browser is a broken set-up, not a skip
         pytest.skip(message)

@@ -25,8 +25,12 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 START_TIMEOUT = 60.0
 
 # No "receive official Jupyter news?" toast over the notebook.
-_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-             {"fetchNews": "false", "checkForUpdates": False}}
+_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    }
+}
 
 
 @dataclass
@@ -71,11 +75,22 @@ def lab_server(root: Path) -> Iterator[LabServer]:
         path.write_text(json.dumps(value))
     port, token = _free_port(), secrets.token_hex(16)
     log = root / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-           "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={settings}",
-           f"--LabApp.workspaces_dir={root / 'workspaces'}", "--allow-root"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={root / 'workspaces'}",
+        "--allow-root",
+    ]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=root)
     server = LabServer(f"http://127.0.0.1:{port}", token, process, log)

@@ -47,7 +47,10 @@ def open_notebook(page: Any, server: LabServer, name: str) -> None:
           const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
           return !!(w && w.context && w.context.path.endsWith(name)
                     && w.sessionContext.session?.kernel?.status === "idle");
-        }""", arg=name, timeout=60_000)
+        }""",
+        arg=name,
+        timeout=60_000,
+    )
 
 
 def run_all(page: Any, name: str) -> dict[str, Any]:
@@ -68,8 +71,9 @@ def run_all(page: Any, name: str) -> dict[str, Any]:
         wait_for(finished, timeout=RUN_TIMEOUT, interval=0.25, message=f"{name}: every cell ran")
     except AssertionError as exc:
         seen = [(c["type"], c["count"], c["outputs"]) for c in state.get("cells", [])]
-        raise AssertionError(f"{exc}; kernel {state.get('status')}, cells (type, count, "
-                             f"outputs): {seen}") from None
+        raise AssertionError(
+            f"{exc}; kernel {state.get('status')}, cells (type, count, outputs): {seen}"
+        ) from None
     return state
 
 
@@ -103,8 +107,9 @@ def check_dashboard(page: Any, name: str, artifacts: Path) -> dict[str, str]:
     each view is screenshotted. Returns each view's text."""
     widget = page.locator(".jp-OutputArea-output:has(.md-tab)").first
     widget.wait_for(timeout=30_000)
-    assert sorted(widget.locator(".md-tab").evaluate_all(
-        "bs => bs.map(b => b.dataset.tab)")) == sorted(TABS), f"{name}: the four views"
+    assert sorted(
+        widget.locator(".md-tab").evaluate_all("bs => bs.map(b => b.dataset.tab)")
+    ) == sorted(TABS), f"{name}: the four views"
     texts = {}
     stem = Path(name).stem
     for tab in TABS:
@@ -114,8 +119,7 @@ def check_dashboard(page: Any, name: str, artifacts: Path) -> dict[str, str]:
         if tab == "objects":  # the table lists the objects the notebook still holds
             pane.locator(".md-tr").first.wait_for(timeout=20_000)
         elif tab == "graph":  # cytoscape drew the graph
-            pane.locator(".md-graph-canvas canvas").first.wait_for(state="attached",
-                                                                    timeout=20_000)
+            pane.locator(".md-graph-canvas canvas").first.wait_for(state="attached", timeout=20_000)
         elif tab == "nodes":
             pane.locator(".md-node").first.wait_for(timeout=20_000)
         texts[tab] = pane.inner_text()
@@ -124,14 +128,19 @@ def check_dashboard(page: Any, name: str, artifacts: Path) -> dict[str, str]:
 
 
 def errors(state: dict[str, Any]) -> list[str]:
-    return [f"cell {i}: {o['ename']}: {o['evalue']}" for i, c in enumerate(state["cells"])
-            for o in c["outputs"] if o["type"] == "error"]
+    return [
+        f"cell {i}: {o['ename']}: {o['evalue']}"
+        for i, c in enumerate(state["cells"])
+        for o in c["outputs"]
+        if o["type"] == "error"
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_jupyterlab_runs_the_quickstart_and_fault_tolerance_notebooks(
-        browser: Any, artifacts: Path, tmp_path: Path) -> None:
+    browser: Any, artifacts: Path, tmp_path: Path
+) -> None:
     started = time.monotonic()
     session_pids: set[int] = set()
     with lab_server(tmp_path) as server:
@@ -157,7 +166,15 @@ def test_jupyterlab_runs_the_quickstart_and_fault_tolerance_notebooks(
                 assert "node-1" in views["nodes"] and "node-2" in views["nodes"]
         page.close()
     assert session_pids, "the notebooks started memlab sessions in their kernels"
-    wait_for(lambda: not [p for p in session_pids if psutil.pid_exists(p)
-                          and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
-             timeout=15, message="the kernels' memlab sessions ended with the server")
+    wait_for(
+        lambda: (
+            not [
+                p
+                for p in session_pids
+                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            ]
+        ),
+        timeout=15,
+        message="the kernels' memlab sessions ended with the server",
+    )
     print(f"browser test: {time.monotonic() - started:.1f} s")

@@ -41,8 +41,11 @@ def actor_record(actor_id: str) -> dict[str, Any] | None:
 
 
 def actor_events(actor_id: str, since: int | None = None) -> list[dict[str, Any]]:
-    return [e for e in memlab.state.events(since)
-            if e["kind"].startswith("actor.") and e["actor_id"] == actor_id]
+    return [
+        e
+        for e in memlab.state.events(since)
+        if e["kind"].startswith("actor.") and e["actor_id"] == actor_id
+    ]
 
 
 def last_seq() -> int | None:
@@ -55,9 +58,15 @@ def no_actor_survives(rt: Any) -> Iterator[None]:
     since = last_seq()
     yield
     gc.collect()
-    wait_for(lambda: all(a["state"] == "dead" for a in memlab.state.actors()), DEADLINE,
-             message="every actor dead after the test")
+    wait_for(
+        lambda: all(a["state"] == "dead" for a in memlab.state.actors()),
+        DEADLINE,
+        message="every actor dead after the test",
+    )
     pids = {w["worker_id"]: w["pid"] for w in memlab.state.workers()}
     hosts = {e["worker"] for e in memlab.state.events(since) if e["kind"] == "actor.created"}
-    wait_for(lambda: all(gone(pids[w]) for w in hosts if w in pids), DEADLINE,
-             message=f"the workers that hosted actors ({sorted(hosts)}) exited")
+    wait_for(
+        lambda: all(gone(pids[w]) for w in hosts if w in pids),
+        DEADLINE,
+        message=f"the workers that hosted actors ({sorted(hosts)}) exited",
+    )

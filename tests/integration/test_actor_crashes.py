@@ -158,18 +158,8 @@ CRASH_TABLE = [
 # ------------------------------------------------------------------------------------ helpers
 
 
-
-
-
-
-
-
-
-
 def _worker_id(pid: int) -> str:
     return next(w["worker_id"] for w in memlab.state.workers() if w["pid"] == pid)
-
-
 
 
 # ------------------------------------------------------------------------------- crash table
@@ -283,8 +273,11 @@ def test_an_actor_name_is_freed_when_its_owner_dies(rt: Any) -> None:
     owner_pid = memlab.get(make_named_actor.remote("owned-by-a-worker"), timeout=DEADLINE)
     assert memlab.get_actor("owned-by-a-worker") is not None
     kill_worker(_worker_id(owner_pid))
-    wait_for(lambda: name_is_free("owned-by-a-worker"), DEADLINE,
-             message="the dead owner's actor name released")
+    wait_for(
+        lambda: name_is_free("owned-by-a-worker"),
+        DEADLINE,
+        message="the dead owner's actor name released",
+    )
     h = Victim.options(name="owned-by-a-worker").remote(7)
     assert memlab.get(h.add.remote(1), timeout=DEADLINE) == 8
     memlab.kill(h)

@@ -131,18 +131,6 @@ def plain_function() -> int:
 # ------------------------------------------------------------------------------------ helpers
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------- the basics
 
 
@@ -210,8 +198,7 @@ def test_state_and_events_follow_an_actor_from_creation_to_death(rt: Any) -> Non
     def kinds() -> list[str]:
         return sorted(e["kind"] for e in actor_events(aid, since))
 
-    want = ["actor.created", "actor.created", "actor.died", "actor.restarted",
-            "actor.restarting"]
+    want = ["actor.created", "actor.created", "actor.died", "actor.restarted", "actor.restarting"]
     wait_for(lambda: kinds() == want, DEADLINE, message=f"events {want}")
     record = actor_record(aid)
     assert record is not None and record["state"] == "dead", record  # a late created: still dead
@@ -257,8 +244,11 @@ def test_a_killed_actors_name_is_free_again(rt: Any) -> None:
     first_pid = memlab.get(first.pid.remote(), timeout=DEADLINE)
     memlab.kill(first)
     wait_for(lambda: gone(first_pid), DEADLINE, message="the killed actor's worker exited")
-    wait_for(lambda: name_is_free("test-actors-reused"), DEADLINE,
-             message="the dead actor's name released")
+    wait_for(
+        lambda: name_is_free("test-actors-reused"),
+        DEADLINE,
+        message="the dead actor's name released",
+    )
     second = Counter.options(name="test-actors-reused").remote(50)
     assert memlab.get(second.add.remote(1), timeout=DEADLINE) == 51
     assert memlab.get_actor("test-actors-reused") == second != first

@@ -426,14 +426,19 @@ def test_use_before_init_and_after_shutdown_says_to_call_init(tmp_path: Path) ->
 @pytest.mark.parametrize("bad", [-1, -0.5, "5", float("nan"), True, [1]])
 def test_bad_timeout_is_refused_naming_the_argument(rt: Any, tmp_path: Path, bad: Any) -> None:
     with work_in_flight(tmp_path) as flight:
-        for call in (lambda: memlab.get(flight.refs[0], timeout=bad),
-                     lambda: memlab.get(flight.refs, timeout=bad),
-                     lambda: memlab.wait(flight.refs, timeout=bad),
-                     lambda: wait_for(lambda: False, timeout=bad),
-                     lambda: wait_for_file(tmp_path / "never", timeout=bad)):
+        for call in (
+            lambda: memlab.get(flight.refs[0], timeout=bad),
+            lambda: memlab.get(flight.refs, timeout=bad),
+            lambda: memlab.wait(flight.refs, timeout=bad),
+            lambda: wait_for(lambda: False, timeout=bad),
+            lambda: wait_for_file(tmp_path / "never", timeout=bad),
+        ):
             start = time.monotonic()
-            with pytest.raises(ValueError, match=r"timeout must be None or a number of "
-                                                 r"seconds >= 0 \(0 polls\), got ") as info:
+            with pytest.raises(
+                ValueError,
+                match=r"timeout must be None or a number of "
+                r"seconds >= 0 \(0 polls\), got ",
+            ) as info:
                 call()
             assert repr(bad) in str(info.value)
             assert time.monotonic() - start < 5  # refused at once, never waited on (nan)
@@ -475,8 +480,11 @@ def test_many_inline_arguments_adding_up_past_a_message_are_refused(
     # Each small enough to travel inline (distinct: pickle would write one object once); 66 MiB.
     pieces = [bytes([i % 256]) * (40 << 10) for i in range(1700)]
     with work_in_flight(tmp_path):
-        with pytest.raises(ValueError, match=r"arguments of ident\(\) that travel inline add up "
-                                             r"to .* MiB.*as one list"):
+        with pytest.raises(
+            ValueError,
+            match=r"arguments of ident\(\) that travel inline add up "
+            r"to .* MiB.*as one list",
+        ):
             ident.remote(*pieces)
         with pytest.raises(ValueError, match=r"inline_threshold must be at most 16777216 bytes"):
             memlab.init(inline_threshold=(16 << 20) + 1)
@@ -499,8 +507,11 @@ def test_task_whose_inline_dependencies_outgrow_a_message_fails_clearly(
     refs = [memlab.put(bytes([i % 256]) * 100_000) for i in range(2800)]
     with work_in_flight(tmp_path):
         too_many = count_args.remote(*refs)
-    with pytest.raises(ValueError, match=r"count_args\(\) would travel as a 267 MiB message.*"
-                                         r"over the 256 MiB limit; pass the refs inside one list"):
+    with pytest.raises(
+        ValueError,
+        match=r"count_args\(\) would travel as a 267 MiB message.*"
+        r"over the 256 MiB limit; pass the refs inside one list",
+    ):
         memlab.get(too_many, timeout=30)
     assert memlab.get(count_args.remote(*refs[:100]), timeout=30) == 100
     del refs, too_many

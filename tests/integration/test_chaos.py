@@ -189,14 +189,25 @@ def check(
         sub = core.submitter
         with core.lock:
             dbg = {
-                "tasks": [(s.name, s.worker, s.attempt, s.remaining,
-                           [(d.hex()[:8], sl.state if sl else None, sl.node if sl else None)
-                            for (d, _), sl in zip(s.deps, s.resolved or [None] * len(s.deps))])
-                          for s in list(sub.tasks.values())[:8]],
-                "queue": len(sub.queue), "leases": {w: (lease.node, len(lease.inflight))
-                                                     for w, lease in sub.leases.items()},
-                "req": sub.lease_requests, "by_node": dict(sub.requests_by_node),
-                "max": sub.max_leases, "nodes": core.nodes,
+                "tasks": [
+                    (
+                        s.name,
+                        s.worker,
+                        s.attempt,
+                        s.remaining,
+                        [
+                            (d.hex()[:8], sl.state if sl else None, sl.node if sl else None)
+                            for (d, _), sl in zip(s.deps, s.resolved or [None] * len(s.deps))
+                        ],
+                    )
+                    for s in list(sub.tasks.values())[:8]
+                ],
+                "queue": len(sub.queue),
+                "leases": {w: (lease.node, len(lease.inflight)) for w, lease in sub.leases.items()},
+                "req": sub.lease_requests,
+                "by_node": dict(sub.requests_by_node),
+                "max": sub.max_leases,
+                "nodes": core.nodes,
             }
         raise AssertionError(f"{kind}: get hung ({exc}); {outcomes.summary()} DEBUG {dbg}") from exc
     except DOCUMENTED as exc:
@@ -364,11 +375,14 @@ def test_mixed_workload_survives_random_kills(fresh_runtime: Any) -> None:
         left = Counter(os.path.basename(os.path.dirname(f)) for f in files)
         infos = []
         for f in files[:3]:
-            node = os.path.basename(os.path.dirname(f))[len("spill-"):]
+            node = os.path.basename(os.path.dirname(f))[len("spill-") :]
             oid = bytes.fromhex(os.path.basename(f))
             with contextlib.suppress(Exception):
-                infos.append(runtime.core.conn_to(node).request(
-                    {"t": "object_info", "oid": oid}, timeout=5)[0])
+                infos.append(
+                    runtime.core.conn_to(node).request({"t": "object_info", "oid": oid}, timeout=5)[
+                        0
+                    ]
+                )
         raise AssertionError(
             f"spill files left after the last ref was dropped, by directory: "
             f"{dict(left)} (alive nodes: {memlab.testing.nodes_alive()}); what their node "

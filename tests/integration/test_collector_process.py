@@ -44,4 +44,3 @@ def test_a_sigkilled_collector_loses_the_view_not_the_work(fresh_runtime: Any) -
     del big
     with pytest.raises(EventsUnavailableError, match="collector process is gone"):
         memlab.state.tasks()
-

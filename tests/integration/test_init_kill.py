@@ -26,9 +26,11 @@ from memlab.runtime.session import KILL_POINTS
 from memlab.testing.leaks import SHM_DIR, wait_for
 
 DEADLINE = 10.0
-INIT = ("import memlab\n"
-        "memlab.init(num_workers=2, num_nodes=2, object_store_memory=128 << 20)\n"
-        "print('init returned', flush=True)\n")
+INIT = (
+    "import memlab\n"
+    "memlab.init(num_workers=2, num_nodes=2, object_store_memory=128 << 20)\n"
+    "print('init returned', flush=True)\n"
+)
 
 
 @pytest.fixture
@@ -68,8 +70,9 @@ def _force_cleanup(pid: int, tmp: str) -> None:
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_driver_killed_during_init_leaves_nothing(private_tmp: str, point: str) -> None:
     env = {**os.environ, "TMPDIR": private_tmp, "MEMLAB_TEST_KILL_DRIVER_AT": point}
-    proc = subprocess.Popen([sys.executable, "-c", INIT], env=env, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INIT], env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, out)
@@ -77,8 +80,10 @@ def test_driver_killed_during_init_leaves_nothing(private_tmp: str, point: str) 
         try:
             wait_for(lambda: _left_by(proc.pid, private_tmp) == ([], []), DEADLINE)
         except AssertionError:
-            raise AssertionError(f"a driver killed at {point!r} left (processes, files) "
-                                 f"{_left_by(proc.pid, private_tmp)}") from None
+            raise AssertionError(
+                f"a driver killed at {point!r} left (processes, files) "
+                f"{_left_by(proc.pid, private_tmp)}"
+            ) from None
     finally:
         proc.kill()
         _force_cleanup(proc.pid, private_tmp)

@@ -20,7 +20,6 @@ from memlab.testing.leaks import wait_for
 MiB = 1 << 20
 
 
-
 def node_stats(rt: Any) -> dict[str, Any]:
     reply, _ = rt.core.conn_to("node-0").request({"t": "stats"})
     return reply
@@ -147,8 +146,11 @@ def test_full_store_spills_and_restores(fresh_runtime: Callable[..., Any]) -> No
         gc.collect()
         rt.core.store.flush()
     del refs, ref
-    wait_for(lambda: node_stats(rt)["used"] == 0 and node_stats(rt)["spilled_bytes"] == 0, 2.0,
-             message="store and spill empty")
+    wait_for(
+        lambda: node_stats(rt)["used"] == 0 and node_stats(rt)["spilled_bytes"] == 0,
+        2.0,
+        message="store and spill empty",
+    )
 
 
 def test_spilled_put_with_no_room_to_restore_waits_and_is_not_lost(

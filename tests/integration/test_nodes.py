@@ -208,14 +208,18 @@ def test_a_copy_on_a_live_node_becomes_primary_when_its_node_dies(fresh_runtime:
     kinds = {e["kind"] for e in memlab.state.events() if e.get("object_id") == ref.hex()}
     assert "object.promoted" in kinds and "object.lost" not in kinds
     tid = task_of(ref.binary).hex()
-    assert not [e for e in memlab.state.events()
-                if e["kind"] == "task.retried" and e["task_id"] == tid]  # not run again
+    assert not [
+        e for e in memlab.state.events() if e["kind"] == "task.retried" and e["task_id"] == tid
+    ]  # not run again
     assert np.all(memlab.get(read_big.remote(ref), timeout=DEADLINE)[0] == value * BIG)
 
     # It is a primary now: freeing the object deletes it.
     del ref
-    wait_for(lambda: stores_empty(rt, ("node-0",)), DEADLINE,
-             message="node-0's store empty after the object was freed")
+    wait_for(
+        lambda: stores_empty(rt, ("node-0",)),
+        DEADLINE,
+        message="node-0's store empty after the object was freed",
+    )
 
 
 def test_killed_node_leaves_and_an_added_node_serves(fresh_runtime: Any) -> None:

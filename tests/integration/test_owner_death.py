@@ -212,8 +212,9 @@ def test_result_written_after_its_owner_died_is_refused_not_leaked(
 
     del views, held  # room for the waiting result, whose owner is dead
     wait_for(
-        lambda: store_stats(rt, "node-0")["num_objects"] == 0
-        and store_stats(rt, "node-0")["used"] == 0,
+        lambda: (
+            store_stats(rt, "node-0")["num_objects"] == 0 and store_stats(rt, "node-0")["used"] == 0
+        ),
         DEADLINE,
         message="the store empty: the dead owner's result refused, the driver's puts freed",
     )

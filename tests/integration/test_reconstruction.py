@@ -287,10 +287,10 @@ def test_pending_task_runs_after_its_lost_argument_is_rebuilt(
     lose_node_1()
     Path(gate).touch()  # g may now finish before, during or after a's rebuild
     assert memlab.get(out, timeout=DEADLINE) == i * BIG + 1
-    assert a_hex in object_ids("object.lost"), [
-        e for e in memlab.state.events() if a_hex in str(e)]
+    assert a_hex in object_ids("object.lost"), [e for e in memlab.state.events() if a_hex in str(e)]
     assert a_hex in object_ids("object.reconstructed"), [
-        e for e in memlab.state.events() if a_hex in str(e)]
+        e for e in memlab.state.events() if a_hex in str(e)
+    ]
     assert a_task in retried_tasks()
 
 

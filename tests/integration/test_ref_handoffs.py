@@ -38,6 +38,7 @@ def one_worker(fresh_runtime: Callable[..., Any]) -> Any:
 
 # -- refs returned from tasks -------------------------------------------------------------------
 
+
 @memlab.remote
 def chain(ref: list[memlab.ObjectRef], depth: int) -> Any:
     memlab.get(ref[0])
@@ -104,15 +105,21 @@ class Box:
 @memlab.remote
 def nest_fresh(kind: str) -> Any:
     ref = make_big.remote()
-    return {"list": [ref], "tuple": (1, ref), "dict": {"k": ref}, "set": {ref},
-            "object": Box(ref)}[kind]
+    return {"list": [ref], "tuple": (1, ref), "dict": {"k": ref}, "set": {ref}, "object": Box(ref)}[
+        kind
+    ]
 
 
 @pytest.mark.parametrize("kind", ["list", "tuple", "dict", "set", "object"])
 def test_refs_in_returned_containers(one_worker: Any, kind: str) -> None:
     value = memlab.get(nest_fresh.remote(kind), timeout=DEADLINE)
-    ref = {"list": lambda v: v[0], "tuple": lambda v: v[1], "dict": lambda v: v["k"],
-           "set": lambda v: next(iter(v)), "object": lambda v: v.ref}[kind](value)
+    ref = {
+        "list": lambda v: v[0],
+        "tuple": lambda v: v[1],
+        "dict": lambda v: v["k"],
+        "set": lambda v: next(iter(v)),
+        "object": lambda v: v.ref,
+    }[kind](value)
     del value
     gc.collect()
     assert int(memlab.get(ref, timeout=DEADLINE)[0]) == 7
@@ -146,6 +153,7 @@ def test_refs_returned_to_their_owner_and_through_borrowers(
 
 
 # -- refs captured in closures ------------------------------------------------------------------
+
 
 def test_ref_captured_in_a_remote_functions_closure(one_worker: Any, tmp_path: Any) -> None:
     gate = str(tmp_path / "gate")
@@ -199,6 +207,7 @@ def test_captured_ref_is_freed_once_the_function_and_its_tasks_are_gone(one_work
 
 
 # -- refs stored in values and in actor state ---------------------------------------------------
+
 
 def test_refs_stored_inside_a_put_value(one_worker: Any) -> None:
     inner = memlab.put(np.full(BIG, 2, dtype=np.uint8))

@@ -50,6 +50,7 @@ def _pause(delay: float) -> None:
 
 # -- the program's building blocks ---------------------------------------------------------------
 
+
 @memlab.remote
 def make(tag: int, big: bool, delay: float) -> Any:
     _pause(delay)
@@ -108,6 +109,7 @@ class Keeper:
 # ("v", tag, big): the value itself; ("ref", e): a ref whose value is e; ("refs", [e]): a dict
 # {"refs": [ref]} whose refs have values [e].
 
+
 def _check(ref: memlab.ObjectRef, expected: tuple[Any, ...]) -> None:
     value = memlab.get(ref, timeout=DEADLINE)
     _check_value(value, expected)
@@ -157,8 +159,22 @@ class Program:
 
     def step(self) -> None:
         rng = self.rng
-        ops = ["put", "make", "owned", "echo", "wrap", "forward", "read", "capture", "nest_put",
-               "keep", "give", "drop", "drop", "drop_keeper"]
+        ops = [
+            "put",
+            "make",
+            "owned",
+            "echo",
+            "wrap",
+            "forward",
+            "read",
+            "capture",
+            "nest_put",
+            "keep",
+            "give",
+            "drop",
+            "drop",
+            "drop_keeper",
+        ]
         op = rng.choice(ops)
         picked = self.pick()
         tag, big = rng.randrange(10_000), rng.random() < 0.4
@@ -172,8 +188,10 @@ class Program:
             self.hold(make.remote(tag, big, self.delay()), ("v", tag, big))
         elif op == "owned":
             depth = rng.randrange(3)
-            self.hold(make_owned.remote(tag, big, depth, self.delay()),
-                      _nest_refs(("v", tag, big), depth + 1))
+            self.hold(
+                make_owned.remote(tag, big, depth, self.delay()),
+                _nest_refs(("v", tag, big), depth + 1),
+            )
             self.handoffs += depth + 1
         elif op == "echo":
             self.hold(echo.remote([ref], self.delay()), ("ref", expected))
@@ -258,6 +276,9 @@ def test_random_ref_programs(fresh_runtime: Callable[..., Any], seed: int) -> No
     except BaseException as exc:
         raise AssertionError(
             f"seed {seed} failed after ops {program.log[-8:]} (replay: "
-            f"MEMLAB_PROTOCOL_SEED={seed}): {type(exc).__name__}: {exc}") from exc
-    print(f"seed {seed}: {steps} steps, {program.handoffs} handoffs, all values right, "
-          "session empty after the last drop")
+            f"MEMLAB_PROTOCOL_SEED={seed}): {type(exc).__name__}: {exc}"
+        ) from exc
+    print(
+        f"seed {seed}: {steps} steps, {program.handoffs} handoffs, all values right, "
+        "session empty after the last drop"
+    )

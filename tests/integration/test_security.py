@@ -338,5 +338,7 @@ def test_frame_longer_than_any_real_message_drops_the_peer_at_once(
                     reader.close()
     if target == "driver":  # the one process whose log this test can read
         reasons = [r.getMessage() for r in caplog.records if r.name == "memlab.protocol"]
-        assert any("dropping connection" in m and f"{1 << 32}-byte payload" in m
-                   and "largest message" in m for m in reasons), reasons
+        assert any(
+            "dropping connection" in m and f"{1 << 32}-byte payload" in m and "largest message" in m
+            for m in reasons
+        ), reasons

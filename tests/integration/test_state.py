@@ -33,13 +33,23 @@ def test_object_records(rt: Any) -> None:
         return {o["object_id"]: o for o in memlab.state.objects()}
 
     big_hex = big.hex()
-    wait_for(lambda: records().get(big_hex, {}).get("state") == "ready", 5,
-             message="task result ready in state")
+    wait_for(
+        lambda: records().get(big_hex, {}).get("state") == "ready",
+        5,
+        message="task result ready in state",
+    )
     objs = records()
     s, b = objs[small.hex()], objs[big_hex]
     for record in (s, b):
-        assert set(record) >= {"object_id", "owner", "size", "state", "locations", "call_site",
-                               "holders"}
+        assert set(record) >= {
+            "object_id",
+            "owner",
+            "size",
+            "state",
+            "locations",
+            "call_site",
+            "holders",
+        }
         assert record["owner"] == "driver"
         assert "test_state.py" in record["call_site"]
     assert s["locations"] == ["owner:driver"]
@@ -55,8 +65,11 @@ def _task_named(name: str) -> dict | None:
 
 def test_a_short_task_reports_its_start_with_its_end(rt: Any) -> None:
     memlab.get(make.options(name="short-start").remote(1))
-    wait_for(lambda: (_task_named("short-start") or {}).get("state") == "finished", 5,
-             message="finished task record")
+    wait_for(
+        lambda: (_task_named("short-start") or {}).get("state") == "finished",
+        5,
+        message="finished task record",
+    )
     task = _task_named("short-start")
     assert task is not None
     assert task["node"] == "node-0" and task["worker"].startswith("w-")
@@ -66,23 +79,35 @@ def test_a_short_task_reports_its_start_with_its_end(rt: Any) -> None:
 def test_a_long_task_is_shown_running_while_it_runs(rt: Any, tmp_path: Any) -> None:
     gate = tmp_path / "gate"
     ref = memlab.remote(gated).options(name="long-start").remote(7, str(gate))
-    wait_for(lambda: (_task_named("long-start") or {}).get("state") == "running", 5,
-             message="the running task announced by its worker")
+    wait_for(
+        lambda: (_task_named("long-start") or {}).get("state") == "running",
+        5,
+        message="the running task announced by its worker",
+    )
     task = _task_named("long-start")
     assert task is not None and task["node"] == "node-0" and task["started_at"] is not None
     gate.touch()
     assert memlab.get(ref) == 7
-    wait_for(lambda: (_task_named("long-start") or {}).get("state") == "finished", 5,
-             message="finished task record")
+    wait_for(
+        lambda: (_task_named("long-start") or {}).get("state") == "finished",
+        5,
+        message="finished task record",
+    )
 
 
 def test_tasks_workers_nodes(rt: Any) -> None:
     ref = make.options(name="state-probe").remote(10)
     memlab.get(ref)
-    wait_for(lambda: any(t["name"] == "state-probe" and t["state"] == "finished"
-                         for t in memlab.state.tasks()), 5, message="finished task record")
+    wait_for(
+        lambda: any(
+            t["name"] == "state-probe" and t["state"] == "finished" for t in memlab.state.tasks()
+        ),
+        5,
+        message="finished task record",
+    )
     task = next(t for t in memlab.state.tasks() if t["name"] == "state-probe")
     assert task["worker"].startswith("w-") and task["attempt"] == 0
+
     def alive() -> list[dict]:
         return [w for w in memlab.state.workers() if w["state"] == "alive"]
 
@@ -99,13 +124,23 @@ def test_tasks_workers_nodes(rt: Any) -> None:
 def test_worker_owned_objects_and_graph(rt: Any) -> None:
     outer = nested.remote(None)  # created_by edge: outer -> its task
     inner = memlab.get(outer)[0]
-    wait_for(lambda: any(o["object_id"] == inner.hex() for o in memlab.state.objects()), 5,
-             message="worker-owned object reported")
+    wait_for(
+        lambda: any(o["object_id"] == inner.hex() for o in memlab.state.objects()),
+        5,
+        message="worker-owned object reported",
+    )
     record = next(o for o in memlab.state.objects() if o["object_id"] == inner.hex())
     assert record["owner"] == inner.owner
-    wait_for(lambda: "driver" in next(
-        (o for o in memlab.state.objects() if o["object_id"] == inner.hex()), record
-    )["holders"]["borrowers"], 5, message="driver shown as borrower")
+    wait_for(
+        lambda: (
+            "driver"
+            in next((o for o in memlab.state.objects() if o["object_id"] == inner.hex()), record)[
+                "holders"
+            ]["borrowers"]
+        ),
+        5,
+        message="driver shown as borrower",
+    )
     graph = memlab.state.ownership_graph()
     kinds = {e["kind"] for e in graph["edges"]}
     assert {"owns", "borrows", "created_by"} <= kinds
@@ -140,6 +175,9 @@ def test_driver_objects_and_events_are_shipped_in_order(rt: Any) -> None:
     ids = {r.hex() for r in refs}
     # No wait: a read ships the driver's pending events before it asks.
     assert ids <= {o["object_id"] for o in memlab.state.objects()}
-    created = [e for e in memlab.state.events(since) if e["kind"] == "object.created"
-               and e["object_id"] in ids]
+    created = [
+        e
+        for e in memlab.state.events(since)
+        if e["kind"] == "object.created" and e["object_id"] in ids
+    ]
     assert [e["object_id"] for e in created] == [r.hex() for r in refs]

@@ -149,8 +149,11 @@ def test_output_arrives_before_the_result(sink: Recorder) -> None:
 def test_concurrent_actor_methods_are_told_apart(sink: Recorder, tmp_path: Path) -> None:
     talker = Talker.options(max_concurrency=2).remote(str(tmp_path))
     a, b = talker.say.remote("a"), talker.say.remote("b")
-    wait_for(lambda: sink.where("a before") and sink.where("b before"), DEADLINE,
-             message="both calls run at once")
+    wait_for(
+        lambda: sink.where("a before") and sink.where("b before"),
+        DEADLINE,
+        message="both calls run at once",
+    )
     (tmp_path / "b").write_text("go")
     (tmp_path / "a").write_text("go")
     threads = memlab.get([a, b])
@@ -181,15 +184,17 @@ def test_nested_output_is_attributed_to_the_outermost_task(sink: Recorder) -> No
     assert not sink.where("outer before")[0].nested
 
 
-def test_late_nested_output_still_goes_to_the_outer_task(sink: Recorder, tmp_path: Path
-                                                         ) -> None:
+def test_late_nested_output_still_goes_to_the_outer_task(sink: Recorder, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     ref = leaves_inner_running.remote(str(gate))
     (pending,) = memlab.get(ref)  # the outer task is done; its nested one waits
     gate.write_text("go")
     assert memlab.get(pending) == "late"
-    wait_for(lambda: sink.where("after its caller returned"), DEADLINE,
-             message="the nested task's print reaches the driver")
+    wait_for(
+        lambda: sink.where("after its caller returned"),
+        DEADLINE,
+        message="the nested task's print reaches the driver",
+    )
     (chunk,) = sink.where("after its caller returned")
     assert chunk.task_id == task_of(ref.binary) and chunk.nested
 
@@ -213,8 +218,7 @@ def test_without_a_front_end_the_driver_prints_prefixed(rt: Any, capsys: Any) ->
     assert f"(chatty pid={pid}) err 7\n" in captured.err
 
 
-def test_prints_outside_a_task_go_to_the_workers_stdout(fresh_runtime: Any, capfd: Any
-                                                        ) -> None:
+def test_prints_outside_a_task_go_to_the_workers_stdout(fresh_runtime: Any, capfd: Any) -> None:
     # last in this module: it stops the shared runtime for one whose workers write to this
     # test's captured fd 1
     fresh_runtime(num_workers=1)

@@ -47,8 +47,11 @@ def _kill(pids: dict[str, int]) -> None:
 
 
 def _all_gone(pids: dict[str, int]) -> None:
-    wait_for(lambda: not [k for k, p in pids.items() if _alive(p)], CLEANUP_TIMEOUT,
-             message=f"every process the task started ({pids}) gone")
+    wait_for(
+        lambda: not [k for k, p in pids.items() if _alive(p)],
+        CLEANUP_TIMEOUT,
+        message=f"every process the task started ({pids}) gone",
+    )
 
 
 def test_shutdown_ends_what_tasks_started_and_leak_checks_see_it(
@@ -73,8 +76,11 @@ def test_a_dead_worker_takes_its_children_and_the_node_the_detached_ones(
     pids = memlab.get(strays.remote(), timeout=30)
     try:
         kill_worker()  # the worker that ran it: the only one
-        wait_for(lambda: not _alive(pids["child"]) and not _alive(pids["fork"]),
-                 CLEANUP_TIMEOUT, message="the dead worker's child and fork copy gone")
+        wait_for(
+            lambda: not _alive(pids["child"]) and not _alive(pids["fork"]),
+            CLEANUP_TIMEOUT,
+            message="the dead worker's child and fork copy gone",
+        )
         assert _alive(pids["detached"])  # it left the worker's group: the node ends it
         assert memlab.get(strays.remote(1), timeout=30)  # a new worker serves
         memlab.shutdown()
@@ -112,15 +118,21 @@ def strays_once_on_node_1(claim: str) -> dict[str, int] | None:
 
 
 def test_a_killed_node_takes_what_its_tasks_started(
-    fresh_runtime: Callable[..., Any], tmp_path: Any,
+    fresh_runtime: Callable[..., Any],
+    tmp_path: Any,
 ) -> None:
     fresh_runtime(num_nodes=2, num_workers=4)
     claim = str(tmp_path / "claim")
     pids: dict[str, int] = {}
     try:
         for _ in range(10):
-            found = [r for r in memlab.get([strays_once_on_node_1.remote(claim)
-                                            for _ in range(8)], timeout=30) if r]
+            found = [
+                r
+                for r in memlab.get(
+                    [strays_once_on_node_1.remote(claim) for _ in range(8)], timeout=30
+                )
+                if r
+            ]
             if found:
                 pids = found[0]
                 break

@@ -63,8 +63,11 @@ def test_num_returns_and_options(rt: Any) -> None:
 def test_task_name_option_reaches_state(rt: Any) -> None:
     ref = add.options(name="custom-add").remote(1, 1)
     memlab.get(ref)
-    wait_for(lambda: any(t["name"] == "custom-add" for t in memlab.state.tasks()), 5,
-             message="named task in memlab.state.tasks()")
+    wait_for(
+        lambda: any(t["name"] == "custom-add" for t in memlab.state.tasks()),
+        5,
+        message="named task in memlab.state.tasks()",
+    )
 
 
 def test_top_level_ref_is_resolved_and_nested_ref_is_passed(rt: Any) -> None:

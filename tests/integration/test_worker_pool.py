@@ -39,8 +39,10 @@ def pool(rt: Any) -> dict[str, Any]:
 
 
 def worker_processes(rt: Any) -> int:
-    return sum("worker_main" in " ".join(p.cmdline())
-               for p in session_processes(session_dir=rt.session_dir))
+    return sum(
+        "worker_main" in " ".join(p.cmdline())
+        for p in session_processes(session_dir=rt.session_dir)
+    )
 
 
 def grow(rt: Any, fn: Any, gate: Path, n: int = 4) -> list[Any]:
@@ -51,14 +53,18 @@ def grow(rt: Any, fn: Any, gate: Path, n: int = 4) -> list[Any]:
 
 
 def test_pool_grown_by_nested_gets_shrinks_back_to_num_workers(
-    fresh_runtime: Callable[..., Any], tmp_path: Path,
+    fresh_runtime: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
     rt = fresh_runtime(num_workers=2)
     refs = grow(rt, outer, tmp_path / "gate")
     assert memlab.get(refs, timeout=DEADLINE) == [0, 10, 20, 30]
     peak = pool(rt)["size"]
-    wait_for(lambda: pool(rt)["size"] == 2 and worker_processes(rt) == 2, DEADLINE,
-             message="the pool back at num_workers=2, in processes too")
+    wait_for(
+        lambda: pool(rt)["size"] == 2 and worker_processes(rt) == 2,
+        DEADLINE,
+        message="the pool back at num_workers=2, in processes too",
+    )
     assert pool(rt)["retired"] >= peak - 2
     # The remaining workers serve, and retirement is no crash: nothing failed or retried.
     assert memlab.get([ident.remote(i) for i in range(8)], timeout=DEADLINE) == list(range(8))
@@ -66,16 +72,23 @@ def test_pool_grown_by_nested_gets_shrinks_back_to_num_workers(
 
 
 def test_a_worker_that_owns_objects_does_not_retire_until_they_are_freed(
-    fresh_runtime: Callable[..., Any], tmp_path: Path,
+    fresh_runtime: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
     rt = fresh_runtime(num_workers=2)
     refs = grow(rt, outer_owning, tmp_path / "gate")
     held = [inner_ref for (inner_ref,) in memlab.get(refs, timeout=DEADLINE)]
     # Every extra worker was asked (the pool reached its target, or an owner refused)...
-    wait_for(lambda: pool(rt)["size"] == 2 or pool(rt)["refused"] > 0, DEADLINE,
-             message="extra workers asked to retire")
+    wait_for(
+        lambda: pool(rt)["size"] == 2 or pool(rt)["refused"] > 0,
+        DEADLINE,
+        message="extra workers asked to retire",
+    )
     # ...and no owner left: every object is still there.
     assert memlab.get(held, timeout=DEADLINE) == [0, 10, 20, 30]
     del held, refs
-    wait_for(lambda: pool(rt)["size"] == 2 and worker_processes(rt) == 2, DEADLINE,
-             message="the pool back at num_workers=2 once the owned objects were freed")
+    wait_for(
+        lambda: pool(rt)["size"] == 2 and worker_processes(rt) == 2,
+        DEADLINE,
+        message="the pool back at num_workers=2 once the owned objects were freed",
+    )

@@ -63,8 +63,9 @@ def chromium_available() -> bool:
 
 
 @contextmanager
-def dashboard_page(keyframe: dict[str, Any], width: int = 1200, tab: str = "objects",
-                   status: str = "live") -> Iterator[Any]:
+def dashboard_page(
+    keyframe: dict[str, Any], width: int = 1200, tab: str = "objects", status: str = "live"
+) -> Iterator[Any]:
     """A Playwright page showing the dashboard with ``keyframe`` loaded."""
     from playwright.sync_api import sync_playwright
 
@@ -73,13 +74,13 @@ def dashboard_page(keyframe: dict[str, Any], width: int = 1200, tab: str = "obje
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking"])
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         try:
             page = browser.new_page(viewport={"width": width + 40, "height": 640})
 
             def serve(route: Any) -> None:
-                path = route.request.url[len(ORIGIN):].split("?")[0]
+                path = route.request.url[len(ORIGIN) :].split("?")[0]
                 if path in ("/", "/index.html"):
                     route.fulfill(body=html, content_type="text/html")
                 elif path in ("/dashboard.js", "/dashboard.css"):
@@ -120,6 +121,7 @@ def _demo_session() -> tuple[dict[str, Any], str]:
 
     memlab.init(num_workers=4, num_nodes=2, object_store_memory=512 << 20)
     try:
+
         @memlab.remote
         def load(i: int) -> np.ndarray:
             time.sleep(0.05)

@@ -37,10 +37,23 @@ class FakeSource:
         self.asked: list[str] | None = None
 
     def put(self, i: int, size: int = 1000, node: str = "node-0", **extra: Any) -> None:
-        self.model.apply([{"kind": "object.created", "ts": time.time(), "proc": "driver",
-                           "object_id": oid(i), "owner": "driver", "task_id": None,
-                           "call_site": f"Cell In[{i}], line 1", "size": size,
-                           "state": "ready", "node": node, **extra}])
+        self.model.apply(
+            [
+                {
+                    "kind": "object.created",
+                    "ts": time.time(),
+                    "proc": "driver",
+                    "object_id": oid(i),
+                    "owner": "driver",
+                    "task_id": None,
+                    "call_site": f"Cell In[{i}], line 1",
+                    "size": size,
+                    "state": "ready",
+                    "node": node,
+                    **extra,
+                }
+            ]
+        )
 
     def apply(self, *events: dict[str, Any]) -> None:
         self.model.apply([{"ts": time.time(), "proc": "driver", **e} for e in events])
@@ -52,8 +65,9 @@ class FakeSource:
         wanted = sections or SECTIONS
         if self.view.due(self.now, self.model.latest_seq, wanted):
             events, _ = self.model.events(self.view.event_cursor)
-            self.view.refresh(self.model.records(), events, self.model.latest_seq, self.now,
-                              sections=wanted)
+            self.view.refresh(
+                self.model.records(), events, self.model.latest_seq, self.now, sections=wanted
+            )
         self.view.validate()
         return self.view.delta(since, wanted)
 
@@ -98,7 +112,8 @@ def widget(source: FakeSource) -> Iterator[Dashboard]:
 
 
 def test_a_first_snapshot_is_in_the_keyframe_before_the_widget_goes_live(
-        source: FakeSource) -> None:
+    source: FakeSource,
+) -> None:
     for i in range(3):
         source.put(i)
     w = Dashboard(source=source, tab="graph")
@@ -107,22 +122,28 @@ def test_a_first_snapshot_is_in_the_keyframe_before_the_widget_goes_live(
         frame = w.keyframe
         assert frame["seq"] == 1
         assert {r["object_id"] for r in upserted_rows(frame["sections"]["objects"])} == {
-            oid(i) for i in range(3)}
+            oid(i) for i in range(3)
+        }
         assert frame["sections"]["summary"][0]["objects"] == 3
-        assert {n["id"] for n in frame["sections"]["graph_nodes"]} >= {"process:driver",
-                                                                         "node:node-0"}
+        assert {n["id"] for n in frame["sections"]["graph_nodes"]} >= {
+            "process:driver",
+            "node:node-0",
+        }
     finally:
         w.close()
 
 
 def test_changes_arrive_as_numbered_deltas_of_only_what_changed(
-        source: FakeSource, widget: Dashboard) -> None:
+    source: FakeSource, widget: Dashboard
+) -> None:
     for i in range(100):
         source.put(i)
     widget.publisher.poll_once()
     browser = Recorder(widget)
-    source.apply({"kind": "object.freed", "object_ids": [oid(7)]},
-                 {"kind": "object.lost", "object_id": oid(8)})
+    source.apply(
+        {"kind": "object.freed", "object_ids": [oid(7)]},
+        {"kind": "object.lost", "object_id": oid(8)},
+    )
     widget.publisher.poll_once()
     [msg] = browser.messages
     objects = msg["sections"]["objects"]
@@ -155,7 +176,8 @@ def test_names_from_the_provider_join_the_object_rows(source: FakeSource) -> Non
 
 
 def test_a_failing_names_provider_is_reported_and_does_not_stop_the_dashboard(
-        source: FakeSource) -> None:
+    source: FakeSource,
+) -> None:
     def broken() -> dict[str, list[str]]:
         raise RuntimeError("scan failed")
 
@@ -184,7 +206,8 @@ def test_the_default_names_hook_is_used_by_new_dashboards(source: FakeSource) ->
 
 
 def test_a_browser_that_asks_gets_a_keyframe_at_the_next_tick(
-        source: FakeSource, widget: Dashboard) -> None:
+    source: FakeSource, widget: Dashboard
+) -> None:
     source.put(1)
     widget.publisher.poll_once()
     first = widget.keyframe
@@ -197,24 +220,34 @@ def test_a_browser_that_asks_gets_a_keyframe_at_the_next_tick(
     assert len(upserted_rows(widget.keyframe["sections"]["objects"])) == 2
 
 
-def test_the_static_fallback_shows_the_four_views(source: FakeSource,
-                                                  widget: Dashboard) -> None:
-    source.apply({"kind": "node.started", "node_id": "node-0", "pid": 1,
-                  "store_capacity": 1 << 30},
-                 {"kind": "worker.started", "worker_id": "w-1", "node": "node-0", "pid": 2})
+def test_the_static_fallback_shows_the_four_views(source: FakeSource, widget: Dashboard) -> None:
+    source.apply(
+        {"kind": "node.started", "node_id": "node-0", "pid": 1, "store_capacity": 1 << 30},
+        {"kind": "worker.started", "worker_id": "w-1", "node": "node-0", "pid": 2},
+    )
     source.put(1, size=5 << 20)
     source.put(2, size=10)
-    source.apply({"kind": "node.died", "node_id": "node-1"},
-                 {"kind": "object.lost", "object_id": oid(2)},
-                 {"kind": "object.reconstructed", "object_id": oid(2)})
+    source.apply(
+        {"kind": "node.died", "node_id": "node-1"},
+        {"kind": "object.lost", "object_id": oid(2)},
+        {"kind": "object.reconstructed", "object_id": oid(2)},
+    )
     widget.publisher.poll_once()
     data, _ = widget._repr_mimebundle_()
     assert data[WIDGET_MIME]["model_id"] == widget.model_id
     page = data["text/html"]
     assert "<script" not in page, "the fallback is plain HTML"
-    for text in (oid(1)[:12], "5.0 MiB", "node-0", "w-1", "node node-1 died",
-                 "lost 1 → reconstructed 1", "Recovery timeline", "Workers",
-                 "its store and spill files went with it"):
+    for text in (
+        oid(1)[:12],
+        "5.0 MiB",
+        "node-0",
+        "w-1",
+        "node node-1 died",
+        "lost 1 → reconstructed 1",
+        "Recovery timeline",
+        "Workers",
+        "its store and spill files went with it",
+    ):
         assert text in page, text
 
 
@@ -229,8 +262,7 @@ def test_the_fallback_escapes_what_users_named(source: FakeSource) -> None:
         w.close()
 
 
-def test_every_section_is_kept_live_whatever_the_tab(source: FakeSource,
-                                                     widget: Dashboard) -> None:
+def test_every_section_is_kept_live_whatever_the_tab(source: FakeSource, widget: Dashboard) -> None:
     # A tab switched in the browser while a cell runs reaches the kernel only after the cell:
     # the graph must already be there when the browser shows it.
     source.put(1)
@@ -247,19 +279,25 @@ def test_dashboards_fed_alike_share_one_publisher(source: FakeSource) -> None:
         wait_for(lambda: len(first.state.sections["objects"]) == 2, 5, message="a live update")
         late = Dashboard(source=source).start()  # a notebook re-run displays another one
         assert late.publisher is first.publisher and late.state is first.state
-        assert len(upserted_rows(late.keyframe["sections"]["objects"])) == 2, \
+        assert len(upserted_rows(late.keyframe["sections"]["objects"])) == 2, (
             "a late dashboard starts from the current keyframe"
+        )
         assert late.status == "live"
         threads = [t for t in threading.enumerate() if t.name == "memlab-dashboard-publisher"]
         assert len(threads) == 1
         first.close()
         source.put(3)
-        wait_for(lambda: len(late.state.sections["objects"]) == 3, 5,
-                 message="the other dashboard stays live")
+        wait_for(
+            lambda: len(late.state.sections["objects"]) == 3,
+            5,
+            message="the other dashboard stays live",
+        )
         late.close()
-        wait_for(lambda: not any(t.name == "memlab-dashboard-publisher"
-                                 for t in threading.enumerate()), 5,
-                 message="the last one closed stops the publisher")
+        wait_for(
+            lambda: not any(t.name == "memlab-dashboard-publisher" for t in threading.enumerate()),
+            5,
+            message="the last one closed stops the publisher",
+        )
         again = Dashboard(source=source)
         assert again.publisher is not first.publisher, "a stopped hub is not reused"
         again.close()
@@ -308,7 +346,8 @@ def noop() -> None:
 
 
 def test_a_burst_of_ten_thousand_events_reaches_the_browser_at_most_ten_times_a_second(
-        fresh_runtime: Any) -> None:
+    fresh_runtime: Any,
+) -> None:
     fresh_runtime(num_workers=2)
     w = dashboard()
     browser = Recorder(w)
@@ -323,7 +362,7 @@ def test_a_burst_of_ten_thousand_events_reaches_the_browser_at_most_ten_times_a_
     assert collector.statistics()["latest_seq"] - before >= 10_000
     wait_for(lambda: not browser.objects, 20, message="the frees reach the browser")
     took = time.monotonic() - started
-    times = w.publisher.sent_at[-len(browser.messages):]
+    times = w.publisher.sent_at[-len(browser.messages) :]
     for i in range(len(times)):
         in_a_second = [t for t in times[i:] if t - times[i] < 1.0]
         assert len(in_a_second) <= 10, f"{len(in_a_second)} updates within 1 s"
@@ -331,8 +370,7 @@ def test_a_burst_of_ten_thousand_events_reaches_the_browser_at_most_ten_times_a_
     w.close()
 
 
-def test_the_dashboard_stops_with_the_runtime_and_keeps_its_last_state(
-        fresh_runtime: Any) -> None:
+def test_the_dashboard_stops_with_the_runtime_and_keeps_its_last_state(fresh_runtime: Any) -> None:
     fresh_runtime(num_workers=1)
     keep = memlab.put(b"x" * 200_000)
     w = dashboard()

@@ -34,37 +34,144 @@ def session(objects: int, tasks: int, aggregate_above: int = 2_000) -> dict[str,
     nodes, ``tasks`` running tasks, four workers and one incident."""
     m = StateModel()
     now = time.time()
-    m.apply([{"kind": "node.started", "ts": now, "proc": "driver", "node_id": f"node-{n}",
-              "pid": 100 + n, "store_capacity": 1 << 30} for n in range(2)])
-    m.apply([{"kind": "worker.started", "ts": now, "proc": f"node-{w % 2}",
-              "worker_id": f"w-{w}", "node": f"node-{w % 2}", "pid": 200 + w}
-             for w in range(4)])
-    m.apply([{"kind": "task.submitted", "ts": now, "proc": "driver", "task_id": f"t{t}",
-              "name": "pipeline.<locals>.load", "owner": "driver", "returns": [],
-              "deps": [oid(t)], "call_site": "Cell In[3], line 4"} for t in range(tasks)])
-    m.apply([{"kind": "task.started", "ts": now, "proc": "w-1", "task_id": "t0",
-              "worker": "w-1", "node": "node-1", "attempt": 0}])
-    m.apply([{"kind": "object.created", "ts": now, "proc": "driver", "object_id": oid(i),
-              "owner": "driver" if i % 5 else "w-2", "task_id": None,
-              "call_site": f"Cell In[{2 + i % 7}], line {1 + i % 3}", "size": 1000 + 37 * i,
-              "state": "ready", "node": f"node-{i % 2}"} for i in range(objects)])
-    m.apply([{"kind": "object.holders", "ts": now, "proc": "driver", "object_id": oid(i),
-              "local": 1, "tasks": 1, "contained_in": [], "borrowers": ["w-3"]}
-             for i in range(0, objects, 9)])
-    m.apply([{"kind": "node.store", "ts": now, "proc": f"node-{n}", "node_id": f"node-{n}",
-              "store_used": 300 << 20, "spilled_bytes": (n * 40) << 20, "num_objects": 5}
-             for n in range(2)])
-    m.apply([{"kind": "worker.died", "ts": now + 1, "proc": "node-1", "worker_id": "w-5",
-              "node": "node-1", "pid": 300, "exitcode": None, "signal": 9,
-              "cause": "killed by signal 9 (SIGKILL)"},
-             {"kind": "object.lost", "ts": now + 1.01, "proc": "driver", "object_id": oid(3)},
-             {"kind": "object.lost", "ts": now + 1.01, "proc": "driver", "object_id": oid(4)},
-             {"kind": "task.retried", "ts": now + 1.02, "proc": "driver", "task_id": "t3",
-              "attempt": 1, "reason": "rebuilding lost results"},
-             {"kind": "object.reconstructing", "ts": now + 1.02, "proc": "driver",
-              "object_id": oid(3)},
-             {"kind": "object.reconstructed", "ts": now + 1.4, "proc": "driver",
-              "object_id": oid(4)}])
+    m.apply(
+        [
+            {
+                "kind": "node.started",
+                "ts": now,
+                "proc": "driver",
+                "node_id": f"node-{n}",
+                "pid": 100 + n,
+                "store_capacity": 1 << 30,
+            }
+            for n in range(2)
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "worker.started",
+                "ts": now,
+                "proc": f"node-{w % 2}",
+                "worker_id": f"w-{w}",
+                "node": f"node-{w % 2}",
+                "pid": 200 + w,
+            }
+            for w in range(4)
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "task.submitted",
+                "ts": now,
+                "proc": "driver",
+                "task_id": f"t{t}",
+                "name": "pipeline.<locals>.load",
+                "owner": "driver",
+                "returns": [],
+                "deps": [oid(t)],
+                "call_site": "Cell In[3], line 4",
+            }
+            for t in range(tasks)
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "task.started",
+                "ts": now,
+                "proc": "w-1",
+                "task_id": "t0",
+                "worker": "w-1",
+                "node": "node-1",
+                "attempt": 0,
+            }
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "object.created",
+                "ts": now,
+                "proc": "driver",
+                "object_id": oid(i),
+                "owner": "driver" if i % 5 else "w-2",
+                "task_id": None,
+                "call_site": f"Cell In[{2 + i % 7}], line {1 + i % 3}",
+                "size": 1000 + 37 * i,
+                "state": "ready",
+                "node": f"node-{i % 2}",
+            }
+            for i in range(objects)
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "object.holders",
+                "ts": now,
+                "proc": "driver",
+                "object_id": oid(i),
+                "local": 1,
+                "tasks": 1,
+                "contained_in": [],
+                "borrowers": ["w-3"],
+            }
+            for i in range(0, objects, 9)
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "node.store",
+                "ts": now,
+                "proc": f"node-{n}",
+                "node_id": f"node-{n}",
+                "store_used": 300 << 20,
+                "spilled_bytes": (n * 40) << 20,
+                "num_objects": 5,
+            }
+            for n in range(2)
+        ]
+    )
+    m.apply(
+        [
+            {
+                "kind": "worker.died",
+                "ts": now + 1,
+                "proc": "node-1",
+                "worker_id": "w-5",
+                "node": "node-1",
+                "pid": 300,
+                "exitcode": None,
+                "signal": 9,
+                "cause": "killed by signal 9 (SIGKILL)",
+            },
+            {"kind": "object.lost", "ts": now + 1.01, "proc": "driver", "object_id": oid(3)},
+            {"kind": "object.lost", "ts": now + 1.01, "proc": "driver", "object_id": oid(4)},
+            {
+                "kind": "task.retried",
+                "ts": now + 1.02,
+                "proc": "driver",
+                "task_id": "t3",
+                "attempt": 1,
+                "reason": "rebuilding lost results",
+            },
+            {
+                "kind": "object.reconstructing",
+                "ts": now + 1.02,
+                "proc": "driver",
+                "object_id": oid(3),
+            },
+            {
+                "kind": "object.reconstructed",
+                "ts": now + 1.4,
+                "proc": "driver",
+                "object_id": oid(4),
+            },
+        ]
+    )
     view = DashboardView(aggregate_above=aggregate_above)
     events, _ = m.events(0)
     view.refresh(m.records(), events, m.latest_seq, 0.0)
@@ -80,7 +187,8 @@ def big() -> dict[str, Any]:
 
 
 def test_the_objects_table_stays_virtual_sortable_and_filterable_at_10k_rows(
-        big: dict[str, Any]) -> None:
+    big: dict[str, Any],
+) -> None:
     with dashboard_page(big) as page:
         page.wait_for_selector(".md-tr")
         assert page.inner_text(".md-count") == "10000 objects"
@@ -115,7 +223,8 @@ def test_the_graph_of_a_thousand_nodes_pans_hovers_and_selects(tmp_path: Any) ->
     assert 990 < len(frame["sections"]["graph_nodes"]) < 1100
     with dashboard_page(frame, tab="graph") as page:
         page.wait_for_function(
-            "document.querySelector('.md-graph-canvas canvas') !== null", timeout=20_000)
+            "document.querySelector('.md-graph-canvas canvas') !== null", timeout=20_000
+        )
         page.wait_for_timeout(300)
         assert "nodes" in page.inner_text(".md-graph-info")
         page.screenshot(path=str(ARTIFACTS / "browser-graph-1k.png"))
@@ -124,7 +233,9 @@ def test_the_graph_of_a_thousand_nodes_pans_hovers_and_selects(tmp_path: Any) ->
         found = page.evaluate(
             """(id) => { const c = document.querySelector('.md-graph-canvas')._cyreg.cy;
                  const p = c.getElementById('object:' + id).renderedPosition();
-                 return {x: p.x, y: p.y}; }""", target)
+                 return {x: p.x, y: p.y}; }""",
+            target,
+        )
         box = page.locator(".md-graph-canvas").bounding_box()
         page.mouse.move(box["x"] + found["x"], box["y"] + found["y"])
         page.wait_for_selector(".md-tip", state="visible")
@@ -161,8 +272,9 @@ def test_timeline_and_nodes_show_the_incident_and_the_store_bars(big: dict[str, 
         assert page.locator(".md-node").count() == 2
         bars = page.locator(".md-bar .md-bar-pinned")
         assert bars.count() == 2
-        assert all(float(b.evaluate("e => e.getBoundingClientRect().width")) > 0
-                   for b in bars.all()), "pinned bytes show as a bar"
+        assert all(
+            float(b.evaluate("e => e.getBoundingClientRect().width")) > 0 for b in bars.all()
+        ), "pinned bytes show as a bar"
         assert "load() for" in page.inner_text(".md-nodes-view"), "the running task"
         page.screenshot(path=str(ARTIFACTS / "browser-nodes.png"))
         show_tab(page, "timeline")
@@ -179,13 +291,18 @@ def test_live_deltas_apply_in_order_and_a_gap_asks_for_a_keyframe() -> None:
     seq = frame["seq"]
     with dashboard_page(frame) as page:
         page.wait_for_selector(".md-tr")
-        page.evaluate("""([seq, gone]) => window.memlabPage.delta({type: 'delta', base: seq,
+        page.evaluate(
+            """([seq, gone]) => window.memlabPage.delta({type: 'delta', base: seq,
             seq: seq + 1, sections: {objects: {reset: false, upsert: [], remove: [gone]}}})""",
-                      [seq, oid(19)])
+            [seq, oid(19)],
+        )
         page.wait_for_timeout(50)
         assert page.inner_text(".md-count") == "19 objects"
-        page.evaluate("""(seq) => window.memlabPage.delta({type: 'delta', base: seq + 5,
-            seq: seq + 6, sections: {objects: {reset: true, upsert: [], remove: []}}})""", seq)
+        page.evaluate(
+            """(seq) => window.memlabPage.delta({type: 'delta', base: seq + 5,
+            seq: seq + 6, sections: {objects: {reset: true, upsert: [], remove: []}}})""",
+            seq,
+        )
         page.wait_for_timeout(50)
         assert page.inner_text(".md-count") == "19 objects", "a delta out of step is ignored"
         sent = page.evaluate("window.memlabPage.sent")

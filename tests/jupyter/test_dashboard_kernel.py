@@ -59,8 +59,11 @@ def run(client: Any, code: str, timeout: float = 60) -> list[dict[str, Any]]:
     while time.monotonic() < deadline:
         msg = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
         messages.append(msg)
-        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"):
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+        ):
             return messages
     raise AssertionError(f"the cell did not finish in {timeout} s: {code!r}")
 
@@ -74,17 +77,28 @@ def test_the_dashboard_updates_while_a_cell_runs(kernel: Any) -> None:
     assert "application/vnd.jupyter.widget-view+json" in data
     assert "memlab dashboard" in data["text/html"], "the static snapshot for a saved notebook"
     busy = run(kernel, BUSY)
-    deltas = [m for m in busy if m["msg_type"] == "comm_msg"
-              and m["content"]["data"].get("method") == "custom"
-              and m["content"]["data"]["content"].get("type") == "delta"]
+    deltas = [
+        m
+        for m in busy
+        if m["msg_type"] == "comm_msg"
+        and m["content"]["data"].get("method") == "custom"
+        and m["content"]["data"]["content"].get("type") == "delta"
+    ]
     assert len(deltas) >= 2, "the dashboard sent updates while the cell ran"
-    started = next(m for m in busy if m["msg_type"] == "status"
-                   and m["content"]["execution_state"] == "busy")
+    started = next(
+        m for m in busy if m["msg_type"] == "status" and m["content"]["execution_state"] == "busy"
+    )
     ended = busy[-1]
-    during = [m for m in deltas if started["header"]["date"] < m["header"]["date"]
-              < ended["header"]["date"]]
+    during = [
+        m
+        for m in deltas
+        if started["header"]["date"] < m["header"]["date"] < ended["header"]["date"]
+    ]
     assert during, "updates arrived during the busy cell, not after it"
-    rows = sum(len(s.get("rows", ())) + len(s.get("upsert", ()))
-               for m in deltas for name, s in m["content"]["data"]["content"]["sections"].items()
-               if name == "objects")
+    rows = sum(
+        len(s.get("rows", ())) + len(s.get("upsert", ()))
+        for m in deltas
+        for name, s in m["content"]["data"]["content"]["sections"].items()
+        if name == "objects"
+    )
     assert rows >= 60, f"the 60 results reached the front end ({rows} rows)"

@@ -10,9 +10,12 @@ from tests.jupyter.conftest import run
 
 
 def test_the_objects_table_shows_the_notebook_names_holding_them(ip: Any) -> None:
-    run(ip, "import memlab\n"
-            "parts = [memlab.put(b'x' * 200_000) for _ in range(3)]\n"
-            "big = memlab.put(b'y' * 300_000)")
+    run(
+        ip,
+        "import memlab\n"
+        "parts = [memlab.put(b'x' * 200_000) for _ in range(3)]\n"
+        "big = memlab.put(b'y' * 300_000)",
+    )
     run(ip, "board = memlab.dashboard()")
     board = ip.user_ns["board"]
     try:

@@ -26,26 +26,41 @@ def ip2(ipython: Any, fresh_runtime: Callable[..., Any]) -> Iterator[Any]:
 def test_kill_node_kills_it_and_work_goes_on(ip2: Any, capsys: Any) -> None:
     ip2.run_line_magic("memlab", "kill node node-1")
     assert "killed node node-1" in capsys.readouterr().out
-    wait_for(lambda: any(n["node_id"] == "node-1" and not n["alive"] for n in st.nodes()), 15,
-             message="node-1 seen dead")
-    assert run(ip2, "import memlab\n@memlab.remote\ndef one():\n    return 1\n"
-                    "memlab.get(one.remote())") == 1
+    wait_for(
+        lambda: any(n["node_id"] == "node-1" and not n["alive"] for n in st.nodes()),
+        15,
+        message="node-1 seen dead",
+    )
+    assert (
+        run(
+            ip2, "import memlab\n@memlab.remote\ndef one():\n    return 1\nmemlab.get(one.remote())"
+        )
+        == 1
+    )
     with pytest.raises(UsageError, match="no alive node 'node-1'"):
         ip2.run_line_magic("memlab", "kill node node-1")
 
 
 def test_bad_input_loses_no_work_in_flight(ip2: Any, tmp_path: Any) -> None:
     gate = tmp_path / "gate"
-    run(ip2, f"""
+    run(
+        ip2,
+        f"""
 import memlab
 from memlab.testing import gated
 @memlab.remote
 def slow():
     return gated(41, {str(gate)!r}) + 1
 r = slow.remote()
-""")
-    for line in ("bogus", "start --workers 7", "kill node node-0", "why nothing_here",
-                 "events --kinds nope"):
+""",
+    )
+    for line in (
+        "bogus",
+        "start --workers 7",
+        "kill node node-0",
+        "why nothing_here",
+        "events --kinds nope",
+    ):
         with pytest.raises(UsageError):
             ip2.run_line_magic("memlab", line)
     with pytest.raises(UsageError):
@@ -54,9 +69,9 @@ r = slow.remote()
     assert memlab.get(ip2.user_ns["r"], timeout=30) == 42
 
 
-def test_views_without_a_runtime_or_events_say_what_to_do(ipython: Any,
-                                                          fresh_runtime: Callable[..., Any],
-                                                          capsys: Any) -> None:
+def test_views_without_a_runtime_or_events_say_what_to_do(
+    ipython: Any, fresh_runtime: Callable[..., Any], capsys: Any
+) -> None:
     if memlab.is_initialized():
         memlab.shutdown()
     for line in ("refs", "events", "why x"):
@@ -72,7 +87,8 @@ def test_views_without_a_runtime_or_events_say_what_to_do(ipython: Any,
 
 
 def test_stopping_with_a_remote_cell_in_flight_fails_its_status(
-        ipython: Any, fresh_runtime: Callable[..., Any], tmp_path: Any) -> None:
+    ipython: Any, fresh_runtime: Callable[..., Any], tmp_path: Any
+) -> None:
     from memlab.jupyter import remote_cell
 
     fresh_runtime()

@@ -33,8 +33,7 @@ def test_unload_and_reload(ipython: Any) -> None:
     assert "memlab" in ipython.magics_manager.magics["line"]
 
 
-def test_start_with_agreeing_arguments_reuses_the_runtime(ip: Any, rt: Any, capsys: Any
-                                                          ) -> None:
+def test_start_with_agreeing_arguments_reuses_the_runtime(ip: Any, rt: Any, capsys: Any) -> None:
     ip.run_line_magic("memlab", f"start --workers 2 --memory {256 << 20}")
     ip.run_line_magic("memlab", "start")  # re-running a notebook never fails
     out = capsys.readouterr().out
@@ -49,16 +48,19 @@ def test_start_with_other_arguments_says_so(ip: Any, rt: Any) -> None:
     assert memlab.init() is rt  # untouched
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("bogus", "unknown subcommand 'bogus'"),
-    ("start --wrokers 2", "unrecognized arguments: --wrokers 2"),
-    ("start --workers two", "'two' is not a positive whole number"),
-    ("start --memory lots", "'lots' is not a size"),
-    ("refs --bogus", "usage: %memlab refs"),
-    ("kill process 3", "invalid choice: 'process'"),
-    ("events --last", "expected one argument"),
-    ("stop now", "unrecognized arguments: now"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("bogus", "unknown subcommand 'bogus'"),
+        ("start --wrokers 2", "unrecognized arguments: --wrokers 2"),
+        ("start --workers two", "'two' is not a positive whole number"),
+        ("start --memory lots", "'lots' is not a size"),
+        ("refs --bogus", "usage: %memlab refs"),
+        ("kill process 3", "invalid choice: 'process'"),
+        ("events --last", "expected one argument"),
+        ("stop now", "unrecognized arguments: now"),
+    ],
+)
 def test_bad_input_prints_the_usage(ip: Any, line: str, expected: str) -> None:
     with pytest.raises(UsageError) as info:
         ip.run_line_magic("memlab", line)
@@ -81,8 +83,11 @@ def test_status_summarizes_workers_nodes_and_store(ip: Any, capsys: Any) -> None
     out = capsys.readouterr().out
     assert "2 workers on 1 node(s)" in out
     # x's 1.5 MiB at least (objects of earlier tests may still be on their way out)
-    assert re.search(r"node-0: alive, store (1\.[5-9]|[2-9]\.\d|\d\d+\.\d) MiB of "
-                     r"256\.0 MiB used", out), out
+    assert re.search(
+        r"node-0: alive, store (1\.[5-9]|[2-9]\.\d|\d\d+\.\d) MiB of "
+        r"256\.0 MiB used",
+        out,
+    ), out
     assert re.search(r"objects: \d+ live", out) and "workers: 2 on node-0" in out
 
 
@@ -107,14 +112,17 @@ def test_refs_lists_objects_with_notebook_holders(ip: Any, capsys: Any) -> None:
 
 
 def test_refs_all_includes_objects_owned_elsewhere(ip: Any, capsys: Any) -> None:
-    run(ip, """
+    run(
+        ip,
+        """
 import memlab
 @memlab.remote
 def make_inner():
     return memlab.put(b'z' * 10)
 outer = make_inner.remote()
 inner = memlab.get(outer)
-""")
+""",
+    )
     inner_id = run(ip, "inner.hex()")
     wait_for(lambda: any(o["object_id"] == inner_id for o in st.objects()), 10)
     capsys.readouterr()
@@ -152,11 +160,17 @@ def test_kill_worker_really_kills_it(ip: Any, capsys: Any) -> None:
     victim = next(w["worker_id"] for w in st.workers() if w["state"] == "alive")
     ip.run_line_magic("memlab", f"kill worker {victim}")
     assert f"killed worker {victim}" in capsys.readouterr().out
-    wait_for(lambda: any(w["worker_id"] == victim and w["state"] == "dead"
-                         for w in st.workers()), 15, message="the killed worker is seen dead")
+    wait_for(
+        lambda: any(w["worker_id"] == victim and w["state"] == "dead" for w in st.workers()),
+        15,
+        message="the killed worker is seen dead",
+    )
     # the node replaces it; the runtime keeps working
-    run(ip, "import memlab\n@memlab.remote\ndef one():\n    return 1\n"
-            "assert memlab.get(one.remote()) == 1")
+    run(
+        ip,
+        "import memlab\n@memlab.remote\ndef one():\n    return 1\n"
+        "assert memlab.get(one.remote()) == 1",
+    )
 
 
 def test_dashboard_not_installed_says_so(ip: Any, capsys: Any, monkeypatch: Any) -> None:

@@ -20,8 +20,9 @@ class FakeKernel:
     def get_parent(self) -> dict[str, Any]:
         return self.parent
 
-    def send(self, socket: Any, msg_type: str, content: dict[str, Any], parent: Any,
-             ident: bytes) -> None:
+    def send(
+        self, socket: Any, msg_type: str, content: dict[str, Any], parent: Any, ident: bytes
+    ) -> None:
         self.sent.append((socket, msg_type, content, parent, ident))
 
 
@@ -75,9 +76,11 @@ def test_output_goes_out_under_its_cells_parent() -> None:
     r.sink(out(tag, "hello\n"))
     r.sink(out(tag, "mine\n", name="Cell In[3]"))  # a %%remote cell's own print
     r.sink(out(tag, "nested\n", name="Cell In[3]", nested=True))
-    assert stream.writes == [({"header": {"msg_id": "cell-a"}}, "(f pid=11) hello\n"),
-                             ({"header": {"msg_id": "cell-a"}}, "mine\n"),
-                             ({"header": {"msg_id": "cell-a"}}, "(Cell In[3] pid=11) nested\n")]
+    assert stream.writes == [
+        ({"header": {"msg_id": "cell-a"}}, "(f pid=11) hello\n"),
+        ({"header": {"msg_id": "cell-a"}}, "mine\n"),
+        ({"header": {"msg_id": "cell-a"}}, "(Cell In[3] pid=11) nested\n"),
+    ]
     assert stream.parent is None  # the reader thread's parent is reset after each write
 
 
@@ -87,6 +90,12 @@ def test_without_ipykernels_stream_it_is_published_on_iopub() -> None:
     r.streams["stdout"] = io.StringIO()  # replaced: no per-thread parent
     kernel.parent = {"header": {"msg_id": "cell-a"}}
     r.sink(out(r.tag(), "hello\n"))
-    assert kernel.sent == [(kernel.iopub_socket, "stream",
-                            {"name": "stdout", "text": "(f pid=11) hello\n"},
-                            {"header": {"msg_id": "cell-a"}}, b"stream.stdout")]
+    assert kernel.sent == [
+        (
+            kernel.iopub_socket,
+            "stream",
+            {"name": "stdout", "text": "(f pid=11) hello\n"},
+            {"header": {"msg_id": "cell-a"}},
+            b"stream.stdout",
+        )
+    ]

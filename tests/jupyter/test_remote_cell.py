@@ -16,9 +16,11 @@ from tests.jupyter.conftest import cell, run
 
 
 def test_analysis_finds_reads_before_assignment() -> None:
-    names = analyze("import numpy as np\ny = x + 1\ndef f(a):\n    return a + z + np.pi\n"
-                    "total = 0\nfor i in range(3):\n    total = total + i + w\n"
-                    "q = [k * v for k in data]\nx += 1\ny * 2")
+    names = analyze(
+        "import numpy as np\ny = x + 1\ndef f(a):\n    return a + z + np.pi\n"
+        "total = 0\nfor i in range(3):\n    total = total + i + w\n"
+        "q = [k * v for k in data]\nx += 1\ny * 2"
+    )
     assert names.reads == ("x", "z", "w", "data", "v")
     assert names.assigns == {"np", "y", "f", "total", "i", "q", "x"}
     assert names.has_value
@@ -59,12 +61,14 @@ def test_large_arrays_go_through_the_store_once(ip: Any) -> None:
     index.invalidate()
     assert index.names()[puts[0]["object_id"]] == ["%%remote copy of big"]
     run(ip, "del big")  # the copy goes with the value
-    wait_for(lambda: puts[0]["object_id"] not in {o["object_id"] for o in st.objects()}, 10,
-             message="the store copy freed with its notebook value")
+    wait_for(
+        lambda: puts[0]["object_id"] not in {o["object_id"] for o in st.objects()},
+        10,
+        message="the store copy freed with its notebook value",
+    )
 
 
-def test_non_blocking_status_line_and_late_output(ip: Any, capsys: Any, tmp_path: Any
-                                                  ) -> None:
+def test_non_blocking_status_line_and_late_output(ip: Any, capsys: Any, tmp_path: Any) -> None:
     gate = tmp_path / "gate"
     run(ip, f"from memlab.testing import wait_for_file\ngate = {str(gate)!r}")
     result = cell(ip, "%%remote\nprint('first line')\nwait_for_file(gate)\nprint('after')\n7")

@@ -36,14 +36,17 @@ def test_ref_html_shows_state_size_owner_and_holders(ip: Any) -> None:
 
 def test_ref_html_of_a_pending_ref(ip: Any, tmp_path: Any) -> None:
     gate = tmp_path / "gate"
-    run(ip, f"""
+    run(
+        ip,
+        f"""
 import memlab
 from memlab.testing import gated
 @memlab.remote
 def later():
     return gated(1, {str(gate)!r})
 r = later.remote()
-""")
+""",
+    )
     html = _html(ip, ip.user_ns["r"])
     assert "pending" in html and "size -" in html
     gate.write_text("go")
@@ -68,14 +71,17 @@ def quick_bar(ip: Any) -> Iterator[BlockingProgress]:
 
 
 def _slow_tasks(ip: Any, gate: Any, n: int) -> None:
-    run(ip, f"""
+    run(
+        ip,
+        f"""
 import memlab
 from memlab.testing import gated
 @memlab.remote
 def slow(i):
     return gated(i, {str(gate)!r})
 refs = [slow.remote(i) for i in range({n})]
-""")
+""",
+    )
 
 
 def test_short_get_shows_no_bar(ip: Any, quick_bar: BlockingProgress, capsys: Any) -> None:
@@ -85,8 +91,9 @@ def test_short_get_shows_no_bar(ip: Any, quick_bar: BlockingProgress, capsys: An
     assert "memlab.get [" not in capsys.readouterr().err
 
 
-def test_long_get_shows_a_text_bar_in_a_terminal(ip: Any, quick_bar: BlockingProgress,
-                                                 capsys: Any, tmp_path: Any) -> None:
+def test_long_get_shows_a_text_bar_in_a_terminal(
+    ip: Any, quick_bar: BlockingProgress, capsys: Any, tmp_path: Any
+) -> None:
     gate = tmp_path / "gate"
     _slow_tasks(ip, gate, 3)
     shown = quick_bar.bars_shown
@@ -99,8 +106,9 @@ def test_long_get_shows_a_text_bar_in_a_terminal(ip: Any, quick_bar: BlockingPro
     assert "memlab.get [" in err and "0 / 3 ready" in err and "done in" in err
 
 
-def test_long_wait_shows_a_bar_too(ip: Any, quick_bar: BlockingProgress, capsys: Any,
-                                   tmp_path: Any) -> None:
+def test_long_wait_shows_a_bar_too(
+    ip: Any, quick_bar: BlockingProgress, capsys: Any, tmp_path: Any
+) -> None:
     gate = tmp_path / "gate"
     _slow_tasks(ip, gate, 2)
     timer = threading.Timer(0.6, gate.write_text, ("go",))
@@ -111,8 +119,9 @@ def test_long_wait_shows_a_bar_too(ip: Any, quick_bar: BlockingProgress, capsys:
     assert "memlab.wait [" in capsys.readouterr().err
 
 
-def test_get_timeout_still_raises_past_the_grace(ip: Any, quick_bar: BlockingProgress,
-                                                 tmp_path: Any) -> None:
+def test_get_timeout_still_raises_past_the_grace(
+    ip: Any, quick_bar: BlockingProgress, tmp_path: Any
+) -> None:
     gate = tmp_path / "gate"
     _slow_tasks(ip, gate, 1)
     with pytest.raises(memlab.GetTimeoutError, match=r"timed out after 0\.6 s"):
@@ -125,8 +134,7 @@ def test_interrupt_cancels_the_awaited_tasks(ip: Any, tmp_path: Any, capsys: Any
     gate = tmp_path / "gate"
     _slow_tasks(ip, gate, 2)
     refs = ip.user_ns["refs"]
-    wait_for(lambda: any(t["name"] == "slow" and t["state"] == "running" for t in st.tasks()),
-             10)
+    wait_for(lambda: any(t["name"] == "slow" and t["state"] == "running" for t in st.tasks()), 10)
     # Python's own SIGINT handler, as a terminal has it: the test is about what memlab does
     # with the KeyboardInterrupt, whatever handler an earlier test in this process left.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -26,8 +26,11 @@ def _why(ip: Any, target: str) -> Any:
 
 
 def _seen(oid: str) -> None:
-    wait_for(lambda: any(o["object_id"] == oid for o in st.objects()), 10,
-             message=f"object {oid[:12]} in memlab.state")
+    wait_for(
+        lambda: any(o["object_id"] == oid for o in st.objects()),
+        10,
+        message=f"object {oid[:12]} in memlab.state",
+    )
 
 
 def test_call_site_names_the_cell(ip: Any) -> None:
@@ -53,7 +56,9 @@ def test_call_site_of_a_task_names_the_cell(ip: Any) -> None:
 
 
 def test_why_variable_and_containers(ip: Any) -> None:
-    run(ip, """
+    run(
+        ip,
+        """
 import memlab
 x = memlab.put(b'v')
 parts = [0, 1, x]
@@ -62,11 +67,18 @@ d = {'key': x}
 s = {x}
 class Box: pass
 box = Box(); box.ref = x
-""")
+""",
+    )
     _seen(run(ip, "x.hex()"))
     text = _why(ip, "x").text()
-    for name in ("notebook variable x", "notebook variable parts[2]", "t[0]", "d['key']",
-                 "s{", "box.ref"):
+    for name in (
+        "notebook variable x",
+        "notebook variable parts[2]",
+        "t[0]",
+        "d['key']",
+        "s{",
+        "box.ref",
+    ):
         assert name in text, text
     assert _why(ip, "parts[2]").object_id == run(ip, "x.hex()")  # an expression resolves too
 
@@ -102,12 +114,15 @@ def test_gc_frees_refs_held_only_by_the_history(ip: Any, capsys: Any) -> None:
 
 
 def test_why_and_gc_of_the_last_traceback(ip: Any, capsys: Any) -> None:
-    run(ip, """
+    run(
+        ip,
+        """
 import memlab
 def fails():
     held = memlab.put(b'in a frame')
     raise ValueError(held.hex())
-""")
+""",
+    )
     cell(ip, "fails()")
     oid = str(sys.last_value)
     _seen(oid)
@@ -120,7 +135,9 @@ def fails():
 
 def test_why_pending_task(ip: Any, tmp_path: Any) -> None:
     gate = tmp_path / "gate"
-    run(ip, f"""
+    run(
+        ip,
+        f"""
 import memlab
 from memlab.testing import wait_for_file
 @memlab.remote
@@ -135,10 +152,10 @@ blocker = slow.remote(b'')
 r = user.remote(x, blocker)
 oid = x.hex()
 del x
-""")
+""",
+    )
     oid = ip.user_ns["oid"]
-    wait_for(lambda: any(o["object_id"] == oid and o["holders"]["tasks"]
-                         for o in st.objects()), 10)
+    wait_for(lambda: any(o["object_id"] == oid and o["holders"]["tasks"] for o in st.objects()), 10)
     text = _why(ip, oid).text()
     assert "argument of pending task user submitted at Cell In[" in text, text
     assert "nothing in this kernel holds it" not in text
@@ -147,18 +164,23 @@ del x
 
 
 def test_why_containing_object_recursively(ip: Any) -> None:
-    run(ip, """
+    run(
+        ip,
+        """
 import memlab
 inner = memlab.put(b'inner')
 outer = memlab.put([inner])
 outermost = memlab.put({'o': outer})
 oid = inner.hex()
 del inner
-""")
+""",
+    )
     oid = ip.user_ns["oid"]
     outer = run(ip, "outer.hex()")
-    wait_for(lambda: any(o["object_id"] == oid and o["holders"]["contained_in"]
-                         for o in st.objects()), 10)
+    wait_for(
+        lambda: any(o["object_id"] == oid and o["holders"]["contained_in"] for o in st.objects()),
+        10,
+    )
     text = _why(ip, oid).text()
     assert f"inside object {outer[:12]}" in text, text
     assert "notebook variable outer" in text
@@ -166,7 +188,9 @@ del inner
 
 
 def test_why_borrowing_worker_and_actor_handle(ip: Any, tmp_path: Any) -> None:
-    run(ip, """
+    run(
+        ip,
+        """
 import memlab
 @memlab.remote
 class Keeper:
@@ -178,10 +202,16 @@ x = memlab.put(b'kept by an actor')
 assert memlab.get(keeper.keep.remote([x])) == 1
 oid = x.hex()
 del x
-""")
+""",
+    )
     oid = ip.user_ns["oid"]
-    wait_for(lambda: any(o["object_id"] == oid and o["holders"]["borrowers"]
-                         and not o["holders"]["local"] for o in st.objects()), 10)
+    wait_for(
+        lambda: any(
+            o["object_id"] == oid and o["holders"]["borrowers"] and not o["holders"]["local"]
+            for o in st.objects()
+        ),
+        10,
+    )
     actor_id = run(ip, "keeper._actor_id.hex()")
     wait_for(lambda: any(a["actor_id"] == actor_id and a["worker"] for a in st.actors()), 10)
     why = _why(ip, oid)
@@ -193,7 +223,9 @@ del x
 
 def test_why_borrowing_worker_running_a_task(ip: Any, tmp_path: Any) -> None:
     gate = tmp_path / "gate"
-    run(ip, f"""
+    run(
+        ip,
+        f"""
 import memlab
 from memlab.testing import wait_for_file
 @memlab.remote
@@ -204,21 +236,23 @@ x = memlab.put(b'borrowed')
 r = hold.remote([x])
 oid = x.hex()
 del x
-""")
+""",
+    )
     oid = ip.user_ns["oid"]
-    wait_for(lambda: any(o["object_id"] == oid and o["holders"]["borrowers"]
-                         for o in st.objects()), 10)
-    wait_for(lambda: any(t["name"] == "hold" and t["state"] == "running" for t in st.tasks()),
-             10)
+    wait_for(
+        lambda: any(o["object_id"] == oid and o["holders"]["borrowers"] for o in st.objects()), 10
+    )
+    wait_for(lambda: any(t["name"] == "hold" and t["state"] == "running" for t in st.tasks()), 10)
     text = _why(ip, oid).text()
-    assert "borrowed by worker w-" in text and "running hold (submitted at Cell In[" in text, \
-        text
+    assert "borrowed by worker w-" in text and "running hold (submitted at Cell In[" in text, text
     gate.write_text("go")
     assert run(ip, "memlab.get(r)") == 1
 
 
 def test_why_object_held_only_by_another_process(ip: Any) -> None:
-    run(ip, """
+    run(
+        ip,
+        """
 import memlab
 @memlab.remote
 class Owner:
@@ -227,7 +261,8 @@ class Owner:
         return self.mine.hex()
 owner = Owner.remote()
 oid = memlab.get(owner.make.remote())
-""")
+""",
+    )
     oid = ip.user_ns["oid"]
     _seen(oid)
     text = _why(ip, oid).text()

@@ -45,9 +45,11 @@ def _kernel_manager(python: str) -> type[AsyncKernelManager]:
     class InterpreterKernel(AsyncKernelManager):
         @property
         def kernel_spec(self) -> KernelSpec:
-            return KernelSpec(argv=[python, "-m", "ipykernel_launcher", "-f",
-                                    "{connection_file}"],
-                              display_name="memlab test kernel", language="python")
+            return KernelSpec(
+                argv=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                display_name="memlab test kernel",
+                language="python",
+            )
 
     return InterpreterKernel
 
@@ -63,18 +65,26 @@ def leftover_files(pid: int) -> list[str]:
 
 
 def error_outputs(nb: Any) -> list[str]:
-    return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
-            for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
-            for o in cell.get("outputs", []) if o.output_type == "error"]
+    return [
+        f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if o.output_type == "error"
+    ]
 
 
 def execute(path: Path, python: str = sys.executable) -> Run:
     """Execute the notebook at ``path``; raise if a cell fails or the session outlives it."""
     nb = nbformat.read(path, as_version=4)
     run = Run(nb=nb, seconds=0.0, kernel_pid=0)
-    client = NotebookClient(nb, kernel_manager_class=_kernel_manager(python),
-                            timeout=CELL_TIMEOUT, allow_errors=False,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        kernel_manager_class=_kernel_manager(python),
+        timeout=CELL_TIMEOUT,
+        allow_errors=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
 
     def record(**_: Any) -> None:
         # The session's processes are the kernel's children; note them while it lives.
@@ -88,9 +98,13 @@ def execute(path: Path, python: str = sys.executable) -> Run:
     errors = error_outputs(nb)
     assert not errors, f"{path.name}: cells failed: {errors}"
     # The kernel is gone; the watchdog takes its session down within seconds.
-    wait_for(lambda: not [p for p in run.session_pids if _alive(p)] and
-             not leftover_files(run.kernel_pid), timeout=15,
-             message=f"{path.name}: the kernel's memlab processes and files were removed")
+    wait_for(
+        lambda: (
+            not [p for p in run.session_pids if _alive(p)] and not leftover_files(run.kernel_pid)
+        ),
+        timeout=15,
+        message=f"{path.name}: the kernel's memlab processes and files were removed",
+    )
     return run
 
 

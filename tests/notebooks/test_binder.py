@@ -32,9 +32,16 @@ def test_binder_files_are_what_repo2docker_reads() -> None:
 
 def clean_copy(dest: Path) -> Path:
     """The files git tracks (and new ones it does not ignore), copied to ``dest``."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, check=True,
-                            capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -54,13 +61,22 @@ def test_a_fresh_environment_from_binder_files_runs_the_quickstart(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     # repo2docker's order: requirements.txt, then postBuild from the repository's root.
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r",
-                    str(repo / "binder/requirements.txt")], check=True, cwd=repo, env=env)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(repo / "binder/requirements.txt")],
+        check=True,
+        cwd=repo,
+        env=env,
+    )
     subprocess.run([str(repo / "binder/postBuild")], check=True, cwd=repo, env=env)
     assert (repo / "memlab/jupyter/dashboard/static/dashboard.js").is_file()
-    where = subprocess.run([str(python), "-c", "import memlab, jupyterlab, ipykernel; "
-                            "print(memlab.__file__)"], check=True, cwd=tmp_path, env=env,
-                           capture_output=True, text=True).stdout.strip()
+    where = subprocess.run(
+        [str(python), "-c", "import memlab, jupyterlab, ipykernel; print(memlab.__file__)"],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert where == str(repo / "memlab" / "__init__.py"), "the env runs the copy's memlab"
 
     run = execute(repo / "notebooks" / "01-quickstart.ipynb", python=str(python))

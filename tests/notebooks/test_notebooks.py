@@ -10,8 +10,13 @@ import pytest
 
 from tests.notebooks.runner import NOTEBOOKS, execute
 
-EXPECTED = ["01-quickstart", "02-ownership-and-memory", "03-fault-tolerance", "04-actors",
-            "05-zero-copy-numpy-and-arrow"]
+EXPECTED = [
+    "01-quickstart",
+    "02-ownership-and-memory",
+    "03-fault-tolerance",
+    "04-actors",
+    "05-zero-copy-numpy-and-arrow",
+]
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 

@@ -24,8 +24,9 @@ class FakeExecutor:
     """Runs what the host invokes at once, and records each result or error by task id."""
 
     def __init__(self) -> None:
-        self.core = type("Core", (), {"events": type("Events", (), {"enabled": False})(),
-                                      "proc": "w-test"})()
+        self.core = type(
+            "Core", (), {"events": type("Events", (), {"enabled": False})(), "proc": "w-test"}
+        )()
         self.outcomes: list[tuple[str, Any]] = []
 
     def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
@@ -42,8 +43,14 @@ def call(tid: str) -> dict[str, Any]:
     return {"t": "actor_call", "tid": tid, "att": 0, "method": "bump"}
 
 
-CREATE = {"t": "actor_create", "tid": "create", "att": 0, "fn": b"f", "aid": b"\x01" * 16,
-          "cls": "Counter"}
+CREATE = {
+    "t": "actor_create",
+    "tid": "create",
+    "att": 0,
+    "fn": b"f",
+    "aid": b"\x01" * 16,
+    "cls": "Counter",
+}
 
 
 def test_calls_that_arrive_before_the_creation_run_after_it_in_order() -> None:

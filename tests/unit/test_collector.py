@@ -33,8 +33,14 @@ def ev(kind: str, proc: str = "w-1", **fields: Any) -> dict[str, Any]:
 
 
 def created(oid: str, owner: str) -> dict[str, Any]:
-    return {"object_id": oid, "owner": owner, "task_id": None, "call_site": None, "size": None,
-            "state": "pending"}
+    return {
+        "object_id": oid,
+        "owner": owner,
+        "task_id": None,
+        "call_site": None,
+        "size": None,
+        "state": "pending",
+    }
 
 
 # ------------------------------------------------------------------ the fold (in process)
@@ -48,9 +54,14 @@ def test_ingest_from_four_threads_then_snapshot_sees_all() -> None:
     def produce(t: int) -> None:
         start.wait()
         for b in range(0, per_thread, batch):
-            collector.ingest([ev("object.created", proc=f"w-{t}", **created(f"{t:02x}{i:06x}",
-                                                                           f"w-{t}"))
-                              for i in range(b, b + batch)], f"w-{t}", 0)
+            collector.ingest(
+                [
+                    ev("object.created", proc=f"w-{t}", **created(f"{t:02x}{i:06x}", f"w-{t}"))
+                    for i in range(b, b + batch)
+                ],
+                f"w-{t}",
+                0,
+            )
 
     threads = [threading.Thread(target=produce, args=(t,)) for t in range(4)]
     for th in threads:
@@ -86,8 +97,11 @@ def test_bad_batches_are_counted_and_dropped_and_requests_still_answered(
     conn = _RecordingConn(replies=[])
     collector.on_message(conn, {"t": "events"}, b"not a pickle")  # type: ignore[arg-type]
     collector.on_message(conn, {"t": "events"}, pickle.dumps({"a": 1}))  # type: ignore[arg-type]
-    collector.on_message(conn, {"t": "events", "proc": "w-1", "dropped": 4},  # type: ignore[arg-type]
-                         pickle.dumps([ev("custom")]))
+    collector.on_message(
+        conn,
+        {"t": "events", "proc": "w-1", "dropped": 4},  # type: ignore[arg-type]
+        pickle.dumps([ev("custom")]),
+    )
     collector.on_message(conn, {"t": "statistics", "rid": 1}, b"")  # type: ignore[arg-type]
     collector.on_message(conn, {"t": "teleport", "rid": 2}, b"")  # type: ignore[arg-type]
     (_, ok, body), (_, error, _) = conn.replies  # type: ignore[misc]
@@ -152,8 +166,15 @@ def test_events_of_other_processes_fold_in_any_order(session: Session) -> None:
     worker, _ = session.worker()
     worker.emit("task.started", task_id="t1", worker="w-1", node="node-0", attempt=0)
     wait_for(lambda: session.client.statistics()["ingested"] == 1, DEADLINE)
-    session.driver.emit("task.submitted", task_id="t1", name="f", owner="driver", returns=(),
-                        deps=(), call_site=None)
+    session.driver.emit(
+        "task.submitted",
+        task_id="t1",
+        name="f",
+        owner="driver",
+        returns=(),
+        deps=(),
+        call_site=None,
+    )
     (task,) = session.client.snapshot("tasks")
     assert (task["name"], task["state"], task["worker"]) == ("f", "running", "w-1")
 
@@ -401,8 +422,15 @@ def test_state_raises_a_typed_error_when_events_are_off(call) -> None:
 
 
 def test_state_reads_the_installed_runtime(installed: Session) -> None:
-    installed.driver.emit("object.created", object_id="aa", owner="driver", task_id=None,
-                          call_site="cell[1]:1", size=3, state="ready")
+    installed.driver.emit(
+        "object.created",
+        object_id="aa",
+        owner="driver",
+        task_id=None,
+        call_site="cell[1]:1",
+        size=3,
+        state="ready",
+    )
     node, _ = installed.worker("node-0")
     node.emit("worker.started", worker_id="w-1", node="node-0", pid=9)
     node.emit("node.started", node_id="node-0", pid=8, store_capacity=64)

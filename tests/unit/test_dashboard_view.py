@@ -18,11 +18,26 @@ def oid(i: int) -> str:
     return f"{i:032x}"
 
 
-def created(i: int, owner: str = "driver", node: str | None = "node-0", size: int = 1000,
-            task_id: str | None = None, call_site: str = "Cell In[1], line 1") -> dict:
-    return {"kind": "object.created", "ts": 1.0, "proc": owner, "object_id": oid(i),
-            "owner": owner, "task_id": task_id, "call_site": call_site, "size": size,
-            "state": "ready", "node": node}
+def created(
+    i: int,
+    owner: str = "driver",
+    node: str | None = "node-0",
+    size: int = 1000,
+    task_id: str | None = None,
+    call_site: str = "Cell In[1], line 1",
+) -> dict:
+    return {
+        "kind": "object.created",
+        "ts": 1.0,
+        "proc": owner,
+        "object_id": oid(i),
+        "owner": owner,
+        "task_id": task_id,
+        "call_site": call_site,
+        "size": size,
+        "state": "ready",
+        "node": node,
+    }
 
 
 class Reader:
@@ -49,8 +64,14 @@ class Reader:
 def key_of(section: str, row: dict) -> str:
     if section == "graph_edges":
         return f"{row['src']}|{row['kind']}|{row['dst']}"
-    field = {"summary": "key", "nodes": "node_id", "workers": "worker_id",
-             "objects": "object_id", "graph_nodes": "id", "incidents": "id"}[section]
+    field = {
+        "summary": "key",
+        "nodes": "node_id",
+        "workers": "worker_id",
+        "objects": "object_id",
+        "graph_nodes": "id",
+        "incidents": "id",
+    }[section]
     return str(row[field])
 
 
@@ -62,10 +83,26 @@ def model() -> Iterator[StateModel]:
 
 
 def refresh(view: DashboardView, model: StateModel, now: float = 0.0) -> bool:
-    events, _ = model.events(view.event_cursor, frozenset(
-        {"worker.died", "node.died", "owner.died", "object.lost", "object.promoted",
-         "task.retried", "object.reconstructing", "object.reconstructed", "object.failed",
-         "task.failed", "actor.died", "actor.restarting", "actor.restarted"}))
+    events, _ = model.events(
+        view.event_cursor,
+        frozenset(
+            {
+                "worker.died",
+                "node.died",
+                "owner.died",
+                "object.lost",
+                "object.promoted",
+                "task.retried",
+                "object.reconstructing",
+                "object.reconstructed",
+                "object.failed",
+                "task.failed",
+                "actor.died",
+                "actor.restarting",
+                "actor.restarted",
+            }
+        ),
+    )
     changed = view.refresh(model.records(), events, model.latest_seq, now)
     view.validate()
     return changed
@@ -77,14 +114,17 @@ def refresh(view: DashboardView, model: StateModel, now: float = 0.0) -> bool:
 def test_a_table_sends_only_what_changed_since_a_version() -> None:
     t = ViewTable("t")
     t.sync([("a", 1, {"k": "a", "v": 1}), ("b", 1, {"k": "b", "v": 1})], dict, 1)
-    t.sync([("a", 1, {"k": "a", "v": 1}), ("b", 2, {"k": "b", "v": 2}), ("c", 1, {"k": "c"})],
-           dict, 2)
+    t.sync(
+        [("a", 1, {"k": "a", "v": 1}), ("b", 2, {"k": "b", "v": 2}), ("c", 1, {"k": "c"})], dict, 2
+    )
     t.sync([("b", 2, None), ("c", 1, None)], dict, 3)
     t.validate()
-    assert t.delta(0) == {"reset": True, "upsert": [{"k": "b", "v": 2}, {"k": "c"}],
-                          "remove": []}
-    assert t.delta(1) == {"reset": False, "upsert": [{"k": "b", "v": 2}, {"k": "c"}],
-                          "remove": ["a"]}
+    assert t.delta(0) == {"reset": True, "upsert": [{"k": "b", "v": 2}, {"k": "c"}], "remove": []}
+    assert t.delta(1) == {
+        "reset": False,
+        "upsert": [{"k": "b", "v": 2}, {"k": "c"}],
+        "remove": ["a"],
+    }
     assert t.delta(2) == {"reset": False, "upsert": [], "remove": ["a"]}
     assert t.delta(3) is None
 
@@ -131,8 +171,7 @@ def test_random_syncs_replayed_as_deltas_rebuild_the_table() -> None:
             live[f"k{rng.randint(0, 40)}"] = rng.randint(0, 3)
         for key in rng.sample(sorted(live), k=min(len(live), rng.randint(0, 4))):
             del live[key]
-        t.sync([(k, v, (k, v)) for k, v in live.items()], lambda s: {"k": s[0], "v": s[1]},
-               version)
+        t.sync([(k, v, (k, v)) for k, v in live.items()], lambda s: {"k": s[0], "v": s[1]}, version)
         t.validate()
         snapshots[t.version] = {k: {"k": k, "v": v} for k, v in live.items()}
     # A reader at any version it could have seen catches up exactly (a removal may name a key
@@ -154,11 +193,33 @@ def test_random_syncs_replayed_as_deltas_rebuild_the_table() -> None:
 
 
 def test_the_view_shows_objects_totals_nodes_and_the_graph(model: StateModel) -> None:
-    model.apply([{"kind": "node.started", "ts": 1.0, "proc": "driver", "node_id": "node-0",
-                  "pid": 10, "store_capacity": 10_000}])
-    model.apply([created(1, size=3000), created(2, size=500, node=None),
-                 {"kind": "node.store", "ts": 1.0, "proc": "node-0", "node_id": "node-0",
-                  "store_used": 3000, "spilled_bytes": 700, "num_objects": 1}])
+    model.apply(
+        [
+            {
+                "kind": "node.started",
+                "ts": 1.0,
+                "proc": "driver",
+                "node_id": "node-0",
+                "pid": 10,
+                "store_capacity": 10_000,
+            }
+        ]
+    )
+    model.apply(
+        [
+            created(1, size=3000),
+            created(2, size=500, node=None),
+            {
+                "kind": "node.store",
+                "ts": 1.0,
+                "proc": "node-0",
+                "node_id": "node-0",
+                "store_used": 3000,
+                "spilled_bytes": 700,
+                "num_objects": 1,
+            },
+        ]
+    )
     view = DashboardView()
     assert refresh(view, model)
     reader = Reader()
@@ -169,19 +230,20 @@ def test_the_view_shows_objects_totals_nodes_and_the_graph(model: StateModel) ->
     assert objects[oid(2)]["locations"] == ["owner:driver"]
     totals = reader.sections["summary"]["totals"]
     assert totals["objects"] == 2 and totals["bytes"] == 3500
-    assert totals["by_node"] == {"node-0": {"objects": 1, "primary_bytes": 3000,
-                                            "copy_bytes": 0}}
+    assert totals["by_node"] == {"node-0": {"objects": 1, "primary_bytes": 3000, "copy_bytes": 0}}
     assert totals["by_owner"]["driver"] == {"objects": 2, "bytes": 3500, "inline": 500}
     assert totals["spilled_bytes"] == 700
     node = reader.sections["nodes"]["node-0"]
     assert node["primary_bytes"] == 3000 and node["store_used"] == 3000
     assert {n["id"] for n in reader.sections["graph_nodes"].values()} >= {
-        "process:driver", f"object:{oid(1)}", "node:node-0"}
+        "process:driver",
+        f"object:{oid(1)}",
+        "node:node-0",
+    }
     assert f"process:driver|owns|object:{oid(1)}" in reader.sections["graph_edges"]
 
 
-def test_an_unchanged_model_sends_nothing_and_a_change_sends_only_itself(
-        model: StateModel) -> None:
+def test_an_unchanged_model_sends_nothing_and_a_change_sends_only_itself(model: StateModel) -> None:
     model.apply([created(i) for i in range(100)])
     view = DashboardView()
     refresh(view, model)
@@ -189,9 +251,19 @@ def test_an_unchanged_model_sends_nothing_and_a_change_sends_only_itself(
     reader.pull(view)
     assert not refresh(view, model, now=1.0)
     assert reader.pull(view)["sections"] == {}
-    model.apply([{"kind": "object.freed", "ts": 2.0, "proc": "driver", "object_ids": [oid(5)]},
-                 {"kind": "object.spilled", "ts": 2.0, "proc": "node-0", "object_id": oid(6),
-                  "node": "node-0", "size": 1000}])
+    model.apply(
+        [
+            {"kind": "object.freed", "ts": 2.0, "proc": "driver", "object_ids": [oid(5)]},
+            {
+                "kind": "object.spilled",
+                "ts": 2.0,
+                "proc": "node-0",
+                "object_id": oid(6),
+                "node": "node-0",
+                "size": 1000,
+            },
+        ]
+    )
     refresh(view, model, now=2.0)
     delta = reader.pull(view)
     assert delta["sections"]["objects"]["remove"] == [oid(5)]
@@ -201,7 +273,8 @@ def test_an_unchanged_model_sends_nothing_and_a_change_sends_only_itself(
 
 
 def test_refreshes_are_due_at_most_ten_a_second_and_only_after_new_events(
-        model: StateModel) -> None:
+    model: StateModel,
+) -> None:
     view = DashboardView(min_interval=0.1, max_share=0.25)
     model.apply([created(1)])
     assert view.due(0.0, model.latest_seq)
@@ -216,9 +289,21 @@ def test_refreshes_are_due_at_most_ten_a_second_and_only_after_new_events(
 
 
 def test_above_the_bound_the_graph_groups_objects_by_what_made_them(model: StateModel) -> None:
-    model.apply([{"kind": "task.submitted", "ts": 1.0, "proc": "driver", "task_id": "t1",
-                  "name": "load", "owner": "driver", "returns": [], "deps": [],
-                  "call_site": "x.py:1"}])
+    model.apply(
+        [
+            {
+                "kind": "task.submitted",
+                "ts": 1.0,
+                "proc": "driver",
+                "task_id": "t1",
+                "name": "load",
+                "owner": "driver",
+                "returns": [],
+                "deps": [],
+                "call_site": "x.py:1",
+            }
+        ]
+    )
     model.apply([created(i, task_id="t1") for i in range(30)])
     model.apply([created(100 + i, call_site="Cell In[2], line 1") for i in range(20)])
     model.apply([{"kind": "object.lost", "ts": 2.0, "proc": "driver", "object_id": oid(3)}])
@@ -226,8 +311,7 @@ def test_above_the_bound_the_graph_groups_objects_by_what_made_them(model: State
     refresh(view, model)
     reader = Reader()
     reader.pull(view)
-    groups = {n["id"]: n for n in reader.sections["graph_nodes"].values()
-              if n["kind"] == "group"}
+    groups = {n["id"]: n for n in reader.sections["graph_nodes"].values() if n["kind"] == "group"}
     assert set(groups) == {"group:task:load", "group:site:Cell In[2], line 1"}
     load = groups["group:task:load"]
     assert load["count"] == 30 and load["states"] == {"ready": 29, "lost": 1}
@@ -245,9 +329,21 @@ def test_a_view_of_ten_thousand_objects_ships_deltas_of_the_changes(model: State
     refresh(view, model)
     reader = Reader()
     assert len(reader.pull(view)["sections"]["objects"]["upsert"]) == 10_000
-    model.apply([{"kind": "object.holders", "ts": 2.0, "proc": "driver", "object_id": oid(i),
-                  "local": 2, "tasks": 0, "contained_in": [], "borrowers": ["w-1"]}
-                 for i in range(10)])
+    model.apply(
+        [
+            {
+                "kind": "object.holders",
+                "ts": 2.0,
+                "proc": "driver",
+                "object_id": oid(i),
+                "local": 2,
+                "tasks": 0,
+                "contained_in": [],
+                "borrowers": ["w-1"],
+            }
+            for i in range(10)
+        ]
+    )
     refresh(view, model, now=1.0)
     d = reader.pull(view)["sections"]["objects"]
     assert len(d["upsert"]) == 10 and d["remove"] == []
@@ -255,19 +351,47 @@ def test_a_view_of_ten_thousand_objects_ships_deltas_of_the_changes(model: State
 
 
 def test_workers_show_their_current_task(model: StateModel) -> None:
-    model.apply([{"kind": "worker.started", "ts": 1.0, "proc": "node-0", "worker_id": "w-1",
-                  "node": "node-0", "pid": 5},
-                 {"kind": "task.submitted", "ts": 1.0, "proc": "driver", "task_id": "t1",
-                  "name": "train", "owner": "driver", "returns": [], "deps": [],
-                  "call_site": None},
-                 {"kind": "task.started", "ts": 1.5, "proc": "w-1", "task_id": "t1",
-                  "worker": "w-1", "node": "node-0", "attempt": 0}])
+    model.apply(
+        [
+            {
+                "kind": "worker.started",
+                "ts": 1.0,
+                "proc": "node-0",
+                "worker_id": "w-1",
+                "node": "node-0",
+                "pid": 5,
+            },
+            {
+                "kind": "task.submitted",
+                "ts": 1.0,
+                "proc": "driver",
+                "task_id": "t1",
+                "name": "train",
+                "owner": "driver",
+                "returns": [],
+                "deps": [],
+                "call_site": None,
+            },
+            {
+                "kind": "task.started",
+                "ts": 1.5,
+                "proc": "w-1",
+                "task_id": "t1",
+                "worker": "w-1",
+                "node": "node-0",
+                "attempt": 0,
+            },
+        ]
+    )
     view = DashboardView()
     refresh(view, model)
     reader = Reader()
     reader.pull(view)
     assert reader.sections["workers"]["w-1"]["current_task"] == {
-        "task_id": "t1", "name": "train", "started_at": 1.5}
+        "task_id": "t1",
+        "name": "train",
+        "started_at": 1.5,
+    }
 
 
 # ---------------------------------------------------------------------- incidents
@@ -279,19 +403,28 @@ def ev(kind: str, ts: float, **fields: Any) -> dict[str, Any]:
 
 def test_a_node_death_and_its_recovery_are_one_incident_in_order() -> None:
     t = IncidentTracker()
-    for e in [ev("node.died", 10.0, node_id="node-1"),
-              ev("worker.died", 10.01, worker_id="w-2", node="node-1", cause="its node died"),
-              ev("object.promoted", 10.05, object_id="a", node="node-0"),
-              ev("object.lost", 10.1, object_id="b"), ev("object.lost", 10.1, object_id="c"),
-              ev("task.retried", 10.2, task_id="t-b", attempt=1, reason="object lost"),
-              ev("object.reconstructing", 10.2, object_id="b"),
-              ev("object.reconstructed", 10.6, object_id="b")]:
+    for e in [
+        ev("node.died", 10.0, node_id="node-1"),
+        ev("worker.died", 10.01, worker_id="w-2", node="node-1", cause="its node died"),
+        ev("object.promoted", 10.05, object_id="a", node="node-0"),
+        ev("object.lost", 10.1, object_id="b"),
+        ev("object.lost", 10.1, object_id="c"),
+        ev("task.retried", 10.2, task_id="t-b", attempt=1, reason="object lost"),
+        ev("object.reconstructing", 10.2, object_id="b"),
+        ev("object.reconstructed", 10.6, object_id="b"),
+    ]:
         t.handle(e)
         t.validate()
     [inc] = t.incidents()
     assert inc["title"] == "node node-1 died"
     assert [s["kind"] for s in inc["steps"]] == [
-        "died", "lost", "promoted", "retried", "reconstructing", "reconstructed"]
+        "died",
+        "lost",
+        "promoted",
+        "retried",
+        "reconstructing",
+        "reconstructed",
+    ]
     assert inc["state"] == "recovering" and inc["pending"] == 1, "c is not rebuilt yet"
     t.handle(ev("object.reconstructed", 11.0, object_id="c"))
     assert inc["state"] == "recovered" and inc["pending"] == 0 and inc["lost"] == 2
@@ -349,8 +482,12 @@ def test_the_view_builds_incidents_from_the_event_log(model: StateModel) -> None
     model.apply([created(1, owner="w-7", node="node-1", size=4096)])
     view = DashboardView()
     refresh(view, model)
-    model.apply([ev("worker.died", 10.0, worker_id="w-7", node="node-1"),
-                 ev("owner.died", 10.0, owner="w-7")])
+    model.apply(
+        [
+            ev("worker.died", 10.0, worker_id="w-7", node="node-1"),
+            ev("owner.died", 10.0, owner="w-7"),
+        ]
+    )
     refresh(view, model, now=1.0)
     reader = Reader()
     reader.pull(view)
@@ -360,7 +497,8 @@ def test_the_view_builds_incidents_from_the_event_log(model: StateModel) -> None
 
 
 def test_the_graph_is_built_only_when_asked_and_at_most_every_graph_interval(
-        model: StateModel) -> None:
+    model: StateModel,
+) -> None:
     model.apply([created(1)])
     view = DashboardView(graph_interval=0.5)
     events: list[dict] = []

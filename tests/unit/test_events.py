@@ -50,11 +50,14 @@ def test_a_task_that_ends_before_the_drain_is_one_event_carrying_its_submission(
     quick, slow, oid = b"\x01" * 16, b"\x02" * 16, b"\xab" * 16
     buffer.hold(quick, "task.submitted", quick, "f", "driver", (oid,), (), "nb.py:3")
     buffer.hold(slow, "task.submitted", slow, "g", "driver", (), (), "nb.py:4")
-    buffer.record("task.finished", quick, "w-1", 0, ((oid, 8, None),), 1.5, "node-0",
-                  buffer.take(quick))
+    buffer.record(
+        "task.finished", quick, "w-1", 0, ((oid, 8, None),), 1.5, "node-0", buffer.take(quick)
+    )
     events = expand(buffer.drain(), "driver")
     assert [(e["kind"], e["task_id"]) for e in events] == [
-        ("task.submitted", slow.hex()), ("task.finished", quick.hex())]
+        ("task.submitted", slow.hex()),
+        ("task.finished", quick.hex()),
+    ]
     carried = events[1]["submitted"]
     assert carried["name"] == "f" and carried["returns"] == (oid.hex(),)
     assert buffer.take(slow) is None  # drained: its end will be an event of its own
@@ -76,7 +79,9 @@ def test_a_released_submission_goes_before_the_events_about_its_failure() -> Non
     buffer.release(tid)
     buffer.emit("task.failed", task_id=tid, worker="w-1", attempt=0, error="E: x")
     assert [e["kind"] for e in expand(buffer.drain(), "driver")] == [
-        "task.submitted", "task.failed"]
+        "task.submitted",
+        "task.failed",
+    ]
 
 
 def test_held_records_count_against_the_bound() -> None:

@@ -131,8 +131,10 @@ EXAMPLES: list[tuple[Callable[[], BaseException], dict[str, Any]]] = [
         lambda: ObjectReconstructionFailedError("ab12", "load", 3, "budget exhausted", "f.py:9"),
         {"task_name": "load", "attempts": 3, "reason": "budget exhausted", "call_site": "f.py:9"},
     ),
-    (lambda: StaleRefError("ab12", "cell 3, line 1"), {"object_id": "ab12",
-                                                         "call_site": "cell 3, line 1"}),
+    (
+        lambda: StaleRefError("ab12", "cell 3, line 1"),
+        {"object_id": "ab12", "call_site": "cell 3, line 1"},
+    ),
     (lambda: GetTimeoutError(2.5, 3), {"timeout": 2.5, "pending": 3}),
     (
         lambda: ObjectStoreFullError(12 * MiB, 2 * GiB, GiB, 512 * MiB, "spilling failed"),
@@ -150,8 +152,10 @@ EXAMPLES: list[tuple[Callable[[], BaseException], dict[str, Any]]] = [
     (lambda: ActorDiedError("Counter", "a-1", "its worker was killed"), {"actor_id": "a-1"}),
     (lambda: ProtocolError("frame too short", "worker w-2"), {"message": "frame too short"}),
     (lambda: AuthenticationError("bad HMAC", "pid 77"), {"peer": "pid 77"}),
-    (lambda: HandshakeAbandonedError("peer closed before the answer"),
-     {"message": "peer closed before the answer"}),
+    (
+        lambda: HandshakeAbandonedError("peer closed before the answer"),
+        {"message": "peer closed before the answer"},
+    ),
     (
         lambda: ConnectionClosedError("node manager", "EOF"),
         {"peer": "node manager", "reason": "EOF"},

@@ -8,11 +8,34 @@ import memlab
 import memlab.exceptions
 
 EXPECTED = {
-    "ActorDiedError", "ActorHandle", "GetTimeoutError", "MemlabError", "ObjectLostError",
-    "ObjectRef", "ObjectReconstructionFailedError", "ObjectStoreFullError", "OwnerDiedError",
-    "RuntimeConflictError", "RuntimeNotStartedError", "SerializationError", "StaleRefError",
-    "TaskCancelledError", "TaskError", "WorkerCrashedError", "__version__", "cancel", "dashboard",
-    "get", "get_actor", "init", "kill", "is_initialized", "put", "remote", "shutdown", "state",
+    "ActorDiedError",
+    "ActorHandle",
+    "GetTimeoutError",
+    "MemlabError",
+    "ObjectLostError",
+    "ObjectRef",
+    "ObjectReconstructionFailedError",
+    "ObjectStoreFullError",
+    "OwnerDiedError",
+    "RuntimeConflictError",
+    "RuntimeNotStartedError",
+    "SerializationError",
+    "StaleRefError",
+    "TaskCancelledError",
+    "TaskError",
+    "WorkerCrashedError",
+    "__version__",
+    "cancel",
+    "dashboard",
+    "get",
+    "get_actor",
+    "init",
+    "kill",
+    "is_initialized",
+    "put",
+    "remote",
+    "shutdown",
+    "state",
     "wait",
 }
 
@@ -21,8 +44,10 @@ def test_import_memlab_does_not_import_widget_libraries() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, memlab; bad = [m for m in ('ipywidgets', 'anywidget', 'IPython') "
-            "if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = (
+        "import sys, memlab; bad = [m for m in ('ipywidgets', 'anywidget', 'IPython') "
+        "if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, f"import memlab imported {done.stdout.strip()}"
 
@@ -41,8 +66,16 @@ def test_exceptions_are_reexported_from_one_module() -> None:
 
 
 def test_state_module_api() -> None:
-    for fn in ("objects", "tasks", "workers", "nodes", "events", "ownership_graph", "subscribe",
-               "view"):
+    for fn in (
+        "objects",
+        "tasks",
+        "workers",
+        "nodes",
+        "events",
+        "ownership_graph",
+        "subscribe",
+        "view",
+    ):
         assert callable(getattr(memlab.state, fn))
 
 

@@ -31,7 +31,7 @@ class FakeCore:
 def unpack(header: dict[str, Any], payload: bytes) -> list[tuple[Any, ...]]:
     out, pos = [], 0
     for tid, tag, stream, size, name, _pid, nested in header["c"]:
-        out.append((tid, tag, stream, payload[pos:pos + size].decode(), name, nested))
+        out.append((tid, tag, stream, payload[pos : pos + size].decode(), name, nested))
         pos += size
     return out
 
@@ -53,7 +53,8 @@ def test_writes_in_a_task_are_joined_and_sent_to_its_caller_at_its_end() -> None
     assert unpack(header, payload) == [
         (b"T" * 12, "cell-1", "stdout", "ab\n", "f", False),
         (b"T" * 12, "cell-1", "stderr", "oops\n", "f", False),
-        (b"T" * 12, "cell-1", "stdout", "c\n", "f", False)]
+        (b"T" * 12, "cell-1", "stdout", "c\n", "f", False),
+    ]
     channel.end(channel.begin(b"U" * 12, "quiet", "driver", None))
     assert len(core.sent) == 1  # a task that printed nothing sends nothing
 
@@ -84,8 +85,9 @@ def test_nested_output_joins_the_submitting_task_and_goes_up_its_caller() -> Non
     assert route is outer
     channel.end(outer)  # the outer task ended before its nested one printed
     core.submitter.tasks.clear()  # and the nested task's spec is gone too: the route remains
-    core.handlers["out"](None, {"t": "out", "c": [[inner_tid, None, "stdout", 6, "inner", 42,
-                                                  False]]}, b"late!\n")
+    core.handlers["out"](
+        None, {"t": "out", "c": [[inner_tid, None, "stdout", 6, "inner", 42, False]]}, b"late!\n"
+    )
     channel.flush()
     ((peer, header, payload),) = core.sent
     assert peer == "driver"
@@ -101,8 +103,9 @@ def test_output_of_tasks_submitted_outside_a_task_is_delivered_here() -> None:
     task_output.set_submission_tagger(lambda: "cell-3")
     try:
         assert channel.route(b"D" * 12) == "cell-3"  # the driver: the front end's tag
-        core.handlers["out"](None, {"t": "out", "c": [[b"D" * 12, "cell-3", "stderr", 3, "g", 9,
-                                                      False]]}, b"hi\n")
+        core.handlers["out"](
+            None, {"t": "out", "c": [[b"D" * 12, "cell-3", "stderr", 3, "g", 9, False]]}, b"hi\n"
+        )
     finally:
         task_output.set_task_output_sink(None)
         task_output.set_submission_tagger(None)

@@ -81,8 +81,11 @@ def test_ref_inside_task_result_is_held_by_the_result(table: ReferenceTable) -> 
     table.add_borrowed(C, "w-2", None)
     table.set_contains(D, [C])
     assert table.get(C).contained_in == {D}
-    assert ops(table.remove_local(D)) == [("free", D, None), ("release_borrow", C, "w-2", 1),
-                                          ("forget", C)]
+    assert ops(table.remove_local(D)) == [
+        ("free", D, None),
+        ("release_borrow", C, "w-2", 1),
+        ("forget", C),
+    ]
 
 
 def test_unheld_result_is_dropped_on_arrival(table: ReferenceTable) -> None:

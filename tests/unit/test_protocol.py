@@ -88,8 +88,13 @@ def no_leaks() -> Iterator[None]:
     fds = set(os.listdir("/proc/self/fd"))
     before = set(threading.enumerate())  # only this test's threads count, not earlier tests'
     yield
-    wait_until(lambda: not [t for t in threading.enumerate()
-                            if t.name.startswith("memlab-") and t not in before])
+    wait_until(
+        lambda: (
+            not [
+                t for t in threading.enumerate() if t.name.startswith("memlab-") and t not in before
+            ]
+        )
+    )
     wait_until(lambda: set(os.listdir("/proc/self/fd")) <= fds)
 
 
@@ -243,7 +248,8 @@ def test_wrong_secret_is_rejected_and_listener_keeps_serving(
 
 
 def test_a_peer_gone_mid_handshake_is_dropped_quietly_a_wrong_secret_loudly(
-    server: tuple[Listener, Recorder], caplog: pytest.LogCaptureFixture,
+    server: tuple[Listener, Recorder],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     listener, _ = server
     caplog.set_level(logging.DEBUG, logger="memlab.protocol")
@@ -259,8 +265,11 @@ def test_a_peer_gone_mid_handshake_is_dropped_quietly_a_wrong_secret_loudly(
     wait_until(lambda: listener.rejected == 3)
 
     def rejections(level: int) -> list[str]:
-        return [r.getMessage() for r in caplog.records
-                if "rejected a peer" in r.getMessage() and r.levelno == level]
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if "rejected a peer" in r.getMessage() and r.levelno == level
+        ]
 
     wait_until(lambda: len(rejections(logging.WARNING)) == 1)
     assert "HMAC" in rejections(logging.WARNING)[0]

@@ -87,23 +87,60 @@ def test_inline_object_is_located_in_its_owners_memory(model: StateModel) -> Non
 
 
 def test_task_events_carry_their_return_objects(model: StateModel) -> None:
-    model.apply([ev("task.submitted", task_id="t9", name="f", owner="w-3", returns=["r1", "r2"],
-                    deps=[], call_site="cell[4]:2")])
+    model.apply(
+        [
+            ev(
+                "task.submitted",
+                task_id="t9",
+                name="f",
+                owner="w-3",
+                returns=["r1", "r2"],
+                deps=[],
+                call_site="cell[4]:2",
+            )
+        ]
+    )
     for oid in ("r1", "r2"):
         obj = one(model.objects(), "object_id", oid)
         assert (obj["owner"], obj["task_id"], obj["state"], obj["call_site"]) == (
-            "w-3", "t9", "pending", "cell[4]:2")
+            "w-3",
+            "t9",
+            "pending",
+            "cell[4]:2",
+        )
         assert obj["holders"] == {"local": 1, "tasks": 0, "contained_in": [], "borrowers": []}
-    model.apply([ev("task.finished", "w-3", task_id="t9", worker="w-1", attempt=0,
-                    results=[["r1", 12, None], ["r2", 4096, "node-1"]])])
+    model.apply(
+        [
+            ev(
+                "task.finished",
+                "w-3",
+                task_id="t9",
+                worker="w-1",
+                attempt=0,
+                results=[["r1", 12, None], ["r2", 4096, "node-1"]],
+            )
+        ]
+    )
     r1, r2 = one(model.objects(), "object_id", "r1"), one(model.objects(), "object_id", "r2")
     assert (r1["state"], r1["size"], r1["locations"]) == ("ready", 12, ["owner:w-3"])
     assert (r2["state"], r2["size"], r2["locations"]) == ("ready", 4096, ["node-1"])
 
 
 def test_put_is_one_created_event_in_state_ready(model: StateModel) -> None:
-    model.apply([ev("object.created", object_id="p1", owner="driver", task_id=None,
-                    call_site="cell[1]:1", size=4096, state="ready", node="node-0")])
+    model.apply(
+        [
+            ev(
+                "object.created",
+                object_id="p1",
+                owner="driver",
+                task_id=None,
+                call_site="cell[1]:1",
+                size=4096,
+                state="ready",
+                node="node-0",
+            )
+        ]
+    )
     obj = one(model.objects(), "object_id", "p1")
     assert (obj["state"], obj["size"], obj["locations"]) == ("ready", 4096, ["node-0"])
     assert obj["holders"]["local"] == 1
@@ -216,16 +253,41 @@ def test_task_life(model: StateModel) -> None:
 
 
 def test_an_unannounced_start_arrives_with_the_end(model: StateModel) -> None:
-    model.apply([ev("task.submitted", task_id="t5", name="f", owner="driver", returns=[],
-                    deps=[], call_site=None)])
-    model.apply([ev("task.finished", task_id="t5", worker="w-1", attempt=0, results=[],
-                    started_at=5.0, node="node-2")])
+    model.apply(
+        [
+            ev(
+                "task.submitted",
+                task_id="t5",
+                name="f",
+                owner="driver",
+                returns=[],
+                deps=[],
+                call_site=None,
+            )
+        ]
+    )
+    model.apply(
+        [
+            ev(
+                "task.finished",
+                task_id="t5",
+                worker="w-1",
+                attempt=0,
+                results=[],
+                started_at=5.0,
+                node="node-2",
+            )
+        ]
+    )
     task = one(model.tasks(), "task_id", "t5")
     assert (task["state"], task["started_at"], task["node"], task["worker"]) == (
-        "finished", 5.0, "node-2", "w-1")
+        "finished",
+        5.0,
+        "node-2",
+        "w-1",
+    )
     # The worker's own announcement, arriving late, changes nothing that is known.
-    model.apply([ev("task.started", "w-1", task_id="t5", worker="w-1", node="node-2",
-                    attempt=0)])
+    model.apply([ev("task.started", "w-1", task_id="t5", worker="w-1", node="node-2", attempt=0)])
     assert one(model.tasks(), "task_id", "t5")["started_at"] == 5.0
 
 
@@ -403,8 +465,7 @@ def test_validate_catches_a_broken_invariant() -> None:
     model.apply([created("k1")])
     model.validate()  # folds the backlog: the record exists now
     # Corrupt on purpose (a new dict: records share their default holders, never mutated).
-    model._objects["k1"]["holders"] = {"local": -1, "tasks": 0, "contained_in": [],
-                                       "borrowers": []}
+    model._objects["k1"]["holders"] = {"local": -1, "tasks": 0, "contained_in": [], "borrowers": []}
     with pytest.raises(AssertionError, match="negative count"):
         model.validate()
 
@@ -413,9 +474,13 @@ def test_validate_catches_a_broken_invariant() -> None:
 
 
 def test_an_owners_death_kills_its_actors_in_the_model(model: StateModel) -> None:
-    model.apply([ev("actor.created", "w-5", actor_id="a1", name="A", worker="w-5", owner="w-2"),
-                 ev("actor.created", "w-6", actor_id="a2", name="B", worker="w-6", owner="driver"),
-                 ev("owner.died", owner="w-2")])
+    model.apply(
+        [
+            ev("actor.created", "w-5", actor_id="a1", name="A", worker="w-5", owner="w-2"),
+            ev("actor.created", "w-6", actor_id="a2", name="B", worker="w-6", owner="driver"),
+            ev("owner.died", owner="w-2"),
+        ]
+    )
     states = {a["actor_id"]: (a["state"], a["owner"]) for a in model.actors()}
     assert states == {"a1": ("dead", "w-2"), "a2": ("alive", "driver")}
     # The creation folded after the owner's death (a worker's batch after the driver's event).
@@ -428,8 +493,14 @@ def test_every_kind_is_folded_without_error() -> None:
     ints = {"attempt", "size", "local", "tasks", "pid", "exitcode", "signal", "store_capacity"}
     ints |= {"store_used", "spilled_bytes", "num_objects"}
     lists = {"returns", "deps", "contained_in", "borrowers", "results", "object_ids"}
-    submitted = {"submitted_at": 1.0, "name": "f", "owner": "driver", "returns": [], "deps": [],
-                 "call_site": None}
+    submitted = {
+        "submitted_at": 1.0,
+        "name": "f",
+        "owner": "driver",
+        "returns": [],
+        "deps": [],
+        "call_site": None,
+    }
     model = StateModel()
     for kind, fields in EVENT_FIELDS.items():
         values = {f: 1 if f in ints else [] if f in lists else "x" for f in fields}
@@ -482,13 +553,30 @@ def _drained_stream() -> list[Any]:
     tid = [bytes([i]) * 16 for i in range(4)]
     oid = [bytes([0x80 + i]) * 16 for i in range(4)]
     for i in range(4):
-        buf.hold(tid[i], "task.submitted", tid[i], f"f{i}", "driver", (oid[i],),
-                 (oid[0],) if i else (), "cell.py:3")
+        buf.hold(
+            tid[i],
+            "task.submitted",
+            tid[i],
+            f"f{i}",
+            "driver",
+            (oid[i],),
+            (oid[0],) if i else (),
+            "cell.py:3",
+        )
     buf.release(tid[3])  # shipped on its own, before its end
-    buf.record("task.finished", tid[0], "w-1", 0, ((oid[0], 80, "node-0"),), 1.5, "node-0",
-               buf.take(tid[0]))
-    buf.record("task.finished", tid[3], "w-2", 0, ((oid[3], 8, None),), None, None,
-               buf.take(tid[3]))
+    buf.record(
+        "task.finished",
+        tid[0],
+        "w-1",
+        0,
+        ((oid[0], 80, "node-0"),),
+        1.5,
+        "node-0",
+        buf.take(tid[0]),
+    )
+    buf.record(
+        "task.finished", tid[3], "w-2", 0, ((oid[3], 8, None),), None, None, buf.take(tid[3])
+    )
     buf.emit("task.retried", task_id=tid[1].hex(), attempt=1, reason="worker died")
     buf.record("task.finished", tid[1], "w-1", 0, (), None, None, None)  # stale attempt 0
     buf.record("task.finished", tid[2], "w-1")  # wrong length: logged, counted malformed
@@ -534,34 +622,73 @@ def _busy_session(seed: int) -> list[tuple[str, list[Any]]]:
     live: list[bytes] = []
     for step in range(600):
         tid, oid = rng.randbytes(16), rng.randbytes(16)
-        owner.hold(tid, "task.submitted", tid, "f", "driver", (oid,),
-                   tuple(rng.sample(live, min(len(live), rng.randint(0, 2)))), "cell.py:1")
+        owner.hold(
+            tid,
+            "task.submitted",
+            tid,
+            "f",
+            "driver",
+            (oid,),
+            tuple(rng.sample(live, min(len(live), rng.randint(0, 2)))),
+            "cell.py:1",
+        )
         live.append(oid)
         worker = rng.choice(workers)
         fate = rng.random()
         if fate < 0.6:
-            owner.record("task.finished", tid, worker.proc, 0,
-                         ((oid, rng.randint(1, 99), rng.choice([None, "node-0", "node-1"])),),
-                         None, "node-0", owner.take(tid) if rng.random() < 0.5 else None)
+            owner.record(
+                "task.finished",
+                tid,
+                worker.proc,
+                0,
+                ((oid, rng.randint(1, 99), rng.choice([None, "node-0", "node-1"])),),
+                None,
+                "node-0",
+                owner.take(tid) if rng.random() < 0.5 else None,
+            )
         elif fate < 0.7:
-            worker.emit("task.started", task_id=tid.hex(), worker=worker.proc, node="node-1",
-                        attempt=0)
-            owner.emit("task.failed", task_id=tid.hex(), worker=worker.proc, attempt=0,
-                       error="ValueError", started_at=None, node="node-1")
+            worker.emit(
+                "task.started", task_id=tid.hex(), worker=worker.proc, node="node-1", attempt=0
+            )
+            owner.emit(
+                "task.failed",
+                task_id=tid.hex(),
+                worker=worker.proc,
+                attempt=0,
+                error="ValueError",
+                started_at=None,
+                node="node-1",
+            )
         elif fate < 0.8:
             owner.emit("task.retried", task_id=tid.hex(), attempt=1, reason="worker died")
-            owner.record("task.finished", tid, worker.proc, 0, ((oid, 5, "node-1"),), None,
-                         None, None)  # the older attempt's end: stale
-            owner.record("task.finished", tid, worker.proc, 1, ((oid, 5, "node-1"),), None,
-                         None, None)
+            owner.record(
+                "task.finished", tid, worker.proc, 0, ((oid, 5, "node-1"),), None, None, None
+            )  # the older attempt's end: stale
+            owner.record(
+                "task.finished", tid, worker.proc, 1, ((oid, 5, "node-1"),), None, None, None
+            )
         if rng.random() < 0.2:
             put = rng.randbytes(16)
-            owner.record("object.created", put, "driver", None, "cell.py:2", 8, "ready",
-                         rng.choice([None, "node-0"]))
+            owner.record(
+                "object.created",
+                put,
+                "driver",
+                None,
+                "cell.py:2",
+                8,
+                "ready",
+                rng.choice([None, "node-0"]),
+            )
             live.append(put)
         if live and rng.random() < 0.3:
-            owner.emit("object.holders", object_id=rng.choice(live).hex(), local=2, tasks=1,
-                       contained_in=(), borrowers=("w-1",))
+            owner.emit(
+                "object.holders",
+                object_id=rng.choice(live).hex(),
+                local=2,
+                tasks=1,
+                contained_in=(),
+                borrowers=("w-1",),
+            )
         if live and rng.random() < 0.4:
             gone = rng.sample(live, min(len(live), rng.randint(1, 3)))
             live = [o for o in live if o not in gone]
@@ -580,9 +707,16 @@ def _busy_session(seed: int) -> list[tuple[str, list[Any]]]:
 
 
 def _views(model: StateModel) -> dict[str, Any]:
-    return {"objects": model.objects(), "tasks": model.tasks(), "workers": model.workers(),
-            "nodes": model.nodes(), "actors": model.actors(), "graph": model.ownership_graph(),
-            "malformed": model.malformed, "events": model.events()}
+    return {
+        "objects": model.objects(),
+        "tasks": model.tasks(),
+        "workers": model.workers(),
+        "nodes": model.nodes(),
+        "actors": model.actors(),
+        "graph": model.ownership_graph(),
+        "malformed": model.malformed,
+        "events": model.events(),
+    }
 
 
 @pytest.mark.parametrize("seed", range(3))

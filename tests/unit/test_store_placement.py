@@ -34,7 +34,8 @@ def fake_shm(monkeypatch: pytest.MonkeyPatch, free: int, available: int = 2 * Gi
 
 
 def test_a_small_shm_moves_the_default_store_to_the_temporary_directory(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fake_shm(monkeypatch, free=64 * MiB)
     with pytest.warns(UserWarning, match=r"/dev/shm has only 64 MiB free.*--shm-size"):
         capacity, directory = session.place_store(None, None)
@@ -66,7 +67,8 @@ def write(path: Path, text: str) -> str:
 
 
 def test_a_cgroup_memory_limit_bounds_available_memory(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     limit, used = write(tmp_path / "max", f"{2 * GiB}\n"), write(tmp_path / "cur", f"{GiB // 2}\n")
     monkeypatch.setattr(session, "_CGROUP_MEMORY", ((limit, used),))
     machine = psutil.virtual_memory().available
@@ -77,13 +79,17 @@ def test_a_cgroup_memory_limit_bounds_available_memory(
 
 
 def test_a_runtime_on_a_small_shm_takes_a_put_larger_than_shm(
-        monkeypatch: pytest.MonkeyPatch, fresh_runtime: Any) -> None:
+    monkeypatch: pytest.MonkeyPatch, fresh_runtime: Any
+) -> None:
     fake_shm(monkeypatch, free=64 * MiB)
     with pytest.warns(UserWarning, match="/dev/shm has only 64 MiB free"):
         runtime = fresh_runtime(num_workers=1, object_store_memory=256 * MiB)
     assert runtime.options.plasma_directory == session._short_tmp()
-    arenas = [f for f in os.listdir(session._short_tmp())
-              if f.startswith(os.path.basename(runtime.session_dir)) and "node-0" in f]
+    arenas = [
+        f
+        for f in os.listdir(session._short_tmp())
+        if f.startswith(os.path.basename(runtime.session_dir)) and "node-0" in f
+    ]
     assert arenas, "the arena file is in the temporary directory"
     value = np.arange(12_500_000, dtype=np.float64)  # 100 MB: more than the 64 MiB shm
     ref = memlab.put(value)

@@ -32,8 +32,7 @@ def test_default_sink_prints_to_the_matching_stream(capsys: Any) -> None:
     assert captured.err == "(f pid=7) to err\n"
 
 
-def test_a_failing_sink_or_tagger_is_logged_not_raised(caplog: pytest.LogCaptureFixture
-                                                       ) -> None:
+def test_a_failing_sink_or_tagger_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     def broken(*args: Any) -> Any:
         raise RuntimeError("front end bug")
 
@@ -45,5 +44,7 @@ def test_a_failing_sink_or_tagger_is_logged_not_raised(caplog: pytest.LogCapture
     finally:
         task_output.set_task_output_sink(None)
         task_output.set_submission_tagger(None)
-    assert [r.message for r in caplog.records] == ["the task output sink failed",
-                                                   "the task output tagger failed"]
+    assert [r.message for r in caplog.records] == [
+        "the task output sink failed",
+        "the task output tagger failed",
+    ]

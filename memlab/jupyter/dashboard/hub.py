@@ -36,15 +36,25 @@ _hubs_lock = threading.Lock()
 class Hub:
     """Shared view data and publisher of a set of dashboards (see the module docstring)."""
 
-    def __init__(self, key: tuple[int, int, float], source: Source,
-                 names: NamesProvider | None, max_rate_hz: float) -> None:
+    def __init__(
+        self,
+        key: tuple[int, int, float],
+        source: Source,
+        names: NamesProvider | None,
+        max_rate_hz: float,
+    ) -> None:
         self.key = key
         self.source = source  # kept so the ids in the key stay theirs
         self.names = names
         self.state = ViewState(names=names)
-        self.publisher = Publisher(self.state, source, send=self._send,
-                                   keyframe=self._keyframe, on_stop=self._stopped,
-                                   max_rate_hz=max_rate_hz)
+        self.publisher = Publisher(
+            self.state,
+            source,
+            send=self._send,
+            keyframe=self._keyframe,
+            on_stop=self._stopped,
+            max_rate_hz=max_rate_hz,
+        )
         self._members: list[Any] = []
         self._lock = threading.Lock()
         self._started = False

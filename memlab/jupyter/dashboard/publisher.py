@@ -53,14 +53,20 @@ class Publisher:
         status: ``"live"``, or why it stopped.
     """
 
-    def __init__(self, state: ViewState, source: Source,
-                 send: Callable[[dict[str, Any]], None],
-                 keyframe: Callable[[dict[str, Any]], None],
-                 on_stop: Callable[[str], None] | None = None,
-                 sections: Callable[[], list[str] | None] | None = None,
-                 max_rate_hz: float = 10.0, idle_after: float = 2.0,
-                 idle_interval: float = 0.5, keyframe_interval: float = 5.0,
-                 max_share: float = 0.04) -> None:
+    def __init__(
+        self,
+        state: ViewState,
+        source: Source,
+        send: Callable[[dict[str, Any]], None],
+        keyframe: Callable[[dict[str, Any]], None],
+        on_stop: Callable[[str], None] | None = None,
+        sections: Callable[[], list[str] | None] | None = None,
+        max_rate_hz: float = 10.0,
+        idle_after: float = 2.0,
+        idle_interval: float = 0.5,
+        keyframe_interval: float = 5.0,
+        max_share: float = 0.04,
+    ) -> None:
         """Set up (nothing runs until :meth:`start`).
 
         Args:
@@ -114,8 +120,9 @@ class Publisher:
     def start(self) -> None:
         """Start the thread (once)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="memlab-dashboard-publisher",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="memlab-dashboard-publisher", daemon=True
+            )
             self._thread.start()
 
     def poll_once(self) -> bool:
@@ -163,8 +170,9 @@ class Publisher:
                 return
             self.last_cost = time.thread_time() - cpu
             idle = started - self._last_change > self.idle_after
-            wait = max(self.idle_interval if idle else self.interval,
-                       self.last_cost / self.max_share)
+            wait = max(
+                self.idle_interval if idle else self.interval, self.last_cost / self.max_share
+            )
             if self._keyframe_wanted.is_set():
                 wait = self.interval
             self._stop.wait(max(0.0, started + wait - time.monotonic()))

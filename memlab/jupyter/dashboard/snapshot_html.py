@@ -18,10 +18,18 @@ __all__ = ["format_bytes", "render_snapshot"]
 
 _MAX_OBJECTS = 25
 _MAX_INCIDENTS = 10
-_STATE_COLORS = {"ready": "#2e7d32", "pending": "#757575", "spilled": "#6a1b9a",
-                 "lost": "#c62828", "reconstructing": "#ef6c00", "failed": "#b71c1c",
-                 "recovering": "#ef6c00", "recovered": "#2e7d32", "alive": "#2e7d32",
-                 "dead": "#c62828"}
+_STATE_COLORS = {
+    "ready": "#2e7d32",
+    "pending": "#757575",
+    "spilled": "#6a1b9a",
+    "lost": "#c62828",
+    "reconstructing": "#ef6c00",
+    "failed": "#b71c1c",
+    "recovering": "#ef6c00",
+    "recovered": "#2e7d32",
+    "alive": "#2e7d32",
+    "dead": "#c62828",
+}
 _NONE = "\u2013"  # an en dash: "nothing" in a cell
 _CELL = "padding:2px 8px;border-bottom:1px solid #eee;text-align:left"
 
@@ -54,14 +62,17 @@ def _e(value: Any) -> str:
 
 def _badge(state: str) -> str:
     color = _STATE_COLORS.get(state, "#455a64")
-    return (f'<span style="color:#fff;background:{color};border-radius:3px;'
-            f'padding:0 5px;font-size:11px">{_e(state)}</span>')
+    return (
+        f'<span style="color:#fff;background:{color};border-radius:3px;'
+        f'padding:0 5px;font-size:11px">{_e(state)}</span>'
+    )
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
     th = "".join(f'<th style="{_CELL};font-weight:600">{_e(h)}</th>' for h in head)
-    body = "".join("<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in r) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in r) + "</tr>" for r in rows
+    )
     return f'<table style="border-collapse:collapse;font-size:12px"><tr>{th}</tr>{body}</table>'
 
 
@@ -69,9 +80,14 @@ def _bar(parts: list[tuple[int, str, str]], total: int) -> str:
     total = max(total, 1)
     segs = "".join(
         f'<div title="{_e(label)}" style="width:{min(100.0, 100.0 * n / total):.2f}%;'
-        f'background:{color}"></div>' for n, color, label in parts if n > 0)
-    return (f'<div style="display:flex;width:240px;height:12px;background:#eceff1;'
-            f'border-radius:2px;overflow:hidden">{segs}</div>')
+        f'background:{color}"></div>'
+        for n, color, label in parts
+        if n > 0
+    )
+    return (
+        f'<div style="display:flex;width:240px;height:12px;background:#eceff1;'
+        f'border-radius:2px;overflow:hidden">{segs}</div>'
+    )
 
 
 def _holders(row: dict[str, Any]) -> str:
@@ -99,58 +115,110 @@ def render_snapshot(state: ViewState, status: str = "live") -> str:
     out = [
         '<div class="memlab-dashboard-snapshot" style="font-family:sans-serif;font-size:13px">',
         f'<div style="font-weight:600;margin-bottom:4px">memlab dashboard — snapshot at '
-        f'{time.strftime("%H:%M:%S")}{shown}</div>',
-        f'<div>{totals.get("objects", 0)} objects, {format_bytes(totals.get("bytes", 0))}; '
-        f'spilled {format_bytes(totals.get("spilled_bytes", 0))}; graph of {len(graph)} '
-        f'nodes</div>',
+        f"{time.strftime('%H:%M:%S')}{shown}</div>",
+        f"<div>{totals.get('objects', 0)} objects, {format_bytes(totals.get('bytes', 0))}; "
+        f"spilled {format_bytes(totals.get('spilled_bytes', 0))}; graph of {len(graph)} "
+        f"nodes</div>",
         '<h4 style="margin:8px 0 2px">Nodes</h4>',
     ]
     node_rows = []
     for n in nodes:
         if not n.get("alive"):
-            node_rows.append([_e(n["node_id"]), _badge("dead"),
-                              "its store and spill files went with it", "", "", ""])
+            node_rows.append(
+                [
+                    _e(n["node_id"]),
+                    _badge("dead"),
+                    "its store and spill files went with it",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         cap = n.get("store_capacity") or n.get("store_used") or 1
-        bar = _bar([(n.get("primary_bytes") or 0, "#1565c0", "pinned (primary copies)"),
-                    (max(0, (n.get("store_used") or 0) - (n.get("primary_bytes") or 0)),
-                     "#90caf9", "other store use"),
-                    (n.get("spilled_bytes") or 0, "#6a1b9a", "spilled")], cap)
-        node_rows.append([_e(n["node_id"]), _badge("alive"), bar,
-                          _e(f"{format_bytes(n.get('store_used'))} / {format_bytes(cap)}"),
-                          _e(format_bytes(n.get("primary_bytes"))),
-                          _e(format_bytes(n.get("spilled_bytes")))])
+        bar = _bar(
+            [
+                (n.get("primary_bytes") or 0, "#1565c0", "pinned (primary copies)"),
+                (
+                    max(0, (n.get("store_used") or 0) - (n.get("primary_bytes") or 0)),
+                    "#90caf9",
+                    "other store use",
+                ),
+                (n.get("spilled_bytes") or 0, "#6a1b9a", "spilled"),
+            ],
+            cap,
+        )
+        node_rows.append(
+            [
+                _e(n["node_id"]),
+                _badge("alive"),
+                bar,
+                _e(f"{format_bytes(n.get('store_used'))} / {format_bytes(cap)}"),
+                _e(format_bytes(n.get("primary_bytes"))),
+                _e(format_bytes(n.get("spilled_bytes"))),
+            ]
+        )
     out.append(_table(["node", "state", "store", "used", "pinned", "spilled"], node_rows))
     worker_rows = []
     for w in workers:
         task = w.get("current_task") or {}
-        worker_rows.append([_e(w["worker_id"]), _e(w.get("node")), _badge(w.get("state", "?")),
-                            _e(task.get("name") or (_NONE if w.get("state") == "alive"
-                                                     else w.get("cause")))])
-    out += ['<h4 style="margin:8px 0 2px">Workers</h4>',
-            _table(["worker", "node", "state", "current task / cause"], worker_rows)]
+        worker_rows.append(
+            [
+                _e(w["worker_id"]),
+                _e(w.get("node")),
+                _badge(w.get("state", "?")),
+                _e(task.get("name") or (_NONE if w.get("state") == "alive" else w.get("cause"))),
+            ]
+        )
+    out += [
+        '<h4 style="margin:8px 0 2px">Workers</h4>',
+        _table(["worker", "node", "state", "current task / cause"], worker_rows),
+    ]
     objects.sort(key=lambda o: -(o.get("size") or 0))
-    obj_rows = [[_e(o["object_id"][:12]), _badge(o["state"]), _e(format_bytes(o.get("size"))),
-                 _e(o.get("owner")), _e(", ".join(o.get("names") or ()) or _NONE), _holders(o),
-                 _e(short_site(o.get("call_site"))),
-                 _e(", ".join(location_text(x) for x in o.get("locations") or ()))]
-                for o in objects[:_MAX_OBJECTS]]
+    obj_rows = [
+        [
+            _e(o["object_id"][:12]),
+            _badge(o["state"]),
+            _e(format_bytes(o.get("size"))),
+            _e(o.get("owner")),
+            _e(", ".join(o.get("names") or ()) or _NONE),
+            _holders(o),
+            _e(short_site(o.get("call_site"))),
+            _e(", ".join(location_text(x) for x in o.get("locations") or ())),
+        ]
+        for o in objects[:_MAX_OBJECTS]
+    ]
     more = len(objects) - _MAX_OBJECTS
-    out += [f'<h4 style="margin:8px 0 2px">Objects (largest {min(len(objects), _MAX_OBJECTS)}'
-            f' of {len(objects)})</h4>',
-            _table(["object", "state", "size", "owner", "names", "other holders", "call site",
-                    "locations"],
-                   obj_rows)]
+    out += [
+        f'<h4 style="margin:8px 0 2px">Objects (largest {min(len(objects), _MAX_OBJECTS)}'
+        f" of {len(objects)})</h4>",
+        _table(
+            [
+                "object",
+                "state",
+                "size",
+                "owner",
+                "names",
+                "other holders",
+                "call site",
+                "locations",
+            ],
+            obj_rows,
+        ),
+    ]
     if more > 0:
         out.append(f"<div>… and {more} more</div>")
     out.append('<h4 style="margin:8px 0 2px">Recovery timeline</h4>')
     if not incidents:
         out.append("<div>No incidents: nothing has failed.</div>")
     for inc in incidents:
-        steps = " → ".join(f"{_e(s['kind'].replace('_', ' '))} {s['count']}"
-                           for s in inc.get("steps", ()))
-        out.append(f'<div style="margin:2px 0">{_badge(inc.get("state", "?"))} '
-                   f'<b>{_e(inc.get("title"))}</b> ({inc.get("duration", 0):.2f} s): {steps}'
-                   "</div>")
+        steps = " → ".join(
+            f"{_e(s['kind'].replace('_', ' '))} {s['count']}" for s in inc.get("steps", ())
+        )
+        out.append(
+            f'<div style="margin:2px 0">{_badge(inc.get("state", "?"))} '
+            f"<b>{_e(inc.get('title'))}</b> ({inc.get('duration', 0):.2f} s): {steps}"
+            "</div>"
+        )
     out.append("</div>")
     return "".join(out)

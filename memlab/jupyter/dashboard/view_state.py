@@ -32,8 +32,12 @@ __all__ = ["KEYS", "OBJECT_COLUMNS", "NamesProvider", "ViewState", "upserted_row
 
 #: The field (or fields) that key each section's rows; the browser uses the same rule.
 KEYS: dict[str, tuple[str, ...]] = {
-    "summary": ("key",), "nodes": ("node_id",), "workers": ("worker_id",),
-    "objects": ("object_id",), "graph_nodes": ("id",), "graph_edges": ("src", "kind", "dst"),
+    "summary": ("key",),
+    "nodes": ("node_id",),
+    "workers": ("worker_id",),
+    "objects": ("object_id",),
+    "graph_nodes": ("id",),
+    "graph_edges": ("src", "kind", "dst"),
     "incidents": ("id",),
 }
 
@@ -45,8 +49,20 @@ NamesProvider = Callable[[], Mapping[str, Sequence[str]]]
 
 #: Object rows go to the browser as columns and lists (``{"cols": [...], "rows": [[...]]}``):
 #: JSON of 10,000 dicts repeats every key 10,000 times and took most of the kernel's time.
-OBJECT_COLUMNS = ("object_id", "owner", "size", "state", "locations", "inline", "call_site",
-                  "task_id", "task_name", "error", "holders", "names")
+OBJECT_COLUMNS = (
+    "object_id",
+    "owner",
+    "size",
+    "state",
+    "locations",
+    "inline",
+    "call_site",
+    "task_id",
+    "task_name",
+    "error",
+    "holders",
+    "names",
+)
 
 
 def _columnar(section: dict[str, Any]) -> None:
@@ -132,16 +148,22 @@ class ViewState:
                 sent["reset"] = sent["reset"] or bool(d.get("reset"))
                 sent["remove"] = [str(k) for k in d.get("remove", ())]
                 upserts = d.get("upsert", ())
-                sent["upsert"] = ([self._with_names(name, r) for r in upserts]
-                                  if name == "objects" and self._names else list(upserts))
+                sent["upsert"] = (
+                    [self._with_names(name, r) for r in upserts]
+                    if name == "objects" and self._names
+                    else list(upserts)
+                )
             self.version = version
             renamed = self._refresh_names(now)
             if renamed:
                 objects = out.setdefault("objects", {"reset": False, "upsert": [], "remove": []})
                 have = {r["object_id"] for r in objects["upsert"]}
                 rows = self.sections["objects"]
-                objects["upsert"].extend(self._with_names("objects", rows[oid])
-                                         for oid in renamed if oid in rows and oid not in have)
+                objects["upsert"].extend(
+                    self._with_names("objects", rows[oid])
+                    for oid in renamed
+                    if oid in rows and oid not in have
+                )
             if not any(d["reset"] or d["upsert"] or d["remove"] for d in out.values()):
                 return None
             self.seq += 1
@@ -178,9 +200,14 @@ class ViewState:
         with self._lock:
             sections: dict[str, Any] = {
                 name: [self._with_names(name, r) for r in rows.values()]
-                for name, rows in self.sections.items() if name != "objects"}
-            objects = {"upsert": [self._with_names("objects", r)
-                                  for r in self.sections["objects"].values()]}
+                for name, rows in self.sections.items()
+                if name != "objects"
+            }
+            objects = {
+                "upsert": [
+                    self._with_names("objects", r) for r in self.sections["objects"].values()
+                ]
+            }
             _columnar(objects)
             sections["objects"] = {"cols": objects["cols"], "rows": objects["rows"]}
             return {"seq": self.seq, "version": self.version, "sections": sections}

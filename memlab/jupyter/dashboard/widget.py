@@ -87,8 +87,13 @@ class Dashboard(anywidget.AnyWidget):
     selected = traitlets.Unicode("").tag(sync=True)
     tab = traitlets.Unicode("objects").tag(sync=True)
 
-    def __init__(self, source: Source | None = None, names: NamesProvider | None = None,
-                 max_rate_hz: float = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        source: Source | None = None,
+        names: NamesProvider | None = None,
+        max_rate_hz: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
         """Create the widget (its publisher starts with :meth:`start`).
 
         Args:
@@ -139,7 +144,8 @@ class Dashboard(anywidget.AnyWidget):
     def _check_tab(self, proposal: Any) -> str:
         if proposal["value"] not in TABS:
             raise traitlets.TraitError(
-                f"unknown dashboard tab {proposal['value']!r}; use one of {', '.join(TABS)}")
+                f"unknown dashboard tab {proposal['value']!r}; use one of {', '.join(TABS)}"
+            )
         return str(proposal["value"])
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -159,8 +165,9 @@ class Dashboard(anywidget.AnyWidget):
         super().close()
 
 
-def dashboard(names: NamesProvider | None = None, *, source: Source | None = None,
-              max_rate_hz: float = 10.0) -> Dashboard:
+def dashboard(
+    names: NamesProvider | None = None, *, source: Source | None = None, max_rate_hz: float = 10.0
+) -> Dashboard:
     """Show memlab's live dashboard: objects, ownership graph, recovery timeline, nodes.
 
     Display the result (leave it as a cell's last expression). It updates at most
