@@ -34,7 +34,7 @@ def measure(length: int = 100, reps: int = 3, size: int = MiB) -> dict[str, list
     memlab.init(num_workers=3, num_nodes=3, object_store_memory=1024 * MiB)
     out: dict[str, list[float]] = {"fresh ms": [], "rebuilt ms": [], "promoted ms": []}
     try:
-        from memlab.runtime.global_state import current_runtime
+        from memlab.runtime.context import current_runtime
 
         runtime = current_runtime()
         for _ in range(reps):

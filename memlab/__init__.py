@@ -48,7 +48,7 @@ from memlab.exceptions import (
 # IPython looks these up on the module named by ``%load_ext memlab``; not part of __all__.
 from memlab.jupyter import load_ipython_extension as load_ipython_extension
 from memlab.jupyter import unload_ipython_extension as unload_ipython_extension
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.coreworker.object_ref import ObjectRef
 
 __version__ = "0.1.0"
 

@@ -15,34 +15,13 @@ from typing import Any
 
 import cloudpickle
 
+from memlab._calls import pack_nested, ship
+from memlab._options import ACTOR_OPTIONS, validate_actor_options
 from memlab.ids import object_id
-from memlab.runtime.actors import ActorRecord
-from memlab.runtime.object_ref import ObjectRef
-from memlab.runtime.task_spec import TaskSpec, call_site
-
-ACTOR_OPTIONS: dict[str, Any] = {
-    "name": None,
-    "max_restarts": 0,
-    "max_task_retries": 0,
-    "max_concurrency": 1,
-}
-
-
-def validate_actor_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - set(ACTOR_OPTIONS)
-    if unknown:
-        raise TypeError(
-            f"unknown actor option(s) {sorted(unknown)}; valid options are {sorted(ACTOR_OPTIONS)}"
-        )
-    from memlab.remote_function import check_count
-
-    check_count(options, "max_restarts", 0, unlimited=True)
-    check_count(options, "max_task_retries", 0, unlimited=True)
-    check_count(options, "max_concurrency", 1)
-    name = options.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"an actor name must be a non-empty str, got {name!r}")
-    return options
+from memlab.runtime.context import require_core
+from memlab.runtime.coreworker.actors import ActorRecord
+from memlab.runtime.coreworker.object_ref import ObjectRef
+from memlab.runtime.coreworker.task_spec import TaskSpec, call_site
 
 
 class ActorClass:
@@ -56,6 +35,7 @@ class ActorClass:
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
         self.__doc__ = cls.__doc__
+        self.__memlab_target__ = cls  # what a worker runs when it imports this by name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -71,8 +51,6 @@ class ActorClass:
 
     def _pickled_class(self) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
         if self._pickled is None:
-            from memlab.remote_function import ship
-
             self._pickled = ship(self._cls, self)
         return self._pickled
 
@@ -93,10 +71,7 @@ def _methods(cls: type) -> tuple[str, ...]:
 def _create(
     ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
 ) -> ActorHandle:
-    from memlab.api import _core
-    from memlab.remote_function import pack_nested
-
-    core = _core(f"{ac.__name__}.remote()")
+    core = require_core(f"{ac.__name__}.remote()")
     cls_hash, cls_bytes, captured = ac._pickled_class()
     if cls_hash not in core.submitter.functions:
         core.submitter.add_function(cls_hash, cls_bytes, bool(captured))
@@ -210,10 +185,7 @@ def _call(
     kwargs: dict[str, Any],
     num_returns: int,
 ) -> Any:
-    from memlab.api import _core
-    from memlab.remote_function import pack_nested
-
-    core = _core(f"{handle._cls_name}.{method}.remote()")
+    core = require_core(f"{handle._cls_name}.{method}.remote()")
     name = f"{handle._cls_name}.{method}"
     keep: list[Any] = []
     payload, nested = pack_nested(core, name, args, kwargs, keep)

@@ -13,12 +13,15 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from memlab.exceptions import RuntimeConflictError, RuntimeNotStartedError
+from memlab._options import ACTOR_ONLY, check_decorator_options, validate_task_options
+from memlab.actor import ActorClass, ActorHandle
+from memlab.exceptions import RuntimeConflictError
 from memlab.protocol.frames import MAX_INLINE_THRESHOLD
-from memlab.remote_function import RemoteFunction, validate_options
-from memlab.runtime import global_state
-from memlab.runtime import object_ref as _object_ref
-from memlab.runtime.object_ref import ObjectRef
+from memlab.remote_function import RemoteFunction
+from memlab.runtime import context
+from memlab.runtime.context import require_core
+from memlab.runtime.coreworker import object_ref as _object_ref
+from memlab.runtime.coreworker.object_ref import ObjectRef
 
 _init_lock = threading.Lock()
 
@@ -33,13 +36,6 @@ _blocking_hook: BlockingHook | None = None
 def set_blocking_hook(hook: BlockingHook | None) -> None:
     global _blocking_hook
     _blocking_hook = hook
-
-
-def _core(operation: str) -> Any:
-    core = _object_ref.current_core()
-    if core is None:
-        raise RuntimeNotStartedError(f"memlab.{operation}" if "(" not in operation else operation)
-    return core
 
 
 def init(
@@ -74,8 +70,8 @@ def init(
         ValueError: an argument is out of range, or ``plasma_directory`` is not a writable
             directory.
     """
-    from memlab.runtime.driver import Runtime, RuntimeOptions
-    from memlab.runtime.recovery import DEFAULT_LINEAGE_BUDGET
+    from memlab.runtime.coreworker.recovery import DEFAULT_LINEAGE_BUDGET
+    from memlab.runtime.driver.runtime import Runtime, RuntimeOptions
     from memlab.runtime.session import check_plasma_directory, place_store
 
     asked = {
@@ -110,7 +106,7 @@ def init(
     if plasma_directory is not None:
         plasma_directory = asked["plasma_directory"] = check_plasma_directory(plasma_directory)
     with _init_lock:
-        running = global_state.current_runtime()
+        running = context.current_runtime()
         if running is not None:
             current = vars(running.options)
             differences = {
@@ -119,7 +115,7 @@ def init(
             if differences:
                 raise RuntimeConflictError(differences)
             return running
-        if _object_ref.current_core() is not None:
+        if context.current_core() is not None:
             raise RuntimeError(
                 "memlab.init() is for the driver; inside a task the runtime is already running"
             )
@@ -145,14 +141,14 @@ def init(
 def shutdown() -> None:
     """Stop the runtime: every process and shared-memory segment of the session goes."""
     with _init_lock:
-        runtime = global_state.current_runtime()
+        runtime = context.current_runtime()
         if runtime is not None:
             runtime.shutdown()
 
 
 def is_initialized() -> bool:
     """True while a runtime started by ``init`` runs in this process."""
-    return global_state.current_runtime() is not None
+    return context.current_runtime() is not None
 
 
 def remote(*args: Any, **options: Any) -> Any:
@@ -169,33 +165,15 @@ def remote(*args: Any, **options: Any) -> Any:
     def decorate(target: Any) -> Any:
         return _make_remote(target, options)
 
-    if not (_ACTOR_ONLY & set(options)):
-        validate_options({k: v for k, v in options.items() if k != "name"})
+    if not (ACTOR_ONLY & set(options)):
+        validate_task_options({k: v for k, v in options.items() if k != "name"})
     return decorate
 
 
-_ACTOR_ONLY = {"max_restarts", "max_task_retries", "max_concurrency"}
-_TASK_ONLY = {"num_returns", "max_retries", "retry_exceptions"}
-
-
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    check_decorator_options(target, options)
     if isinstance(target, type):
-        from memlab.actor import ActorClass
-
-        wrong = sorted(_TASK_ONLY & set(options))
-        if wrong:
-            raise TypeError(
-                f"{wrong} are options of remote functions, not of actor classes "
-                f"like {target.__name__}; actors take {sorted(_ACTOR_ONLY)} and name"
-            )
         return ActorClass(target, options)
-    wrong = sorted(_ACTOR_ONLY & set(options))
-    if wrong:
-        raise TypeError(
-            f"{wrong} are actor options: they apply to classes, but "
-            f"{getattr(target, '__name__', target)!r} is a "
-            f"{type(target).__name__}; put @memlab.remote(...) on a class"
-        )
     if not callable(target):
         raise TypeError(f"@memlab.remote takes a function or a class, got {type(target).__name__}")
     return RemoteFunction(target, options)
@@ -208,7 +186,7 @@ def put(value: Any) -> ObjectRef:
             "memlab.put() of an ObjectRef is not allowed; pass the ref itself, or "
             "put a container holding it, e.g. memlab.put([ref])"
         )
-    return _core("put()").put(value)
+    return require_core("put()").put(value)
 
 
 def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
@@ -224,7 +202,7 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
         ValueError: ``timeout`` is negative, NaN or not a number.
     """
     timeout = check_timeout(timeout)
-    core = _core("get()")
+    core = require_core("get()")
     hook = _blocking_hook
     if isinstance(refs, ObjectRef):
         _object_ref.check_session(refs)
@@ -261,7 +239,7 @@ def wait(
         )
     if len(set(refs)) != len(refs):
         raise ValueError("memlab.wait() got the same ref twice; pass distinct refs")
-    core = _core("wait()")
+    core = require_core("wait()")
     listed = list(refs)
     hook = _blocking_hook
     if hook is None:
@@ -275,9 +253,9 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> None:
     ``TaskCancelledError``. Cancelling a finished task does nothing."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"memlab.cancel() takes an ObjectRef, got {type(ref).__name__}")
-    _core("cancel()")
+    require_core("cancel()")
     _object_ref.check_session(ref)
-    _core("cancel()").submitter.cancel(ref.binary, force)
+    require_core("cancel()").submitter.cancel(ref.binary, force)
 
 
 def get_actor(name: str) -> Any:
@@ -288,7 +266,7 @@ def get_actor(name: str) -> Any:
     """
     import cloudpickle
 
-    core = _core("get_actor()")
+    core = require_core("get_actor()")
     data = core.actors.lookup_name(name)
     if data is None:
         raise ValueError(
@@ -300,14 +278,12 @@ def get_actor(name: str) -> Any:
 def kill(actor: Any, *, no_restart: bool = True) -> None:
     """Kill an actor's worker at once. Calls in flight fail with ``ActorDiedError``; with
     ``no_restart=False`` it is restarted if ``max_restarts`` allows."""
-    from memlab.actor import ActorHandle
-
     if not isinstance(actor, ActorHandle):
         raise TypeError(
             f"memlab.kill() takes an ActorHandle, got {type(actor).__name__}; "
             "to stop a task use memlab.cancel(ref, force=True)"
         )
-    _core("kill()").actors.kill(actor._actor_id, actor._owner, no_restart)
+    require_core("kill()").actors.kill(actor._actor_id, actor._owner, no_restart)
 
 
 def check_timeout(timeout: Any, name: str = "timeout") -> float | None:

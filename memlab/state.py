@@ -2,7 +2,7 @@
 
 Widgets, magics, the web dashboard and the JupyterLab panel read this module and nothing else,
 so they can be tested against a fake runtime. Every function asks the session's collector
-process (see ``memlab.runtime.collector``), after shipping the driver's pending events, and
+process (see ``memlab.runtime.events.collector``), after shipping the driver's pending events, and
 returns fresh copies that the caller may keep and mutate. Without a running runtime each raises
 ``RuntimeNotStartedError``; with one started with ``events=False``, ``EventsUnavailableError``.
 
@@ -87,7 +87,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from memlab.exceptions import EventsUnavailableError, RuntimeNotStartedError
-from memlab.runtime.global_state import current_collector, current_runtime
+from memlab.runtime.context import current_collector, current_runtime
 
 __all__ = [
     "actors",

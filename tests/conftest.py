@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import memlab
-from memlab.runtime.global_state import current_runtime
+from memlab.runtime.context import current_runtime
 from memlab.testing.invariants import validate_session
 from memlab.testing.leaks import SHM_DIR, assert_session_gone, session_processes, wait_for
 

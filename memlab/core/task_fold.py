@@ -196,11 +196,11 @@ class TaskFold:
         _, ts, tid, name, owner, returns, deps, call_site = record
         rec = self._task_at(_hex(tid), None)
         self._submitted(
-            rec,
+            rec,  # type: ignore[arg-type]
             name,
             owner,
             call_site,
-            ts,  # type: ignore[arg-type]
+            ts,
             _hexes(returns),
             _hexes(deps),
         )

@@ -3,8 +3,8 @@
 IPython compiles each cell under a file name of its own (ipykernel: a temporary
 ``…/ipykernel_<pid>/<hash>.py``) and remembers, in ``shell.compile._filename_map``, which
 execution number that file belongs to; its tracebacks say ``Cell In[N]`` from that map. This
-module lends the same map to ``memlab.runtime.task_spec.call_site`` through its translator
-hook, so ``memlab.state`` records and events speak the notebook's language.
+module lends the same map to ``memlab.runtime.coreworker.task_spec.call_site`` through its
+translator hook, so ``memlab.state`` records and events speak the notebook's language.
 
 ``%%remote`` cells submit their task from a small function compiled here under a synthetic
 file name (``remote_filename(n)``), so their call site is their own cell too.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from memlab.runtime import task_spec
+from memlab.runtime.coreworker import task_spec
 
 _REMOTE_PREFIX = "<memlab remote cell "
 

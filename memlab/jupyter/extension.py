@@ -14,9 +14,9 @@ from typing import Any
 from memlab import api
 from memlab.jupyter import callsite, holders, output_routing, progress, reprs
 from memlab.jupyter.magics import MemlabMagics
-from memlab.runtime import object_ref
+from memlab.runtime.coreworker import object_ref
 
-_RUNTIME_TYPE = ("memlab.runtime.driver", "Runtime")
+_RUNTIME_TYPE = ("memlab.runtime.driver.runtime", "Runtime")
 _loaded: dict[int, MemlabMagics] = {}
 
 
@@ -51,7 +51,7 @@ def unload(shell: Any) -> None:
     html = shell.display_formatter.formatters["text/html"]
     html.deferred_printers.pop(_RUNTIME_TYPE, None)
     try:
-        from memlab.runtime.driver import Runtime
+        from memlab.runtime.driver.runtime import Runtime
 
         html.pop(Runtime, None)
     except ImportError:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memlab.actor import ActorHandle
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.coreworker.object_ref import ObjectRef
 
 # IPython's own bookkeeping: never a user's holder (Out is walked as ``Out[N]``).
 _SKIP = frozenset(

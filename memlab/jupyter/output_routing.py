@@ -2,10 +2,10 @@
 
 Ray prints a task's output into whichever cell runs when it arrives; here it goes to its own:
 
-* at submission (``memlab.runtime.task_output``'s tagger, on the submitting thread) the cell's
-  parent header (ipykernel's ``kernel.get_parent()``) is recorded under its ``msg_id``, and that
-  id travels with the task as its output tag (nested tasks' output comes back under the tag of
-  the task the cell submitted);
+* at submission (``memlab.runtime.coreworker.task_output``'s tagger, on the submitting thread)
+  the cell's parent header (ipykernel's ``kernel.get_parent()``) is recorded under its
+  ``msg_id``, and that id travels with the task as its output tag (nested tasks' output comes
+  back under the tag of the task the cell submitted);
 * when a chunk arrives (on a runtime reader thread) it is written to the kernel's own stdout or
   stderr with that parent set for the writing thread only (``OutStream.set_thread_parent``):
   it joins that cell's output buffer, in order with the cell's own prints, and ipykernel
@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from memlab.runtime.task_output import (
+from memlab.runtime.coreworker.task_output import (
     LinePrefixer,
     TaskOutput,
     set_submission_tagger,

@@ -19,7 +19,7 @@ from typing import Any
 
 import memlab
 from memlab.exceptions import GetTimeoutError
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.coreworker.object_ref import ObjectRef
 
 GRACE = 2.0
 STEP = 0.25

@@ -4,8 +4,8 @@ Imported on workers, so it imports nothing of IPython. The cell runs in a fresh 
 ``__main__`` holding the shipped values (refs arrive resolved: the task's dependencies) and the
 modules it reads, imported by name. Its source is registered with ``linecache`` under the
 cell's label, so a traceback shows ``Cell In[7]`` lines with their code. Its stdout and stderr
-stream to the kernel as it runs, like any task's (``memlab.runtime.output_channel``), and land
-in the cell's own output area however late they arrive (``memlab.jupyter.output_routing``).
+stream to the kernel as it runs, like any task's (``memlab.runtime.coreworker.output_channel``),
+and land in the cell's own output area however late they arrive (``memlab.jupyter.output_routing``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import importlib
 import linecache
 from typing import Any
 
-from memlab.runtime import task_spec
+from memlab.runtime.coreworker import task_spec
 
 
 def _cell_label(filename: str) -> str | None:

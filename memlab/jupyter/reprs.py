@@ -11,7 +11,7 @@ import html
 from typing import Any
 
 from memlab.jupyter.parsing import format_bytes
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.coreworker.object_ref import ObjectRef
 
 _STATE_COLOURS = {
     "ready": "#2e7d32",

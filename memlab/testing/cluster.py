@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from memlab.runtime.global_state import current_runtime
-from memlab.testing.faults import kill_worker
+from memlab.testing.faults import driver_runtime, kill_worker
 
 __all__ = [
     "ChaosReport",
@@ -31,10 +30,7 @@ __all__ = [
 
 
 def _runtime() -> Any:
-    runtime = current_runtime()
-    if runtime is None:
-        raise ValueError("no runtime runs in this process; call memlab.init() first")
-    return runtime
+    return driver_runtime()
 
 
 def kill_node(node_id: str) -> None:

@@ -36,9 +36,12 @@ import ctypes
 import os
 import signal
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psutil
+
+if TYPE_CHECKING:
+    from memlab.runtime.driver.runtime import Runtime
 
 __all__ = [
     "CRASH_MODES",
@@ -61,7 +64,7 @@ CRASH_MODES: tuple[str, ...] = ("sigkill", "exit", "segfault")
 #: The exit status of ``crash("exit")``.
 EXIT_CODE = 3
 
-_WORKER_MODULE = "memlab.runtime.worker_main"
+_WORKER_MODULE = "memlab.runtime.worker.main"
 
 
 def _check_how(how: str) -> None:
@@ -274,12 +277,7 @@ def kill_worker(target: int | str | None = None, sig: int = signal.SIGKILL) -> i
             guard keeps a stale or mistyped pid from killing an unrelated process.
     """
     if not isinstance(target, int):
-        from memlab.runtime.global_state import current_runtime
-
-        runtime = current_runtime()
-        if runtime is None:
-            raise ValueError("no runtime runs in this process; call memlab.init() first")
-        return runtime.nodes.kill_worker(target)
+        return driver_runtime().nodes.kill_worker(target)
     pid = target
     if pid not in worker_pids():
         raise ValueError(
@@ -289,3 +287,14 @@ def kill_worker(target: int | str | None = None, sig: int = signal.SIGKILL) -> i
     with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
         os.kill(pid, sig)
     return pid
+
+
+def driver_runtime() -> Runtime:
+    """The runtime ``memlab.init()`` started in this process (the driver), for fault injection."""
+    from memlab.runtime.context import current_runtime
+    from memlab.runtime.driver.runtime import Runtime
+
+    runtime = current_runtime()
+    if not isinstance(runtime, Runtime):
+        raise ValueError("no runtime runs in this process; call memlab.init() first")
+    return runtime

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from memlab.exceptions import ConnectionClosedError
-from memlab.runtime.global_state import current_runtime
+from memlab.runtime.context import current_runtime
 
 __all__ = ["session_tables", "validate_session", "wait_session_empty"]
 

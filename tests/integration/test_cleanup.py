@@ -35,7 +35,7 @@ import psutil
 import pytest
 
 import memlab
-from memlab.runtime.driver import STOP_TIMEOUT
+from memlab.runtime.driver.runtime import STOP_TIMEOUT
 from memlab.testing.leaks import (
     SHM_DIR,
     assert_session_gone,

@@ -14,7 +14,7 @@ from memlab.testing.leaks import session_processes
 
 
 def _collector_processes(runtime: Any) -> list[Any]:
-    return [p for p in session_processes() if "memlab.runtime.collector_main" in p.cmdline()]
+    return [p for p in session_processes() if "memlab.runtime.events.collector_main" in p.cmdline()]
 
 
 @memlab.remote

@@ -355,7 +355,7 @@ def test_owner_drops_its_last_ref_while_a_borrowing_task_is_retried(
 @memlab.remote
 def corrupt_own_table() -> str:
     """Break an invariant in this worker's table, as a counting bug would."""
-    from memlab.runtime.object_ref import current_core
+    from memlab.runtime.context import current_core
 
     core = current_core()
     ref = memlab.put(1)

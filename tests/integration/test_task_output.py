@@ -17,8 +17,8 @@ import pytest
 
 import memlab
 from memlab.ids import task_of
-from memlab.runtime import output_channel, task_output
-from memlab.runtime.task_output import TaskOutput
+from memlab.runtime.coreworker import output_channel, task_output
+from memlab.runtime.coreworker.task_output import TaskOutput
 from memlab.testing import wait_for, wait_for_file
 
 DEADLINE = 10.0

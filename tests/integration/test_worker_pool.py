@@ -40,7 +40,7 @@ def pool(rt: Any) -> dict[str, Any]:
 
 def worker_processes(rt: Any) -> int:
     return sum(
-        "worker_main" in " ".join(p.cmdline())
+        "memlab.runtime.worker.main" in " ".join(p.cmdline())
         for p in session_processes(session_dir=rt.session_dir)
     )
 

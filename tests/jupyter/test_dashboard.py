@@ -16,7 +16,7 @@ from memlab.core.dashboard_view import SECTIONS, DashboardView
 from memlab.core.state_model import StateModel
 from memlab.jupyter.dashboard import Dashboard, dashboard, set_default_names
 from memlab.jupyter.dashboard.view_state import upserted_rows
-from memlab.runtime.global_state import current_collector
+from memlab.runtime.context import current_collector
 from memlab.testing import wait_for
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from memlab.jupyter.holders import HolderIndex, active, scan_shell
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.coreworker.object_ref import ObjectRef
 
 
 class _Shell:

@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from memlab.jupyter.output_routing import OutputRouting
-from memlab.runtime.task_output import TaskOutput
+from memlab.runtime.coreworker.task_output import TaskOutput
 
 
 class FakeKernel:

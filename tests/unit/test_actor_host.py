@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memlab.runtime.actor_host import ActorHost
+from memlab.runtime.worker.actor_host import ActorHost
 
 
 class Counter:

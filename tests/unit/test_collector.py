@@ -19,10 +19,11 @@ import pytest
 import memlab.state
 from memlab.core.events import EventBuffer
 from memlab.exceptions import EventsUnavailableError, RuntimeNotStartedError
-from memlab.runtime import collector_main, global_state
-from memlab.runtime.collector import Collector
-from memlab.runtime.collector_client import CollectorClient
-from memlab.runtime.event_shipper import EventShipper, collector_address
+from memlab.runtime import context
+from memlab.runtime.events import collector_main
+from memlab.runtime.events.collector import Collector
+from memlab.runtime.events.collector_client import CollectorClient
+from memlab.runtime.events.shipper import EventShipper, collector_address
 from memlab.testing.leaks import wait_for
 
 DEADLINE = 10.0
@@ -385,11 +386,11 @@ class _FakeRuntime:
 
 @pytest.fixture
 def installed(session: Session) -> Iterator[Session]:
-    global_state.set_runtime(_FakeRuntime(session.client))
+    context.set_runtime(_FakeRuntime(session.client))
     try:
         yield session
     finally:
-        global_state.set_runtime(None)
+        context.set_runtime(None)
 
 
 STATE_CALLS = [
@@ -406,19 +407,19 @@ STATE_CALLS = [
 
 @pytest.mark.parametrize("call", STATE_CALLS)
 def test_state_raises_without_a_runtime(call) -> None:
-    assert global_state.current_runtime() is None
+    assert context.current_runtime() is None
     with pytest.raises(RuntimeNotStartedError, match=r"memlab\.init\(\)"):
         call()
 
 
 @pytest.mark.parametrize("call", STATE_CALLS)
 def test_state_raises_a_typed_error_when_events_are_off(call) -> None:
-    global_state.set_runtime(_FakeRuntime(None))
+    context.set_runtime(_FakeRuntime(None))
     try:
         with pytest.raises(EventsUnavailableError, match=r"events=False.*events=True"):
             call()
     finally:
-        global_state.set_runtime(None)
+        context.set_runtime(None)
 
 
 def test_state_reads_the_installed_runtime(installed: Session) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from memlab.runtime import output_channel, task_output
-from memlab.runtime.output_channel import OutputCapture, OutputChannel
-from memlab.runtime.task_output import TaskOutput
+from memlab.runtime.coreworker import output_channel, task_output
+from memlab.runtime.coreworker.output_channel import OutputCapture, OutputChannel
+from memlab.runtime.coreworker.task_output import TaskOutput
 
 
 class Conn:

@@ -1,12 +1,12 @@
-"""The pipelining rule (memlab.runtime.pipelining): ready work never waits behind a running
-task while a worker is, or may soon be, free."""
+"""The pipelining rule (memlab.runtime.coreworker.pipelining): ready work never waits behind a
+running task while a worker is, or may soon be, free."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from memlab.runtime.pipelining import PIPELINE_WINDOW, free_lease, to_steal_from
+from memlab.runtime.coreworker.pipelining import PIPELINE_WINDOW, free_lease, to_steal_from
 
 NOW = 100.0
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from memlab.runtime import task_output
-from memlab.runtime.task_output import LinePrefixer, TaskOutput
+from memlab.runtime.coreworker import task_output
+from memlab.runtime.coreworker.task_output import LinePrefixer, TaskOutput
 
 
 def chunk(text: str, name: str = "f", pid: int = 7, stream: str = "stdout") -> TaskOutput:

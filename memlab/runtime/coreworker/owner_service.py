@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ConnectionClosedError, ObjectLostError
-from memlab.runtime.memory_store import FAILED, PENDING, Slot, run_wakeups
-from memlab.runtime.wire import dumps_error, loads_error
+from memlab.protocol.errors import dumps_error, loads_error
+from memlab.runtime.coreworker.memory_store import FAILED, PENDING, Slot, run_wakeups
 
 if TYPE_CHECKING:
     from memlab.core.ownership import ReferenceTable
     from memlab.protocol.transport import Connection
-    from memlab.runtime.memory_store import MemoryStore
+    from memlab.runtime.coreworker.memory_store import MemoryStore
 
 
 class OwnerService:

@@ -1,10 +1,10 @@
 """The session's event collector: folds every process's events into one live state model.
 
-Runs in a process of its own (:mod:`memlab.runtime.collector_main`), so the fold, the model's
+Runs in a process of its own (:mod:`memlab.runtime.events.collector_main`), so the fold, the model's
 memory and its garbage-collector time never land on the driver, whose thread is the bottleneck
 of task submission, nor on the workers. Every process ships batches here
-(:mod:`memlab.runtime.event_shipper`); the driver reads snapshots back by request
-(:mod:`memlab.runtime.collector_client`).
+(:mod:`memlab.runtime.events.shipper`); the driver reads snapshots back by request
+(:mod:`memlab.runtime.events.collector_client`).
 
 ::
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from memlab.core.events import EventBuffer
     from memlab.core.ownership import ReferenceTable
     from memlab.protocol.transport import Connection
-    from memlab.runtime.store_client import StoreClient
+    from memlab.runtime.coreworker.store_client import StoreClient
 
 log = logging.getLogger("memlab.runtime")
 

@@ -34,11 +34,11 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, TextIO
 
 from memlab.exceptions import ConnectionClosedError
-from memlab.runtime.task_output import TaskOutput, deliver, tag_for_submission
+from memlab.runtime.coreworker.task_output import TaskOutput, deliver, tag_for_submission
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
-    from memlab.runtime.core import CoreWorker
+    from memlab.runtime.coreworker.core_worker import CoreWorker
 
 FLUSH_LIMIT = 1 << 20  # characters buffered per task between two flushes
 RECENT_ROUTES = 4096  # nested tasks whose route outlives their spec (for their late output)

@@ -37,10 +37,10 @@ from memlab.exceptions import (
 from memlab.ids import IdGenerator, object_id
 from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
-from memlab.runtime import object_ref as object_ref_module
-from memlab.runtime.failures import FailureHandling
-from memlab.runtime.housekeeping import Housekeeping
-from memlab.runtime.memory_store import (
+from memlab.runtime import context
+from memlab.runtime.coreworker.failures import FailureHandling
+from memlab.runtime.coreworker.housekeeping import Housekeeping
+from memlab.runtime.coreworker.memory_store import (
     FAILED,
     PENDING,
     CountdownWaiter,
@@ -48,11 +48,11 @@ from memlab.runtime.memory_store import (
     Slot,
     run_wakeups,
 )
-from memlab.runtime.object_ref import ObjectRef
-from memlab.runtime.output_channel import OutputChannel
-from memlab.runtime.owner_service import OwnerService
-from memlab.runtime.store_client import ROOM_WAIT, StoreClient
-from memlab.runtime.task_spec import call_site
+from memlab.runtime.coreworker.object_ref import ObjectRef
+from memlab.runtime.coreworker.output_channel import OutputChannel
+from memlab.runtime.coreworker.owner_service import OwnerService
+from memlab.runtime.coreworker.store_client import ROOM_WAIT, StoreClient
+from memlab.runtime.coreworker.task_spec import call_site
 from memlab.serialization import deserialize, serialize
 
 log = logging.getLogger("memlab.runtime")
@@ -124,9 +124,9 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
         self.listener = Listener(
             self.address(proc), secret, self._on_accept, self._dispatch, self._on_close, name=proc
         )
-        from memlab.runtime.actors import ActorManager
-        from memlab.runtime.recovery import Recovery
-        from memlab.runtime.submitter import Submitter
+        from memlab.runtime.coreworker.actors import ActorManager
+        from memlab.runtime.coreworker.recovery import Recovery
+        from memlab.runtime.coreworker.submitter import Submitter
 
         self.recovery = Recovery(self)
         self.submitter = Submitter(self)
@@ -136,7 +136,7 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
             target=self._housekeeping, name=f"memlab-housekeeping-{proc}", daemon=True
         )
         self._housekeeper.start()
-        object_ref_module.set_core(self)
+        context.set_core(self)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -451,8 +451,8 @@ class CoreWorker(OwnerService, FailureHandling, Housekeeping):
             self.flush()
         except Exception:
             pass
-        if object_ref_module.current_core() is self:
-            object_ref_module.set_core(None)
+        if context.current_core() is self:
+            context.set_core(None)
         self.listener.close()
         for conn in list(self.peers.values()):
             conn.close()

@@ -24,11 +24,13 @@ from typing import Any
 
 from memlab.core.events import EventBuffer
 from memlab.exceptions import MemlabError
-from memlab.runtime import collector_main, global_state
-from memlab.runtime.collector_client import CollectorClient
-from memlab.runtime.core import DEFAULT_INLINE_THRESHOLD, CoreWorker
-from memlab.runtime.event_shipper import EventShipper
-from memlab.runtime.nodes import HEAD_NODE, Nodes, worker_env
+from memlab.runtime import context
+from memlab.runtime.coreworker.core_worker import DEFAULT_INLINE_THRESHOLD, CoreWorker
+from memlab.runtime.coreworker.store_client import StoreClient
+from memlab.runtime.driver.nodes import HEAD_NODE, Nodes, worker_env
+from memlab.runtime.events import collector_main
+from memlab.runtime.events.collector_client import CollectorClient
+from memlab.runtime.events.shipper import EventShipper
 from memlab.runtime.process_tree import labelled_processes
 from memlab.runtime.session import (
     kill_point,
@@ -36,7 +38,6 @@ from memlab.runtime.session import (
     reap_stale_sessions,
     remove_session,
 )
-from memlab.runtime.store_client import StoreClient
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
@@ -148,7 +149,7 @@ class Runtime:
             HEAD_NODE, head["arena"], lambda: self.core.conn_to(HEAD_NODE)
         )
         self.state = RuntimeState.RUNNING
-        global_state.set_runtime(self)
+        context.set_runtime(self)
         atexit.register(self.shutdown)
         return self
 
@@ -181,8 +182,8 @@ class Runtime:
             self.state = RuntimeState.STOPPING
         with contextlib.suppress(Exception):
             atexit.unregister(self.shutdown)
-        if global_state.current_runtime() is self:
-            global_state.set_runtime(None)
+        if context.current_runtime() is self:
+            context.set_runtime(None)
         for node_id in list(self.nodes.alive):
             with contextlib.suppress(Exception):
                 self.core.conn_to(node_id).send({"t": "shutdown"})

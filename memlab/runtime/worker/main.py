@@ -1,4 +1,4 @@
-"""Entry point of a worker process: ``python -m memlab.runtime.worker_main``.
+"""Entry point of a worker process: ``python -m memlab.runtime.worker.main``.
 
 The node manager passes the session's coordinates in the environment and the secret on the
 first line of stdin; stdin then stays open as the lifeline: when the node manager dies, the read
@@ -40,11 +40,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
 
     from memlab.core.events import EventBuffer
-    from memlab.runtime.core import CoreWorker
-    from memlab.runtime.event_shipper import EventShipper
-    from memlab.runtime.executor import Executor
-    from memlab.runtime.output_channel import install_stream_routers
-    from memlab.runtime.store_client import StoreClient
+    from memlab.runtime.coreworker.core_worker import CoreWorker
+    from memlab.runtime.coreworker.output_channel import install_stream_routers
+    from memlab.runtime.coreworker.store_client import StoreClient
+    from memlab.runtime.events.shipper import EventShipper
+    from memlab.runtime.worker.executor import Executor
 
     events = EventBuffer(proc)
     events.enabled = env.get("MEMLAB_EVENTS", "1") == "1"

@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ActorDiedError
-from memlab.runtime.object_ref import ObjectRef
+from memlab.runtime.coreworker.object_ref import ObjectRef
 from memlab.serialization import deserialize
 
 if TYPE_CHECKING:
-    from memlab.runtime.executor import Executor
+    from memlab.runtime.worker.executor import Executor
 
 
 class ActorHost:

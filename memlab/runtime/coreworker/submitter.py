@@ -29,17 +29,17 @@ from memlab.exceptions import (
     TaskError,
 )
 from memlab.ids import object_id
+from memlab.protocol.errors import loads_error
 from memlab.protocol.frames import MAX_PAYLOAD_BYTES
-from memlab.runtime.memory_store import FAILED, PENDING, Slot, run_wakeups
-from memlab.runtime.object_ref import ObjectRef
-from memlab.runtime.pipelining import free_lease, to_steal_from
-from memlab.runtime.task_failures import CRASH_INFO_WAIT, TaskFailures
-from memlab.runtime.task_spec import TaskSpec
-from memlab.runtime.wire import loads_error
+from memlab.runtime.coreworker.memory_store import FAILED, PENDING, Slot, run_wakeups
+from memlab.runtime.coreworker.object_ref import ObjectRef
+from memlab.runtime.coreworker.pipelining import free_lease, to_steal_from
+from memlab.runtime.coreworker.task_failures import CRASH_INFO_WAIT, TaskFailures
+from memlab.runtime.coreworker.task_spec import TaskSpec
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
-    from memlab.runtime.core import CoreWorker
+    from memlab.runtime.coreworker.core_worker import CoreWorker
 
 LEASE_LINGER = 0.02
 

@@ -28,14 +28,14 @@ from memlab.exceptions import (
     TaskError,
 )
 from memlab.ids import object_id
-from memlab.runtime.store_client import ROOM_WAIT
-from memlab.runtime.task_spec import ArgRef
-from memlab.runtime.wire import dumps_error
+from memlab.protocol.errors import dumps_error
+from memlab.runtime.coreworker.store_client import ROOM_WAIT
+from memlab.runtime.coreworker.task_spec import ArgRef
 from memlab.serialization import deserialize, loads_function, serialize
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
-    from memlab.runtime.core import CoreWorker
+    from memlab.runtime.coreworker.core_worker import CoreWorker
 
 FUNCTION_CACHE_SIZE = 1024
 
@@ -269,7 +269,7 @@ class Executor:
 
     def actor_host(self) -> Any:
         if self._actor_host is None:
-            from memlab.runtime.actor_host import ActorHost
+            from memlab.runtime.worker.actor_host import ActorHost
 
             self._actor_host = ActorHost(self)
         return self._actor_host

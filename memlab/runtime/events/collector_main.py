@@ -1,4 +1,4 @@
-"""Entry point of the collector process: ``python -m memlab.runtime.collector_main CONFIG_JSON``.
+"""The collector process: ``python -m memlab.runtime.events.collector_main CONFIG_JSON``.
 
 The driver starts one per session (unless events are off), before anything else of the session
 exists. The secret arrives on the first line of stdin and the session directory on the second
@@ -39,7 +39,7 @@ def spawn(
     """
     config = {"driver_pid": os.getpid(), "max_log": max_log, "plasma_directory": plasma_directory}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memlab.runtime.collector_main", json.dumps(config)],
+        [sys.executable, "-m", "memlab.runtime.events.collector_main", json.dumps(config)],
         stdin=subprocess.PIPE,
         close_fds=True,
         env=env,
@@ -98,8 +98,8 @@ def _serve(config: dict[str, Any]) -> bool:
         return False  # the driver ended before it made the session
 
     from memlab.protocol.endpoints import Listener
-    from memlab.runtime.collector import Collector
-    from memlab.runtime.event_shipper import collector_address
+    from memlab.runtime.events.collector import Collector
+    from memlab.runtime.events.shipper import collector_address
 
     collector = Collector(max_log=config.get("max_log", 20_000))
     listener = Listener(

@@ -28,12 +28,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ActorDiedError, ConnectionClosedError
-from memlab.runtime.memory_store import run_wakeups
+from memlab.runtime.coreworker.memory_store import run_wakeups
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
-    from memlab.runtime.core import CoreWorker
-    from memlab.runtime.task_spec import TaskSpec
+    from memlab.runtime.coreworker.core_worker import CoreWorker
+    from memlab.runtime.coreworker.task_spec import TaskSpec
 
 
 class ActorRecord:
@@ -111,7 +111,7 @@ class ActorManager:
         if info is not None:
             self.worker_died(worker, info)
             return
-        from memlab.runtime.task_failures import CRASH_INFO_WAIT
+        from memlab.runtime.coreworker.task_failures import CRASH_INFO_WAIT
 
         timer = threading.Timer(CRASH_INFO_WAIT, self._no_word, args=(worker,))
         timer.daemon = True

@@ -1,8 +1,8 @@
 """The driver's view of the collector process: snapshots, the event log, and subscriptions.
 
 ``memlab.state`` and the front ends read through this client; the model itself lives in the
-collector process (:mod:`memlab.runtime.collector`). Every read first ships the driver's pending
-events on the same connection it then asks on, so an answer always includes what the driver
+collector process (:mod:`memlab.runtime.events.collector`). Every read first ships the driver's
+pending events on the same connection it then asks on, so an answer always includes what the driver
 did before the call (a ``put`` is in the next ``objects()``).
 
 ::
@@ -32,8 +32,8 @@ from typing import Any
 from memlab.core.dashboard_view import check_sections
 from memlab.core.events import checked_kinds
 from memlab.exceptions import ConnectionClosedError, EventsUnavailableError
-from memlab.runtime.collector import SNAPSHOTS
-from memlab.runtime.event_shipper import EventShipper
+from memlab.runtime.events.collector import SNAPSHOTS
+from memlab.runtime.events.shipper import EventShipper
 
 __all__ = ["CollectorClient"]
 

@@ -33,10 +33,10 @@ from memlab.exceptions import ConnectionClosedError, WorkerCrashedError
 from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
 from memlab.runtime import process_tree
-from memlab.runtime.event_shipper import EventShipper
+from memlab.runtime.events.shipper import EventShipper
+from memlab.runtime.node.store_service import StoreService
+from memlab.runtime.node.worker_retirement import RETIRED_CAUSE, WorkerRetirement
 from memlab.runtime.session import driver_gone, kill_point, remove_driver_files
-from memlab.runtime.store_service import StoreService
-from memlab.runtime.worker_retirement import RETIRED_CAUSE, WorkerRetirement
 from memlab.store import Arena, ObjectStore
 
 log = logging.getLogger("memlab.node")
@@ -243,10 +243,10 @@ class NodeManager(StoreService, WorkerRetirement):
             self._spawning += 1  # until it is in self.workers, the zombie reaper must skip it
         try:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "memlab.runtime.worker_main"],
+                [sys.executable, "-m", "memlab.runtime.worker.main"],
                 stdin=subprocess.PIPE,
                 env=env,
-                close_fds=True,  # it leads its own process group (worker_main)
+                close_fds=True,  # it leads its own process group (worker.main)
             )
         except BaseException:
             with self.lock:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from memlab.exceptions import ObjectLostError, ObjectReconstructionFailedError
 
 if TYPE_CHECKING:
-    from memlab.runtime.core import CoreWorker
-    from memlab.runtime.task_spec import TaskSpec
+    from memlab.runtime.coreworker.core_worker import CoreWorker
+    from memlab.runtime.coreworker.task_spec import TaskSpec
 
 DEFAULT_LINEAGE_BUDGET = 1 << 30  # bytes of kept task specs, as Ray's default
 SPEC_OVERHEAD = 256  # bytes a kept spec costs beyond its argument bytes

@@ -28,7 +28,7 @@ from memlab.runtime.session import arena_path
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
-    from memlab.runtime.driver import Runtime
+    from memlab.runtime.driver.runtime import Runtime
 
 HEAD_NODE = "node-0"
 
@@ -71,7 +71,7 @@ class Nodes:
             "events": rt.options.events,
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "memlab.runtime.node_main", json.dumps(config)],
+            [sys.executable, "-m", "memlab.runtime.node.main", json.dumps(config)],
             stdin=subprocess.PIPE,
             close_fds=True,
             env=worker_env(),
@@ -130,7 +130,7 @@ class Nodes:
 
     def _reap(self, node_id: str, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
-        from memlab.runtime.driver import RuntimeState
+        from memlab.runtime.driver.runtime import RuntimeState
 
         if self.rt.state is RuntimeState.RUNNING:
             self.node_died(node_id)

@@ -6,7 +6,7 @@ dropped) and writer (so a dead writer's unreported results are dropped unless a 
 them). A process needing an object whose primary copy is on another node asks its own node
 manager to ``pull`` it: the copy is fetched from that node's manager once and kept as an
 evictable secondary copy, deleted with its primary. When the primary's node dies, the owner may
-``promote`` a surviving copy to primary (see :mod:`memlab.runtime.promotion`).
+``promote`` a surviving copy to primary (see :mod:`memlab.runtime.coreworker.promotion`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ObjectStoreFullError
 from memlab.protocol.endpoints import connect
+from memlab.protocol.errors import full_fields, raise_if_full
 from memlab.protocol.frames import COPY_CHUNK_BYTES
 from memlab.protocol.transport import Connection
-from memlab.runtime.wire import full_fields, raise_if_full
 from memlab.serialization.memcopy import copy_into
 
 if TYPE_CHECKING:

@@ -13,13 +13,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ConnectionClosedError, TaskCancelledError, WorkerCrashedError
-from memlab.runtime.memory_store import run_wakeups
+from memlab.runtime.coreworker.memory_store import run_wakeups
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
-    from memlab.runtime.core import CoreWorker
-    from memlab.runtime.submitter import Lease
-    from memlab.runtime.task_spec import TaskSpec
+    from memlab.runtime.coreworker.core_worker import CoreWorker
+    from memlab.runtime.coreworker.submitter import Lease
+    from memlab.runtime.coreworker.task_spec import TaskSpec
 
 CRASH_INFO_WAIT = 1.0
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memlab.exceptions import ObjectStoreFullError, OwnerDiedError
-from memlab.runtime.wire import raise_if_full
+from memlab.protocol.errors import raise_if_full
 from memlab.serialization import SerializedValue, deserialize
 from memlab.store.arena import Arena
 

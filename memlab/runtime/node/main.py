@@ -1,4 +1,4 @@
-"""Entry point of a node manager process: ``python -m memlab.runtime.node_main CONFIG_JSON``.
+"""Entry point of a node manager process: ``python -m memlab.runtime.node.main CONFIG_JSON``.
 
 The secret arrives on the first line of stdin (never in argv or the environment, which other
 users may read); stdin then stays open as the lifeline from the driver.
@@ -24,7 +24,7 @@ def main() -> None:
     # Not getppid(): the driver may have died before this line, and we would be init's child.
     driver_pid = config["driver_pid"]
     secret = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
-    from memlab.runtime.node_manager import NodeManager
+    from memlab.runtime.node.manager import NodeManager
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a notebook interrupts the driver only
     manager: Any = None

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from memlab.exceptions import ConnectionClosedError, MemlabError
 
 if TYPE_CHECKING:
-    from memlab.runtime.core import CoreWorker
+    from memlab.runtime.coreworker.core_worker import CoreWorker
 
 __all__ = ["promote_copies"]
 

@@ -28,7 +28,7 @@ from memlab.exceptions import ConnectionClosedError
 
 if TYPE_CHECKING:
     from memlab.protocol.endpoints import Listener
-    from memlab.runtime.node_manager import WorkerProc
+    from memlab.runtime.node.manager import WorkerProc
 
 LINGER = 1.0  # seconds an extra worker stays idle before it is asked to retire (Ray: 1 s)
 RETRY_AFTER = 5.0  # a worker that refused (it owns something) is asked again after this

@@ -9,24 +9,13 @@ handoff completes (see ``memlab.core.ownership``).
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from collections.abc import Callable
 from typing import Any
 
+from memlab.runtime import context
 from memlab.serialization.context import record_ref
-
-# The process's core worker; set by the runtime at start and cleared at shutdown. A module global
-# (not an attribute lookup chain) because ``__del__`` runs on every dropped ref.
-_core: Any = None
-
-
-def set_core(core: Any) -> None:
-    global _core
-    _core = core
-
-
-def current_core() -> Any:
-    return _core
-
 
 # A front end's HTML view of a ref (set by ``memlab.jupyter``; this layer never imports IPython).
 _html_renderer: Callable[[ObjectRef], str] | None = None
@@ -80,7 +69,7 @@ class ObjectRef:
         "holders"}`` (``holders`` as in ``memlab.state.objects()``; a borrower knows only its
         own counts), or None when the runtime is not running or the object left the table.
         """
-        core = _core
+        core = context.core
         if core is None:
             return None
         with core.lock:  # the reader threads change the entry's sets
@@ -101,19 +90,36 @@ class ObjectRef:
         return None if render is None else render(self)
 
     def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:
-        if self._core is not _core and _core is not None:
+        if self._core is not context.core and context.core is not None:
             raise stale_ref_error(self)  # a task argument or put value holds an old ref
         record_ref(self)
         return _rebuild_ref, (self._id, self._owner)
 
     def __del__(self) -> None:
         core = self._core
-        if core is not None and core is _core:
+        if core is context.core and core is not None:
             core.remove_local_ref(self._id)
 
-    def future(self) -> Any:
-        """A ``concurrent.futures.Future`` that completes with the object's value."""
-        return _core.as_future(self)
+    def future(self) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` that completes with the object's value (or error)."""
+        core = context.core
+        if core is None:
+            from memlab.exceptions import RuntimeNotStartedError
+
+            raise RuntimeNotStartedError("ObjectRef.future()")
+        check_session(self)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def resolve() -> None:
+            # A thread that waits like ``get``: a value on another node is fetched, which a
+            # reader thread's callback must never do.
+            try:
+                future.set_result(core.get([self])[0])
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=resolve, name="memlab-ref-future", daemon=True).start()
+        return future
 
     def __await__(self) -> Any:
         import asyncio
@@ -127,7 +133,7 @@ def check_session(ref: ObjectRef) -> None:
     Its ids mean nothing to this session's tables: used as is it would read as "not held" or
     "freed", which sends the user looking for a bug that is not there.
     """
-    if ref._core is not _core and _core is not None:
+    if ref._core is not context.core and context.core is not None:
         raise stale_ref_error(ref)
 
 
@@ -143,7 +149,7 @@ def stale_ref_error(ref: ObjectRef) -> Exception:
 
 
 def _rebuild_ref(object_id: bytes, owner: str) -> ObjectRef:
-    core = _core
+    core = context.core
     if core is None:
         from memlab.exceptions import RuntimeNotStartedError
 

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import OwnerDiedError
-from memlab.runtime.memory_store import PENDING, READY, run_wakeups
-from memlab.runtime.promotion import promote_copies
+from memlab.runtime.coreworker.memory_store import PENDING, READY, run_wakeups
+from memlab.runtime.coreworker.promotion import promote_copies
 
 if TYPE_CHECKING:
     from memlab.core.ownership import ReferenceTable
     from memlab.protocol.transport import Connection
-    from memlab.runtime.memory_store import MemoryStore
+    from memlab.runtime.coreworker.memory_store import MemoryStore
 
 
 class FailureHandling:

@@ -11,7 +11,7 @@ cores (or its garbage collector's time) on the state model.
     runtime threads ──emit()──► EventBuffer ──drain() every 10 ms──► shipper thread
                                                                      │ pickle, send
                                                                      ▼
-                                                    collector process (memlab.runtime.collector)
+                                             collector process (memlab.runtime.events.collector)
 
 Invariants:
     * Shipping never blocks a runtime thread: only the shipper's own thread (or an explicit
