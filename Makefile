@@ -63,7 +63,7 @@ demo: $(STAMP)
 
 bench: $(STAMP) $(JS_OUT)
 	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(JS)/node_modules memlab/jupyter/dashboard/static

@@ -101,8 +101,14 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t
 
 
-def run(backend_names: list[str], reps: int, quick: bool) -> dict[str, Any]:
+def run(
+    backend_names: list[str], reps: int, quick: bool, baseline: str | None = None
+) -> dict[str, Any]:
     backends = [make() for make in available(backend_names)]
+    if baseline is not None:
+        from baseline import Baseline
+
+        backends.insert(1 if "memlab" in backend_names else 0, Baseline(baseline))
     results: dict[str, dict[str, list[float]]] = {}
 
     def record(workload: str, name: str, value: float) -> None:
@@ -275,11 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, memlab only")
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--backends", default=None, help="comma list: memlab,ray,dask,pool")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also run memlab at git commit REV, alternating with today's code (before/after)",
+    )
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     names = (args.backends or ("memlab" if args.quick else "memlab,ray,dask,pool")).split(",")
     reps = args.reps or (1 if args.quick else 5)
-    report = run(names, reps, args.quick)
+    report = run(names, reps, args.quick, args.baseline)
     print(table(report))
     if report["scaling"]:
         print("\nscaling (memlab):")
