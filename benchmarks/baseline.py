@@ -55,6 +55,7 @@ class Baseline(Backend):
         self._conn: Any = None
 
     def _call(self, op: str, *args: Any) -> Any:
+        """Run ``backend.<op>(*args)`` in the child and return its result."""
         self._conn.send((op, args))
         ok, value = self._conn.recv()
         if not ok:
@@ -68,6 +69,9 @@ class Baseline(Backend):
         self._child = subprocess.Popen(
             [sys.executable, "-c", f"import baseline; baseline.serve({listener.address!r})"],
             env=env,
+            # ``-c`` and ``-m`` put the working directory before PYTHONPATH on sys.path: run in
+            # the checkout, or the child (and every process it starts) imports today's memlab.
+            cwd=self.path,
             stdin=subprocess.PIPE,
         )
         assert self._child.stdin is not None
@@ -76,6 +80,9 @@ class Baseline(Backend):
         self._child.stdin.close()
         self._conn = listener.accept()
         listener.close()
+        commit = self._call("commit")
+        if not os.path.samefile(commit, self.path):  # a stale path setup must not pass silently
+            raise RuntimeError(f"{self.name} imported memlab from {commit}, not {self.path}")
         return float(self._call("start"))
 
     def stop(self) -> None:
@@ -99,6 +106,8 @@ class Baseline(Backend):
 
 def serve(address: str) -> None:
     """The child's loop: a ``backends.Memlab`` driven over the connection at ``address``."""
+    import memlab
+
     authkey = bytes.fromhex(sys.stdin.readline().strip())
     conn = Client(address, family="AF_UNIX", authkey=authkey)
     backend = Memlab()
@@ -107,6 +116,9 @@ def serve(address: str) -> None:
         if op == "exit":
             conn.close()
             return
+        if op == "commit":  # where memlab came from: the parent checks it is the checkout
+            conn.send((True, os.path.dirname(os.path.dirname(os.path.abspath(memlab.__file__)))))
+            continue
         try:
             conn.send((True, getattr(backend, op)(*args)))
         except Exception as exc:  # reported to the parent, which raises it there
