@@ -104,6 +104,7 @@ class FailureHandling:
                     lost.append(oid)
                     continue
                 wake += self.mstore.put_stored(oid, node, size)
+                self.table.set_ready(oid, node, size)  # a later free deletes it there
                 if self.events.enabled:
                     self.events.emit("object.promoted", object_id=oid.hex(), node=node)
             wake += self.recovery.objects_lost(lost)

@@ -69,7 +69,7 @@ class OwnerService:
         conn.reply(h, {"t": "ack", "ok": ok})
 
     def _on_release_borrow(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
-        peer = conn.peer or ""
+        peer = h.get("for") or conn.peer or ""  # "for": a lender takes back its loan to peer
         with self.lock:
             for oid, count in zip(h["oids"], h["counts"]):
                 self._apply(self.table.remove_borrower(oid, peer, count))

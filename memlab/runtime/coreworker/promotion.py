@@ -20,6 +20,9 @@ Invariants:
       other holders are registered there, so their copies are deleted with it.
     * A promoted copy that is no longer wanted when the answer comes (the object was freed, or a
       rebuild already took it over) is deleted: nobody else would.
+    * A promoted copy is the object's location in the owner's table too, so a free reaches it
+      even after its slot was reset; a later rebuild drops it like any copy thought lost (it
+      has no writer: the node records none for a copy).
 """
 
 from __future__ import annotations

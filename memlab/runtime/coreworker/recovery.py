@@ -136,9 +136,10 @@ class Recovery:
         spec.worker = None
         for ret in spec.returns:
             slot = core.mstore.slots.get(ret)
-            if slot is not None and slot.node in core.nodes and slot.writer is not None:
+            if slot is not None and slot.node in core.nodes:
                 # A copy thought lost may still sit on a live node (e.g. spilled and not
-                # restorable then): drop it, unless the rebuild itself rewrites it there.
+                # restorable then): drop it, unless the rebuild itself rewrites it there. A
+                # promoted copy has no writer (None matches the node's record of a copy).
                 core.send_later(
                     slot.node, {"t": "delete_written", "oids": [ret], "writer": slot.writer}
                 )

@@ -351,11 +351,13 @@ class Executor:
         core = self.core
         rets: list[Any] = []
         parts: list[bytes] = []
+        lent: list[list[Any]] = []
         try:
             for i, value in enumerate(values):
                 sv = serialize(value)
                 refs = sv.contained_refs
                 contained = self._lend(refs, caller) if refs else []
+                lent.append(contained)
                 if sv.total_size <= core.inline_threshold:
                     data = sv.to_bytes()
                     rets.append(["i", len(data), contained])
@@ -365,13 +367,31 @@ class Executor:
                     assert core.store is not None
                     core.store.write(object_id(tid, i), sv, caller, wait=ROOM_WAIT)
         except BaseException:
-            if caller == core.proc:  # the reply becomes an error: nobody will unpin these
-                with core.lock:
-                    for ret in rets:
-                        for oid, _ in ret[2]:
-                            core._apply(core.table.remove_local(oid))
+            self._unlend(lent, caller)
             raise
         return rets, parts
+
+    def _unlend(self, lent: list[list[Any]], caller: str) -> None:
+        """The reply becomes an error, so the caller never learns of these loans: take back
+        what ``_lend`` did (a pin here, or a registration of the caller at the owner)."""
+        core = self.core
+        releases: dict[str, list[bytes]] = {}
+        with core.lock:
+            for contained in lent:
+                for oid, owner in contained:
+                    if caller == core.proc:
+                        core._apply(core.table.remove_local(oid))
+                    elif owner == core.proc:
+                        core._apply(core.table.remove_borrower(oid, caller))
+                    elif owner != caller:
+                        releases.setdefault(owner, []).append(oid)
+        for owner, oids in releases.items():  # after the acked add_borrower, on its connection
+            try:
+                core.conn_to(owner).send(
+                    {"t": "release_borrow", "oids": oids, "counts": [1] * len(oids), "for": caller}
+                )
+            except ConnectionClosedError:
+                pass  # the owner is gone, and its table with it
 
     def _lend(self, refs: list[Any], caller: str) -> list[list[Any]]:
         core = self.core
