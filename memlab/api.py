@@ -201,11 +201,14 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
         TaskError: the task raised (also an instance of the original exception class).
         ValueError: ``timeout`` is negative, NaN or not a number.
     """
-    timeout = check_timeout(timeout)
+    # The single-ref path is the hot one (get calls row): checks inlined where they are cheap.
+    if timeout is not None:
+        timeout = check_timeout(timeout)
     core = require_core("get()")
     hook = _blocking_hook
     if isinstance(refs, ObjectRef):
-        _object_ref.check_session(refs)
+        if refs._core is not core:  # a ref of an ended session (check_session, inlined)
+            raise _object_ref.stale_ref_error(refs)
         if hook is None:
             return core.get([refs], timeout)[0]
         return hook("get", [refs], 1, timeout, lambda t: core.get([refs], t))[0]
