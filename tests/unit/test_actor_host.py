@@ -29,7 +29,7 @@ class FakeExecutor:
         )()
         self.outcomes: list[tuple[str, Any]] = []
 
-    def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
+    def function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
         return Counter
 
     def invoke(self, caller: str, h: dict[str, Any], call: Any, main_thread: bool) -> None:

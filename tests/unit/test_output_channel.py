@@ -21,8 +21,12 @@ class Conn:
 class FakeCore:
     def __init__(self) -> None:
         self.handlers: dict[str, Any] = {}
+        self.peers = self  # the registry the channel registers its handler with
         self.sent: list[tuple[str, dict[str, Any], bytes]] = []
         self.submitter = type("Submitter", (), {"tasks": {}})()
+
+    def register(self, kind: str, handler: Any, *, replace: bool = False) -> None:
+        self.handlers[kind] = handler
 
     def conn_to(self, peer: str) -> Conn:
         return Conn(self.sent, peer)

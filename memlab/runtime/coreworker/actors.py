@@ -86,16 +86,17 @@ class ActorManager:
         # actor is dead (killed, out of restarts, or its owner died), as in Ray.
         self.names: dict[str, tuple[bytes, bytes, str]] = {}
         self.named_handles: dict[str, Any] = {}  # owner: named actors live until killed
-        core.handlers.update(
-            actor_where=self._on_where,
-            actor_at=self._on_at,
-            actor_kill=self._on_kill,
-            actor_name=self._on_name,
-            actor_lookup=self._on_lookup,
-            actor_unname=self._on_unname,
-            actor_start_failed=self._on_start_failed,
-        )
-        core.on_peer_lost.append(self._peer_lost)
+        for kind, handler in (
+            ("actor_where", self._on_where),
+            ("actor_at", self._on_at),
+            ("actor_kill", self._on_kill),
+            ("actor_name", self._on_name),
+            ("actor_lookup", self._on_lookup),
+            ("actor_unname", self._on_unname),
+            ("actor_start_failed", self._on_start_failed),
+        ):
+            core.peers.register(kind, handler)
+        core.peers.on_peer_lost(self._peer_lost)
 
     def _peer_lost(self, peer: str, conn: Connection) -> None:
         if any(v.worker == peer for v in self.views.values()) or any(
@@ -244,7 +245,7 @@ class ActorManager:
                 to_push = [(record.worker, spec)]
                 to_push += self._announce(record)
         self.core.drain_outbox()
-        self.core.submitter._push_all(to_push)
+        self.core.submitter.push_all(to_push)
 
     def _announce(self, record: ActorRecord) -> list[Any]:
         """Tell the owner's own view and every waiting caller where (or whether) it runs."""
@@ -348,7 +349,7 @@ class ActorManager:
             view.pending.append(spec)
             to_push = self._flush(view)
         self.core.drain_outbox()
-        self.core.submitter._push_all(to_push)
+        self.core.submitter.push_all(to_push)
 
     def _flush(self, view: ActorView) -> list[Any]:
         to_push: list[Any] = []
@@ -364,7 +365,7 @@ class ActorManager:
             wake: list[Any] = []
             while view.pending:
                 spec = view.pending.popleft()
-                wake += self.core.submitter._fail(
+                wake += self.core.submitter.fail(
                     spec, ActorDiedError(view.cls_name, view.actor_id.hex(), view.reason)
                 )
             run_wakeups(wake)
@@ -380,7 +381,7 @@ class ActorManager:
         with self.core.lock:
             to_push = self._learn(h["aid"], h)
         self.core.drain_outbox()
-        self.core.submitter._push_all(to_push)
+        self.core.submitter.push_all(to_push)
 
     def _learn(self, actor_id: bytes, h: dict[str, Any]) -> list[Any]:
         view = self.views.get(actor_id)
@@ -419,14 +420,14 @@ class ActorManager:
                 self.core.submitter.forget_results(worker, inflight)
                 for spec in inflight:
                     if view.state == "dead":
-                        wake += self.core.submitter._fail(
+                        wake += self.core.submitter.fail(
                             spec, ActorDiedError(view.cls_name, view.actor_id.hex(), view.reason)
                         )
                     elif spec.may_retry():
                         spec.attempt += 1
                         retry.append(spec)
                     else:
-                        wake += self.core.submitter._fail(
+                        wake += self.core.submitter.fail(
                             spec,
                             ActorDiedError(
                                 view.cls_name,
@@ -443,7 +444,7 @@ class ActorManager:
                 to_push += self._flush(view)
         run_wakeups(wake)
         self.core.drain_outbox()
-        self.core.submitter._push_all(to_push)
+        self.core.submitter.push_all(to_push)
 
     def _restart_or_die(self, record: ActorRecord, worker: str, cause: str) -> list[Any]:
         record.worker = None

@@ -1,6 +1,7 @@
 """What a process does when another process or a whole node dies.
 
-A mixin of ``CoreWorker``. A dead process borrows nothing any more, and what it owned is
+Built by ``CoreWorker``, which hands it what it needs of the other services (``ports``). A
+dead process borrows nothing any more, and what it owned is
 unreachable (fate-sharing: borrowers' gets raise ``OwnerDiedError``); a dead node's copies are
 gone, so the objects this process owns there are served from a surviving copy on another node
 (``promotion``) or else rebuilt from lineage (``Recovery``), and the borrowed ones are asked for
@@ -9,7 +10,7 @@ again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import OwnerDiedError
@@ -17,35 +18,62 @@ from memlab.runtime.coreworker.memory_store import PENDING, READY, run_wakeups
 from memlab.runtime.coreworker.promotion import promote_copies
 
 if TYPE_CHECKING:
+    from memlab.core.events import EventBuffer
     from memlab.core.ownership import ReferenceTable
     from memlab.protocol.transport import Connection
     from memlab.runtime.coreworker.memory_store import MemoryStore
+    from memlab.runtime.coreworker.peers import Peers
+    from memlab.runtime.coreworker.ports import (
+        ActorDeaths,
+        Fetching,
+        Lineage,
+        RefApplier,
+        Scheduling,
+    )
 
 
 class FailureHandling:
-    lock: Any
-    table: ReferenceTable
-    mstore: MemoryStore
-    dead: dict[str, dict[str, Any]]
-    nodes: list[str]
-    recovery: Any
-    submitter: Any
-    actors: Any
-    _fetching: set[bytes]
+    """Deaths of other processes and of nodes, as this process sees them."""
 
-    events: Any
-    _apply: Callable[[list[Any]], None]  # provided by CoreWorker
-    send_later: Callable[[str, dict[str, Any]], None]
+    def __init__(
+        self,
+        lock: threading.RLock,
+        table: ReferenceTable,
+        mstore: MemoryStore,
+        events: EventBuffer,
+        nodes: list[str],
+        peers: Peers,
+        refs: RefApplier,
+        fetching: Fetching,
+        lineage: Lineage,
+        scheduling: Scheduling,
+        actors: ActorDeaths,
+    ) -> None:
+        self.lock = lock
+        self.table = table
+        self.mstore = mstore
+        self.events = events
+        self.nodes = nodes  # the core's list of alive nodes, changed in place
+        self.peers = peers
+        self.dead = peers.dead
+        self.refs = refs
+        self.fetching = fetching
+        self.lineage = lineage
+        self.scheduling = scheduling
+        self.actors = actors
+        peers.register("worker_died", self.on_worker_died)
+        peers.register("nodes", self._on_nodes)
 
-    def _on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+    def on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        """A node manager's word that one of its workers died (the driver extends it)."""
         if h["worker"] not in self.dead:
             self.process_died(h["worker"], h)
 
     def _on_nodes(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         """The driver's word on which nodes are alive; nodes that left have died."""
         gone = [n for n in self.nodes if n not in h["alive"]]
-        self.nodes = list(h["alive"])
-        self.submitter.max_leases = h.get("workers", self.submitter.max_leases)
+        self.nodes[:] = h["alive"]
+        self.scheduling.max_leases = h.get("workers", self.scheduling.max_leases)
         for node in gone:
             self.node_died(node)
 
@@ -55,7 +83,7 @@ class FailureHandling:
         self.dead[node] = {"node": node}
         if node in self.nodes:
             self.nodes.remove(node)
-        self.submitter.after_node_died(node)  # before rebuilding: no rebuild goes to a dead lease
+        self.scheduling.after_node_died(node)  # before rebuilding: no rebuild goes to a dead lease
         self.actors.node_died(node)
         wake: list[Any] = []
         lost: list[bytes] = []
@@ -66,22 +94,21 @@ class FailureHandling:
                     continue
                 entry = self.table.get(oid)
                 if entry is None or not entry.owned:
-                    self.mstore.remove(oid)
-                    self._fetching.discard(oid)
+                    self.fetching.forget(oid)
                 elif self.nodes and not entry.value_freed and slot.state == READY:
                     sizes[oid] = slot.size
                     self.mstore.reset(oid)  # pending: readers wait for the promotion's outcome
                 else:
                     lost.append(oid)
-            wake += self.recovery.objects_lost(lost)
+            wake += self.lineage.objects_lost(lost)
         run_wakeups(wake)
         if sizes:
             self._promote_or_rebuild(sizes)
-        self.submitter.kick()
+        self.scheduling.kick()
 
     def _promote_or_rebuild(self, sizes: dict[bytes, int]) -> None:
         """Make a surviving copy of each of these objects primary; rebuild the rest."""
-        promoted = promote_copies(self, list(sizes), list(self.nodes))  # type: ignore[arg-type]
+        promoted = promote_copies(self.peers, list(sizes), list(self.nodes))  # type: ignore[arg-type]
         wake: list[Any] = []
         lost: list[bytes] = []
         with self.lock:
@@ -94,11 +121,11 @@ class FailureHandling:
                     slot is None
                     or entry is None
                     or slot.state != PENDING
-                    or (spec is not None and spec.task_id in self.submitter.tasks)
+                    or (spec is not None and spec.task_id in self.scheduling.tasks)
                 ):
                     # Freed meanwhile, or a rebuild took it over: the copy is nobody's.
                     if node is not None:
-                        self.send_later(node, {"t": "delete", "oids": [oid]})
+                        self.peers.send_later(node, {"t": "delete", "oids": [oid]})
                     continue
                 if node is None:
                     lost.append(oid)
@@ -107,7 +134,7 @@ class FailureHandling:
                 self.table.set_ready(oid, node, size)  # a later free deletes it there
                 if self.events.enabled:
                     self.events.emit("object.promoted", object_id=oid.hex(), node=node)
-            wake += self.recovery.objects_lost(lost)
+            wake += self.lineage.objects_lost(lost)
         run_wakeups(wake)
 
     def process_died(self, proc: str, info: dict[str, Any]) -> None:
@@ -115,14 +142,14 @@ class FailureHandling:
         self.dead[proc] = info
         wake: list[Any] = []
         with self.lock:
-            self._apply(self.table.remove_borrower_everywhere(proc))
+            self.refs.apply(self.table.remove_borrower_everywhere(proc))
             for oid, entry in list(self.table.entries.items()):
                 if entry.owner == proc and not entry.owned:
                     # Fate-sharing: even a value cached here is unreachable through its owner.
                     self.mstore.remove(oid)
-                    self._fetching.add(oid)  # never ask the dead owner for it again
+                    self.fetching.never_ask(oid)  # never ask the dead owner for it again
                     wake += self.mstore.put_error(oid, OwnerDiedError(oid.hex(), proc))
         run_wakeups(wake)
-        self.submitter.on_worker_died(proc, info)
+        self.scheduling.on_worker_died(proc, info)
         self.actors.worker_died(proc, info)
         self.actors.owner_died(proc)

@@ -1,11 +1,12 @@
 """The core worker's housekeeping thread: what is batched rather than sent at once.
 
-A mixin of ``CoreWorker``. Every ``HOUSEKEEPING_PERIOD`` the thread sends the borrow releases
-and store deletes gathered since the last round, unpins store reads, emits the batched object
-events (holder changes, frees), returns idle leases and fails tasks whose worker's crash report
-never came. After ``QUIET_AFTER`` with nothing to do it ticks every ``IDLE_PERIOD`` instead, so
-an idle runtime wakes each process 10 times a second rather than 100; the first round after a
-pause comes at most that much later, and nothing on the path of a task waits for a round.
+Built and started by ``CoreWorker``. Every ``HOUSEKEEPING_PERIOD`` the thread sends the borrow
+releases and store deletes gathered since the last round (``refcounting``), unpins store reads,
+emits the batched object events (holder changes, frees), returns idle leases, fails tasks whose
+worker's crash report never came, and calls the worker's ``on_flush`` hook. After
+``QUIET_AFTER`` with nothing to do it ticks every ``IDLE_PERIOD`` instead, so an idle runtime
+wakes each process 10 times a second rather than 100; the first round after a pause comes at
+most that much later, and nothing on the path of a task waits for a round.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from memlab.exceptions import ConnectionClosedError
+from memlab.runtime.coreworker.ports import WorkerHooks
 
 if TYPE_CHECKING:
-    from collections import deque
-
     from memlab.core.events import EventBuffer
     from memlab.core.ownership import ReferenceTable
-    from memlab.protocol.transport import Connection
+    from memlab.runtime.coreworker.peers import Peers
+    from memlab.runtime.coreworker.ports import Scheduling
+    from memlab.runtime.coreworker.refcounting import RefCounting
     from memlab.runtime.coreworker.store_client import StoreClient
 
 log = logging.getLogger("memlab.runtime")
@@ -39,32 +41,51 @@ IDLE_PERIOD = 0.1
 
 
 class Housekeeping:
-    # Owned by CoreWorker.
-    proc: str
-    lock: Any
-    table: ReferenceTable
-    events: EventBuffer
-    store: StoreClient | None
-    submitter: Any
-    on_flush: Any
-    busy: Any
-    _stopped: threading.Event
-    _outbox: deque[tuple[str, dict[str, Any]]]
-    _releases: dict[str, list[tuple[bytes, int]]]
-    _deletes: dict[str, list[bytes]]
-    _dirty: set[bytes]
-    _freed: list[str]
-    validation_failure: str | None
+    """The housekeeping thread of one process, and what it flushes."""
 
-    if TYPE_CHECKING:
+    def __init__(
+        self,
+        proc: str,
+        lock: threading.RLock,
+        table: ReferenceTable,
+        events: EventBuffer,
+        peers: Peers,
+        refs: RefCounting,
+        scheduling: Scheduling,
+        validate: Callable[[], None],
+    ) -> None:
+        self.proc = proc
+        self.lock = lock
+        self.table = table
+        self.events = events
+        self.peers = peers
+        self.refs = refs
+        self.scheduling = scheduling
+        self.validate = validate  # the core's invariant check
+        self.store: StoreClient | None = None
+        self.hooks = WorkerHooks()
+        self.validation_failure: str | None = None  # the first periodic check that failed
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"memlab-housekeeping-{proc}", daemon=True
+        )
 
-        def validate(self) -> None: ...
+    def start(self) -> None:
+        self._thread.start()
 
-        def conn_to(self, peer: str) -> Connection: ...
+    def stop(self) -> None:
+        """End the thread (after its current round), unless called from it."""
+        self._stopped.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
 
-        def drain_outbox(self) -> None: ...
+    def attach_store(self, store: StoreClient) -> None:
+        self.store = store
 
-    def _housekeeping(self) -> None:
+    def use_hooks(self, hooks: WorkerHooks) -> None:
+        self.hooks = hooks
+
+    def _run(self) -> None:
         quiet_rounds, quiet_limit = 0, round(QUIET_AFTER / HOUSEKEEPING_PERIOD)
         validate_every = float(os.environ.get(VALIDATE_ENV, "0") or 0)
         next_validation = time.monotonic() + validate_every
@@ -92,24 +113,20 @@ class Housekeeping:
         """Nothing waits for a housekeeping round: no queued message, release, delete or
         event, no task or lease in flight here, and no task running here."""
         return not (
-            self._outbox
-            or self._releases
-            or self._deletes
-            or self._dirty
-            or self._freed
+            self.peers.outbox
+            or self.refs.has_pending()
             or (self.store is not None and self.store.has_pending())
-            or not self.submitter.idle()
-            or (self.busy is not None and self.busy())
+            or not self.scheduling.idle()
+            or self.hooks.busy()
         )
 
     def flush(self) -> None:
         self.flush_object_events()
         with self.lock:
-            releases, self._releases = self._releases, defaultdict(list)
-            deletes, self._deletes = self._deletes, defaultdict(list)
+            releases, deletes = self.refs.take_batches()
         for owner, released in releases.items():
             try:
-                self.conn_to(owner).send(
+                self.peers.conn_to(owner).send(
                     {
                         "t": "release_borrow",
                         "oids": [oid for oid, _ in released],
@@ -119,20 +136,27 @@ class Housekeeping:
             except ConnectionClosedError:
                 pass
         for node, oids in deletes.items():
-            self.submitter.send_to_node(node, {"t": "delete", "oids": oids})
+            self.peers.send_or_drop(node, {"t": "delete", "oids": oids})
         if self.store is not None:
             self.store.flush()
-        self.submitter.housekeeping()
-        self.drain_outbox()
-        if self.on_flush is not None:
-            self.on_flush()
+        self.scheduling.housekeeping()
+        self.peers.drain_outbox()
+        self.hooks.on_flush()
+
+    def flush_deletes(self) -> None:
+        """Send the batched store deletes and view releases now (a ``put`` needs the room)."""
+        with self.lock:
+            deletes = self.refs.take_deletes()
+        for node, oids in deletes.items():
+            self.peers.send_or_drop(node, {"t": "delete", "oids": oids})
+        if self.store is not None:
+            self.store.flush()
 
     def flush_object_events(self) -> None:
         """Emit one ``object.holders`` event per owned object whose holders changed, and one
         ``object.freed`` for every object freed since the last flush."""
         with self.lock:
-            dirty, self._dirty = self._dirty, set()
-            freed, self._freed = self._freed, []
+            dirty, freed = self.refs.take_object_events()
             if not self.events.enabled:
                 return
             if freed:

@@ -152,7 +152,7 @@ class OutputChannel:
         self.send_lock = threading.Lock()  # one flush at a time: chunks leave in order
         self.dirty: list[OutputCapture] = []
         self.recent: OrderedDict[bytes, OutputCapture] = OrderedDict()
-        core.handlers["out"] = self._on_out
+        core.peers.register("out", self._on_out)
 
     # -- running tasks ---------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The owner's side of ownership: answering borrowers and readers of the objects it owns.
 
-A mixin of ``CoreWorker`` (it uses its lock, table, memory store and connections). Owns the
-messages an owner answers, ``add_borrower`` (synchronous, so a handoff never opens a gap),
+Built by ``CoreWorker`` on the shared lock, table and memory store, and registers the messages
+an owner answers, ``add_borrower`` (synchronous, so a handoff never opens a gap),
 ``release_borrow``, ``get_object`` (answered when the value is ready: inline bytes, the node
 that stores it, or the error), and ``object_missing`` (a reader found no copy where the owner
 said: the object is treated as lost and rebuilt); and the borrower's side of those answers.
@@ -9,7 +9,7 @@ said: the object is treated as lost and rebuilt); and the borrower's side of tho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
 from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ConnectionClosedError, ObjectLostError
@@ -20,28 +20,36 @@ if TYPE_CHECKING:
     from memlab.core.ownership import ReferenceTable
     from memlab.protocol.transport import Connection
     from memlab.runtime.coreworker.memory_store import MemoryStore
+    from memlab.runtime.coreworker.ports import Lineage, Messaging, RefApplier, Scheduling
 
 
 class OwnerService:
-    lock: Any
-    table: ReferenceTable
-    mstore: MemoryStore
-    proc: str
-    recovery: Any
-    submitter: Any
-    _fetching: set[bytes]
+    """The owner's (and the borrower's) side of the object messages of one process."""
 
-    # provided by CoreWorker
-    _apply: Callable[[list[Any]], None]
-    send_later: Callable[[str, dict[str, Any]], None]
-    conn_to: Callable[[str], Connection]
-
-    def mark_missing(self, oid: bytes, owner: str, node: str | None) -> None:
-        """A borrowed object's copy was not where its owner said (lock held): tell the owner,
-        which rebuilds it, and ask for it again."""
-        self.send_later(owner, {"t": "object_missing", "oid": oid, "node": node})
-        self.mstore.remove(oid)
-        self._fetching.discard(oid)
+    def __init__(
+        self,
+        proc: str,
+        lock: threading.RLock,
+        table: ReferenceTable,
+        mstore: MemoryStore,
+        peers: Messaging,
+        refs: RefApplier,
+        lineage: Lineage,
+        scheduling: Scheduling,
+    ) -> None:
+        self.proc = proc
+        self.lock = lock
+        self.table = table
+        self.mstore = mstore
+        self.peers = peers
+        self.refs = refs
+        self.lineage = lineage
+        self.scheduling = scheduling
+        peers.register("add_borrower", self._on_add_borrower)
+        peers.register("release_borrow", self._on_release_borrow)
+        peers.register("get_object", self._on_get_object)
+        peers.register("object_value", self._on_object_value)
+        peers.register("object_missing", self._on_object_missing)
 
     def _on_object_missing(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         oid = h["oid"]
@@ -55,14 +63,14 @@ class OwnerService:
                 and slot.state != PENDING
                 and slot.node == h["node"]
             )
-            wake = self.recovery.objects_lost([oid]) if stale else []
+            wake = self.lineage.objects_lost([oid]) if stale else []
         run_wakeups(wake)
-        self.submitter.kick()
+        self.scheduling.kick()
 
     def _on_add_borrower(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         with self.lock:
             try:
-                self._apply(self.table.add_borrower(h["oid"], h["borrower"]))
+                self.refs.apply(self.table.add_borrower(h["oid"], h["borrower"]))
                 ok = True
             except KeyError:
                 ok = False
@@ -72,7 +80,7 @@ class OwnerService:
         peer = h.get("for") or conn.peer or ""  # "for": a lender takes back its loan to peer
         with self.lock:
             for oid, count in zip(h["oids"], h["counts"]):
-                self._apply(self.table.remove_borrower(oid, peer, count))
+                self.refs.apply(self.table.remove_borrower(oid, peer, count))
 
     def _on_get_object(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         oid = h["oid"]
@@ -104,7 +112,7 @@ class OwnerService:
         else:
             h.update(kind="s", node=slot.node, size=slot.size)
         try:
-            self.conn_to(peer).send(h, payload)
+            self.peers.conn_to(peer).send(h, payload)
         except ConnectionClosedError:
             pass
 

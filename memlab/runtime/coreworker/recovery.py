@@ -58,7 +58,7 @@ class Recovery:
         self.kept_bytes += spec.lineage_bytes
         while self.kept_bytes > self.budget and self.kept:
             _, oldest = next(iter(self.kept.items()))
-            core._apply(self._release(oldest, evicted=True))
+            core.refcounting.apply(self._release(oldest, evicted=True))
 
     def lineage_dropped(self, spec: TaskSpec) -> list[Any]:
         """A result of ``spec`` left the owner's table; the last one releases the lineage."""
@@ -120,7 +120,7 @@ class Recovery:
             reason = f"the task's max_retries={spec.max_retries} is spent"
         else:
             try:
-                core._apply(core.table.add_submitted(spec.held))
+                core.refcounting.apply(core.table.add_submitted(spec.held))
             except KeyError:
                 reason = "an argument it read has been released by its owner"
         if reason is not None:
@@ -159,7 +159,7 @@ class Recovery:
                 attempt=spec.attempt,
                 reason="rebuilding lost results",
             )
-        return submitter._resolve(spec)
+        return submitter.resolve(spec)
 
     def _fail_object(self, oid: bytes, error: BaseException) -> list[Any]:
         core = self.core
@@ -201,4 +201,4 @@ class Recovery:
                 wake += self.objects_lost([oid])
             else:  # its owner rebuilds it (or says it is gone); ask again
                 core.mark_missing(oid, owner, slot.node if slot is not None else None)
-        return wake + core.submitter._resolve(spec)
+        return wake + core.submitter.resolve(spec)

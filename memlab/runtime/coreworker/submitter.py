@@ -34,7 +34,7 @@ from memlab.protocol.frames import MAX_PAYLOAD_BYTES
 from memlab.runtime.coreworker.memory_store import FAILED, PENDING, Slot, run_wakeups
 from memlab.runtime.coreworker.object_ref import ObjectRef
 from memlab.runtime.coreworker.pipelining import free_lease, to_steal_from
-from memlab.runtime.coreworker.task_failures import CRASH_INFO_WAIT, TaskFailures
+from memlab.runtime.coreworker.task_failures import TaskFailures
 from memlab.runtime.coreworker.task_spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -62,25 +62,38 @@ def _ran(h: dict[str, Any]) -> dict[str, Any]:
     return {"started_at": h["st"], "node": h["nd"]} if "st" in h else {}
 
 
-class Submitter(TaskFailures):
-    def __init__(self, core: CoreWorker) -> None:
+class Submitter:
+    """One owner's tasks: their dependencies, leases, pushes, replies and retries.
+
+    Built by ``CoreWorker`` (``core.submitter``); worker deaths and cancels are its
+    ``failures`` (``task_failures.TaskFailures``). The actor manager and recovery drive it
+    through ``resolve``, ``fail``, ``pump`` and ``push_all``.
+    """
+
+    def __init__(self, core: CoreWorker, max_leases: int = 1) -> None:
         self.core = core
+        # Bound once: these run for every task.
+        self._apply = core.refcounting.apply
+        self._refs = core.refcounting
+        self._outbox = core.peers.outbox
         self.tasks: dict[bytes, TaskSpec] = {}
         self.queue: deque[TaskSpec] = deque()
         self.leases: dict[str, Lease] = {}
         self.lease_requests = 0
         self.requests_by_node: dict[str, int] = {}
         self._next_node = 0
-        self.max_leases = 1
+        self.max_leases = max_leases
         self.functions: dict[bytes, bytes] = {}
         # Code whose bytes hold ObjectRefs: workers unpickle it per task rather than cache it,
         # so a worker's borrow of a captured ref ends with the task that used it.
         self.functions_with_refs: set[bytes] = set()
         self.shipped: dict[str, set[bytes]] = {}
         self._lids = itertools.count(1)
-        self._lost: dict[str, tuple[float, list[TaskSpec]]] = {}
-        core.handlers.update(done=self._on_done, granted=self._on_granted, revoke=self._on_revoke)
-        core.on_peer_lost.append(self._on_peer_lost)
+        peers = core.peers
+        peers.register("done", self._on_done)
+        peers.register("granted", self._on_granted)
+        peers.register("revoke", self._on_revoke)
+        self.failures = TaskFailures(self)
 
     # -- submission ----------------------------------------------------------------------------
 
@@ -98,14 +111,14 @@ class Submitter(TaskFailures):
         with core.lock:
             table = core.table
             for oid in spec.returns:
-                core._apply(table.create_owned(oid, call_site=spec.call_site, lineage=spec))
+                self._apply(table.create_owned(oid, call_site=spec.call_site, lineage=spec))
                 core.mstore.add_pending(oid)
             if spec.held:
-                core._apply(table.add_submitted(spec.held))
+                self._apply(table.add_submitted(spec.held))
             self.tasks[spec.task_id] = spec
             if queue:
-                wake = self._resolve(spec)
-                to_push = self._pump()
+                wake = self.resolve(spec)
+                to_push = self.pump()
         run_wakeups(wake)
         if ev.enabled:
             # Announces the return objects too (events.py: no object.created per return).
@@ -120,10 +133,12 @@ class Submitter(TaskFailures):
                 tuple([d for d, _ in spec.deps]) if spec.deps else (),
                 spec.call_site,
             )
-        self._push_all(to_push)
+        self.push_all(to_push)
         return [ObjectRef(oid, core.proc, core) for oid in spec.returns]
 
-    def _resolve(self, spec: TaskSpec) -> list[Any]:
+    def resolve(self, spec: TaskSpec) -> list[Any]:
+        """Wait for the task's arguments, then queue it (lock held); returns wake-ups. A task
+        being rebuilt (``Recovery``) comes through here too."""
         spec.resolved = [None] * len(spec.deps)
         spec.remaining = 0
         for i, (oid, owner) in enumerate(spec.deps):
@@ -145,16 +160,16 @@ class Submitter(TaskFailures):
                 spec.remaining -= 1
                 if spec.remaining == 0 and not spec.cancelled:
                     wake = self._ready(spec)
-                to_push = self._pump()
+                to_push = self.pump()
             run_wakeups(wake)
-            self._push_all(to_push)
+            self.push_all(to_push)
 
         return done
 
     def _ready(self, spec: TaskSpec) -> list[Any]:
         for slot in spec.resolved:
             if slot.state == FAILED:
-                return self._fail(spec, slot.error)  # a failed argument fails the task unrun
+                return self.fail(spec, slot.error)  # a failed argument fails the task unrun
         if self._rewait(spec):
             return []
         self.queue.append(spec)
@@ -177,7 +192,9 @@ class Submitter(TaskFailures):
         if holds_refs:
             self.functions_with_refs.add(fn_hash)
 
-    def _pump(self) -> list[tuple[str, TaskSpec]]:
+    def pump(self) -> list[tuple[str, TaskSpec]]:
+        """Give queued tasks to free leases and ask for more leases (lock held); returns the
+        pushes for ``push_all`` to send after the lock is released."""
         to_push: list[tuple[str, TaskSpec]] = []
         queue = self.queue
         while queue:
@@ -227,8 +244,9 @@ class Submitter(TaskFailures):
         for worker in to_steal_from(self.leases, len(self.leases) < self.max_leases, now):
             self.core.send_later(worker, {"t": "steal"})
 
-    def _push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
-        if self.core._outbox:
+    def push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
+        """Send what the lock holder queued, then the pushes ``pump`` decided (lock released)."""
+        if self._outbox:
             self.core.drain_outbox()
         for worker, spec in to_push:
             self._push(worker, spec)
@@ -275,7 +293,7 @@ class Submitter(TaskFailures):
         try:
             self.core.conn_to(worker).send(header, b"".join(parts) if len(parts) > 1 else parts[0])
         except ConnectionClosedError:
-            self._worker_lost(worker, None)
+            self.failures.worker_lost(worker, None)
             if spec.actor is not None:
                 self.core.actors.lost(worker)
             return
@@ -293,10 +311,10 @@ class Submitter(TaskFailures):
             if lease is not None:
                 lease.inflight.pop(spec.task_id, None)
             self.shipped.get(worker, set()).discard(spec.fn_hash)
-            wake = self._fail(spec, error)
-            to_push = self._pump()
+            wake = self.fail(spec, error)
+            to_push = self.pump()
         run_wakeups(wake)
-        self._push_all(to_push)
+        self.push_all(to_push)
 
     def _on_granted(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         if h.get("actor"):
@@ -311,10 +329,10 @@ class Submitter(TaskFailures):
             # A worker granted again while we hold it keeps its lease, and what is in flight.
             lease = self.leases.get(worker) or Lease(worker, node)
             self.leases[worker] = lease
-            to_push = self._pump()
+            to_push = self.pump()
             if not lease.inflight:
                 self._return_lease(lease)
-        self._push_all(to_push)
+        self.push_all(to_push)
 
     def _on_revoke(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         with self.core.lock:
@@ -328,15 +346,6 @@ class Submitter(TaskFailures):
     def _return_lease(self, lease: Lease) -> None:
         self.leases.pop(lease.worker, None)
         self.core.send_later(lease.node, {"t": "return_lease", "worker": lease.worker})
-
-    def send_to_node(self, node: str, header: dict[str, Any]) -> None:
-        try:
-            self.core.conn_to(node).send(header)
-        except ConnectionClosedError:
-            pass
-
-    def notify_blocked(self, blocked: bool) -> None:
-        self.send_to_node(self.core.node_id, {"t": "blocked" if blocked else "unblocked"})
 
     # -- replies -------------------------------------------------------------------------------
 
@@ -362,7 +371,7 @@ class Submitter(TaskFailures):
             elif (h.get("need_fn") or h.get("bounce")) and spec.cancelled:
                 # Cancelled while on its way to a worker that handed it back unrun: it must
                 # fail now, or it would wait in the queue forever (the pump skips it).
-                wake += self._fail(spec, TaskCancelledError(spec.name, tid.hex()), worker)
+                wake += self.fail(spec, TaskCancelledError(spec.name, tid.hex()), worker)
             elif h.get("need_fn") or h.get("bounce"):
                 if h.get("need_fn"):
                     self.shipped.get(worker, set()).discard(spec.fn_hash)
@@ -385,16 +394,16 @@ class Submitter(TaskFailures):
                     and spec.may_retry()
                     and not spec.cancelled
                 ):
-                    self._retry(spec, f"the task raised {type(error.cause).__name__}")
+                    self.retry(spec, f"the task raised {type(error.cause).__name__}")
                 else:
-                    wake += self._fail(spec, error, worker, _ran(h))
+                    wake += self.fail(spec, error, worker, _ran(h))
             else:
                 wake += self._finish(spec, h, payload, worker)
             if worker == core.proc and "rets" in h:
                 self._unpin_self_lent(h["rets"])
-            to_push = self._pump()
+            to_push = self.pump()
         run_wakeups(wake)
-        self._push_all(to_push)
+        self.push_all(to_push)
 
     def _unpin_self_lent(self, rets: list[Any]) -> None:
         """A reply from this very process: its executor pinned the refs inside the results
@@ -402,7 +411,7 @@ class Submitter(TaskFailures):
         table = self.core.table
         for ret in rets:
             for inner, _ in ret[2]:
-                self.core._apply(table.remove_local(inner))
+                self._apply(table.remove_local(inner))
 
     def _finish(self, spec: TaskSpec, h: dict[str, Any], payload: bytes, worker: str) -> list[Any]:
         core = self.core
@@ -416,19 +425,19 @@ class Submitter(TaskFailures):
             inners = [inner for inner, _ in contained]
             for inner, owner in contained:
                 # The executor registered us with the owner, unless we own it or ran it.
-                core._apply(table.add_borrowed(inner, owner, None, registered=worker != core.proc))
+                self._apply(table.add_borrowed(inner, owner, None, registered=worker != core.proc))
             entry = table.get(oid)
             if entry is None or (entry.value_freed and not entry.in_use()):
                 # Every ref to the result is gone (or it was rebuilt only as an argument
                 # that is no longer needed): drop it at once.
                 if kind == "s":
-                    core._deletes[ret[3]].append(oid)
+                    self._refs.queue_delete(ret[3], oid)
                 for inner in inners:
-                    core._apply(table.release_if_unused(inner))
+                    self._apply(table.release_if_unused(inner))
                 pos += size if kind == "i" else 0
                 continue
             if inners:
-                core._apply(table.set_contains(oid, inners))
+                self._apply(table.set_contains(oid, inners))
             if kind == "i":
                 wake += core.mstore.put_inline(oid, payload[pos : pos + size])
                 pos += size
@@ -459,13 +468,15 @@ class Submitter(TaskFailures):
         self._complete(spec)
         return wake
 
-    def _fail(
+    def fail(
         self,
         spec: TaskSpec,
         error: BaseException | None,
         worker: str | None = None,
         ran: dict[str, Any] | None = None,
     ) -> list[Any]:
+        """The task failed with ``error``: its returns hold the error (lock held); returns
+        wake-ups. ``ran``: when and where it started, if its worker did not announce it."""
         core = self.core
         wake: list[Any] = []
         for oid in spec.returns:
@@ -473,7 +484,7 @@ class Submitter(TaskFailures):
                 core.table.set_failed(oid)
                 wake += core.mstore.put_error(oid, error)  # type: ignore[arg-type]
             for node in core.nodes:  # a copy the worker may have written
-                core._deletes[node].append(oid)
+                self._refs.queue_delete(node, oid)
         if spec.actor is not None and spec.actor[1] == "create":
             core.actors.creation_failed(spec, error)
         ev = core.events
@@ -499,9 +510,10 @@ class Submitter(TaskFailures):
             self.core.actors.done(spec)
         spec.resolved = []
         if spec.held:
-            self.core._apply(self.core.table.remove_submitted(spec.held))
+            self._apply(self.core.table.remove_submitted(spec.held))
 
-    def _retry(self, spec: TaskSpec, reason: str) -> None:
+    def retry(self, spec: TaskSpec, reason: str) -> None:
+        """Queue the task for another attempt (lock held)."""
         spec.attempt += 1
         spec.worker = None
         self.queue.append(spec)
@@ -515,24 +527,44 @@ class Submitter(TaskFailures):
         core = self.core
         for i, ret in enumerate(h.get("rets", ())):
             if ret[0] == "s":
-                core._deletes[ret[3]].append(object_id(h["tid"], i))
+                self._refs.queue_delete(ret[3], object_id(h["tid"], i))
             if worker != core.proc:  # its executor registered us as a borrower of these
                 for inner, owner in ret[2]:
                     if owner != core.proc:
-                        core._releases[owner].append((inner, 1))
+                        self._refs.queue_release(owner, inner, 1)
+
+    # -- worker deaths and cancels (``failures``) ----------------------------------------------
+
+    def after_node_died(self, node: str) -> None:
+        self.failures.after_node_died(node)
+
+    def on_worker_died(self, worker: str, info: dict[str, Any]) -> None:
+        self.failures.on_worker_died(worker, info)
+
+    def forget_results(self, worker: str, specs: list[TaskSpec]) -> None:
+        self.failures.forget_results(worker, specs)
+
+    def cancel(self, oid: bytes, force: bool) -> None:
+        self.failures.cancel(oid, force)
 
     # -- housekeeping --------------------------------------------------------------------------
 
     def kick(self) -> None:
         """Push what became runnable outside a message handler (rebuilds, node changes)."""
         with self.core.lock:
-            to_push = self._pump()
-        self._push_all(to_push)
+            to_push = self.pump()
+        self.push_all(to_push)
 
     def idle(self) -> bool:
         """No task of this owner is queued, in flight or awaiting crash information, and no
         lease is held or asked for."""
-        return not (self.tasks or self.queue or self.leases or self.lease_requests or self._lost)
+        return not (
+            self.tasks
+            or self.queue
+            or self.leases
+            or self.lease_requests
+            or self.failures.awaiting_crash_info
+        )
 
     def housekeeping(self) -> None:
         now = time.monotonic()
@@ -543,16 +575,7 @@ class Submitter(TaskFailures):
                     if not lease.inflight and now - lease.idle_since > LEASE_LINGER:
                         self._return_lease(lease)
             self._steal_back(now)
-            for worker, (since, specs) in list(self._lost.items()):
-                if now - since > CRASH_INFO_WAIT:
-                    del self._lost[worker]
-                    for spec in specs:
-                        error = (
-                            TaskCancelledError(spec.name, spec.task_id.hex())
-                            if spec.cancelled
-                            else self._crash_error(spec, worker, None)
-                        )
-                        wake += self._fail(spec, error, worker)
-            to_push = self._pump()
+            wake += self.failures.expire(now)
+            to_push = self.pump()
         run_wakeups(wake)
-        self._push_all(to_push)
+        self.push_all(to_push)

@@ -217,13 +217,11 @@ class Nodes:
         return {"t": "nodes", "alive": list(self.alive), "workers": self.total_workers()}
 
     def _announce(self) -> None:
-        core = self.rt.core
-        core.nodes = list(self.alive)
-        core.submitter.max_leases = self.total_workers()
+        self.rt.core.set_nodes(list(self.alive), self.total_workers())
         self.broadcast(self._nodes_message())
 
     def broadcast(self, header: dict[str, Any], skip: Any = None) -> None:
-        for conn in list(self.rt.core.peers.values()):
+        for conn in list(self.rt.core.peers.connections.values()):
             if conn is not skip:
                 with contextlib.suppress(ConnectionClosedError):
                     conn.send(header)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import enum
+import functools
 import os
 import subprocess
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 from memlab.core.events import EventBuffer
 from memlab.exceptions import MemlabError
+from memlab.protocol.transport import Connection
 from memlab.runtime import context
 from memlab.runtime.coreworker.core_worker import DEFAULT_INLINE_THRESHOLD, CoreWorker
 from memlab.runtime.coreworker.store_client import StoreClient
@@ -97,6 +99,7 @@ class Runtime:
             HEAD_NODE,
             self.events,
             inline_threshold=options.inline_threshold,
+            lineage_budget=options.lineage_budget,
         )
         # The event stream's ends on this side (the collector process runs already).
         self.shipper = EventShipper(self.events, self.session_dir, self.secret)
@@ -105,25 +108,22 @@ class Runtime:
             if options.events
             else None
         )
-        self.core.recovery.budget = options.lineage_budget
         self.nodes = Nodes(self)
-        hello = self.core.handlers["hello"]
-        worker_died = self.core.handlers["worker_died"]
+        # The driver extends two of its core's handlers: it also keeps the session's roster.
+        self.core.register("hello", self._on_hello, replace=True)
+        self.core.register("worker_died", self._on_worker_died, replace=True)
 
-        def on_hello(conn: Any, h: dict[str, Any], payload: bytes) -> None:
-            hello(conn, h, payload)
-            self.nodes.on_hello(conn, h)
+    def _on_hello(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        self.core.peers.on_hello(conn, h, payload)
+        self.nodes.on_hello(conn, h)
 
-        def on_worker_died(conn: Any, h: dict[str, Any], payload: bytes) -> None:
-            worker_died(conn, h, payload)
-            # Whatever it owned is gone with it (fate-sharing); front ends drop its objects.
-            self.core.events.emit("owner.died", owner=h["worker"])
-            with self.nodes.cond:
-                self.nodes.workers.pop(h["worker"], None)
-            self.nodes.broadcast(h, skip=conn)  # owners and stores on every node must know
-
-        self.core.handlers["hello"] = on_hello
-        self.core.handlers["worker_died"] = on_worker_died
+    def _on_worker_died(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        self.core.failures.on_worker_died(conn, h, payload)
+        # Whatever it owned is gone with it (fate-sharing); front ends drop its objects.
+        self.core.events.emit("owner.died", owner=h["worker"])
+        with self.nodes.cond:
+            self.nodes.workers.pop(h["worker"], None)
+        self.nodes.broadcast(h, skip=conn)  # owners and stores on every node must know
 
     def start(self) -> Runtime:
         reap_stale_sessions(self.options.plasma_directory)
@@ -145,8 +145,8 @@ class Runtime:
             self.shutdown()
             raise
         head = self.nodes.info[HEAD_NODE]
-        self.core.store = StoreClient(
-            HEAD_NODE, head["arena"], lambda: self.core.conn_to(HEAD_NODE)
+        self.core.attach_store(
+            StoreClient(HEAD_NODE, head["arena"], functools.partial(self.core.conn_to, HEAD_NODE))
         )
         self.state = RuntimeState.RUNNING
         context.set_runtime(self)

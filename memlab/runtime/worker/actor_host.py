@@ -58,9 +58,9 @@ class ActorHost:
     def _create(
         self, caller: str, h: dict[str, Any], payload: bytes, fn_bytes: bytes | None
     ) -> None:
-        cls = self.executor._function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
+        cls = self.executor.function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
         if cls is None:
-            self.executor._send(
+            self.executor.send(
                 caller, {"t": "done", "tid": h["tid"], "att": h["att"], "need_fn": True}
             )
             return

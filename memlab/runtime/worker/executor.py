@@ -29,6 +29,7 @@ from memlab.exceptions import (
 )
 from memlab.ids import object_id
 from memlab.protocol.errors import dumps_error
+from memlab.runtime.coreworker.ports import WorkerHooks
 from memlab.runtime.coreworker.store_client import ROOM_WAIT
 from memlab.runtime.coreworker.task_spec import ArgRef
 from memlab.serialization import deserialize, loads_function, serialize
@@ -63,22 +64,23 @@ class Executor:
         # end before the next flush; their reply carries the start instead (one event fewer per
         # task for the owner to build, ship and fold); the flush announces the ones still running.
         self.unannounced: dict[bytes, tuple[int, float]] = {}  # task id -> (attempt, start)
-        core.on_flush = self._on_flush
-        core.busy = lambda: (
+        core.set_worker_hooks(
+            WorkerHooks(busy=self.busy, on_block=self.bounce_queued, on_flush=self._on_flush)
+        )
+        for kind in ("push", "actor_create", "actor_call"):
+            core.register(kind, self._on_push)
+        core.register("cancel", self._on_cancel)
+        core.register("steal", self._on_steal)
+        core.on_peer_lost(self._caller_lost)
+
+    def busy(self) -> bool:
+        """A task runs, waits or was not announced here, or its output is not flushed."""
+        return (
             bool(self.unannounced)
             or self.current is not None
             or not self.queue.empty()
-            or bool(core.output.dirty)
+            or bool(self.core.output.dirty)
         )
-        core.handlers.update(
-            push=self._on_push,
-            cancel=self._on_cancel,
-            steal=self._on_steal,
-            actor_create=self._on_push,
-            actor_call=self._on_push,
-        )
-        core.on_peer_lost.append(self._caller_lost)
-        core.on_block = self.bounce_queued
 
     def _on_flush(self) -> None:
         self.announce_running()
@@ -115,7 +117,7 @@ class Executor:
         """The owner has a free worker while its tasks wait here behind a long one: they go
         back to it (the running task stays). Its other callers' tasks keep their places."""
         for caller, task, *_ in self._take_queued(lambda caller: caller == conn.peer):
-            self._send(
+            self.send(
                 caller,
                 {
                     "t": "done",
@@ -153,7 +155,7 @@ class Executor:
             signal.pthread_kill(self._main, signal.SIGINT)
 
     def _bounce(self, caller: str, h: dict[str, Any]) -> None:
-        self._send(caller, {"t": "done", "tid": h["tid"], "att": h["att"], "bounce": True})
+        self.send(caller, {"t": "done", "tid": h["tid"], "att": h["att"], "bounce": True})
 
     def _on_push(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
         if self.blocked and h["t"] == "push" and self.current is not None:
@@ -197,12 +199,12 @@ class Executor:
         if caller in self.dead_callers:
             return  # its owner died: nobody wants the result
         if tid in self.cancelled:
-            self._send(caller, reply, error=TaskCancelledError(h["name"], tid.hex()))
+            self.send(caller, reply, error=TaskCancelledError(h["name"], tid.hex()))
             return
-        fn = self._function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
+        fn = self.function(h["fn"], fn_bytes, bool(h.get("fnrefs")))
         if fn is None:
             reply["need_fn"] = True
-            self._send(caller, reply)
+            self.send(caller, reply)
             return
 
         def call() -> Any:
@@ -244,20 +246,20 @@ class Executor:
                     exc.type_name,
                     f"return value of {name}",
                 ) from exc
-            self._send(caller, reply, rets=rets, payload=b"".join(parts))
+            self.send(caller, reply, rets=rets, payload=b"".join(parts))
         except KeyboardInterrupt as exc:
             error: BaseException = (
                 TaskCancelledError(name, tid.hex())
                 if tid in self.cancelled
                 else TaskError.from_exception(name, exc, pid=os.getpid(), worker_id=core.proc)
             )
-            self._send(caller, reply, error=error)
+            self.send(caller, reply, error=error)
         except _ArgumentError as exc:
-            self._send(caller, reply, error=exc.args[0])
+            self.send(caller, reply, error=exc.args[0])
         except MemlabError as exc:  # storing the result failed, or an actor is unusable
-            self._send(caller, reply, error=exc)
+            self.send(caller, reply, error=exc)
         except BaseException as exc:
-            self._send(
+            self.send(
                 caller,
                 reply,
                 error=TaskError.from_exception(name, exc, pid=os.getpid(), worker_id=core.proc),
@@ -274,7 +276,9 @@ class Executor:
             self._actor_host = ActorHost(self)
         return self._actor_host
 
-    def _function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
+    def function(self, fn_hash: bytes, fn_bytes: bytes | None, holds_refs: bool = False) -> Any:
+        """The code ``fn_hash`` names, from the cache or unpickled from ``fn_bytes`` (actor
+        classes too: ``ActorHost``)."""
         fn = self.functions.get(fn_hash)
         if fn is not None:
             self.functions.move_to_end(fn_hash)
@@ -380,9 +384,9 @@ class Executor:
             for contained in lent:
                 for oid, owner in contained:
                     if caller == core.proc:
-                        core._apply(core.table.remove_local(oid))
+                        core.refcounting.apply(core.table.remove_local(oid))
                     elif owner == core.proc:
-                        core._apply(core.table.remove_borrower(oid, caller))
+                        core.refcounting.apply(core.table.remove_borrower(oid, caller))
                     elif owner != caller:
                         releases.setdefault(owner, []).append(oid)
         for owner, oids in releases.items():  # after the acked add_borrower, on its connection
@@ -405,17 +409,17 @@ class Executor:
                 # while the reply still waits for this process's reader thread. An extra local
                 # count bridges that gap; the submitter drops it once the reply is applied.
                 with core.lock:
-                    core._apply(core.table.add_local(oid, owner)[1])
+                    core.refcounting.apply(core.table.add_local(oid, owner)[1])
             elif owner == core.proc:
                 with core.lock:
-                    core._apply(core.table.add_borrower(oid, caller))
+                    core.refcounting.apply(core.table.add_borrower(oid, caller))
             elif owner != caller:
                 core.conn_to(owner).request(
                     {"t": "add_borrower", "oid": oid, "borrower": caller}, timeout=30
                 )
         return [[oid, owner] for oid, owner in seen.items()]
 
-    def _send(
+    def send(
         self,
         caller: str,
         reply: dict[str, Any],
@@ -423,6 +427,7 @@ class Executor:
         rets: list[Any] | None = None,
         payload: bytes = b"",
     ) -> None:
+        """Send a task's reply (or its error) to ``caller``, with its start if unannounced."""
         core = self.core
         started = self.unannounced.pop(reply["tid"], None)
         if started is not None:  # ended before a flush announced it: the owner reports the start

@@ -10,11 +10,17 @@ process group, and takes that group with it when it leaves that way: what its ta
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memlab.protocol.transport import Connection
+    from memlab.runtime.coreworker.core_worker import CoreWorker
+    from memlab.runtime.events.shipper import EventShipper
 
 
 def _lifeline() -> None:
@@ -42,6 +48,7 @@ def main() -> None:
     from memlab.core.events import EventBuffer
     from memlab.runtime.coreworker.core_worker import CoreWorker
     from memlab.runtime.coreworker.output_channel import install_stream_routers
+    from memlab.runtime.coreworker.recovery import DEFAULT_LINEAGE_BUDGET
     from memlab.runtime.coreworker.store_client import StoreClient
     from memlab.runtime.events.shipper import EventShipper
     from memlab.runtime.worker.executor import Executor
@@ -57,48 +64,63 @@ def main() -> None:
         events,
         inline_threshold=int(env["MEMLAB_INLINE"]),
         driver=env["MEMLAB_DRIVER"],
+        lineage_budget=int(env.get("MEMLAB_LINEAGE_BUDGET", DEFAULT_LINEAGE_BUDGET)),
+        max_leases=int(env["MEMLAB_NUM_WORKERS"]),
     )
     shipper = EventShipper(events, env["MEMLAB_SESSION_DIR"], secret)
     shipper.start()
-    core.store = StoreClient(node, env["MEMLAB_ARENA"], lambda: core.conn_to(node))
-    core.submitter.max_leases = int(env["MEMLAB_NUM_WORKERS"])
-    core.recovery.budget = int(env.get("MEMLAB_LINEAGE_BUDGET", 1 << 30))
+    core.attach_store(StoreClient(node, env["MEMLAB_ARENA"], functools.partial(core.conn_to, node)))
     executor = Executor(core)
     install_stream_routers()  # a task's prints go to its owner (output_channel)
     # Workers inherit the node manager's SIG_IGN for SIGINT, but cancel() interrupts a running
     # task with SIGINT: take it back, for cancelled tasks only (a terminal's Ctrl-C reaches the
     # whole process group and must not kill workers).
     signal.signal(signal.SIGINT, executor.on_sigint)
-    core.on_peer_lost.append(lambda peer, conn: _exit_if_lifeline(peer, node, core.driver))
-    core.handlers["retire"] = lambda conn, h, payload: _on_retire(core, shipper, conn, h)
+    core.on_peer_lost(Lifeline(node, core.driver).peer_lost)
+    core.register("retire", Retirement(core, shipper).on_retire)
     core.conn_to(core.driver)
     core.conn_to(node)  # the hello to the node manager makes this worker leasable
     executor.run()
 
 
-def _on_retire(core: Any, shipper: Any, conn: Any, h: dict[str, Any]) -> None:
-    """The node manager has more idle workers than it needs: exit, unless this process still
-    owns objects or actors, or has work in flight (an owner's exit would lose its objects)."""
-    with core.lock:
-        needed = bool(
-            core.busy()
-            or core.submitter.tasks
-            or core.actors.records
-            or any(e.owned for e in core.table.entries.values())
-        )
-    conn.reply(h, {"t": "retired", "ok": not needed})
-    if needed:
-        return
-    with contextlib.suppress(Exception):
-        core.flush()  # releases of borrowed refs, pending events
-    with contextlib.suppress(Exception):
-        shipper.close(timeout=0.5)
-    _exit_with_group()
+class Retirement:
+    """Answers the node manager's ``retire``: it has more idle workers than it needs."""
 
+    def __init__(self, core: CoreWorker, shipper: EventShipper) -> None:
+        self.core = core
+        self.shipper = shipper
 
-def _exit_if_lifeline(peer: str, node: str, driver: str) -> None:
-    if peer in (node, driver):
+    def on_retire(self, conn: Connection, h: dict[str, Any], payload: bytes) -> None:
+        """Exit, unless this process still owns objects or actors, or has work in flight (an
+        owner's exit would lose its objects)."""
+        core = self.core
+        with core.lock:
+            needed = bool(
+                core.hooks.busy()
+                or core.submitter.tasks
+                or core.actors.records
+                or any(e.owned for e in core.table.entries.values())
+            )
+        conn.reply(h, {"t": "retired", "ok": not needed})
+        if needed:
+            return
+        with contextlib.suppress(Exception):
+            core.flush()  # releases of borrowed refs, pending events
+        with contextlib.suppress(Exception):
+            self.shipper.close(timeout=0.5)
         _exit_with_group()
+
+
+class Lifeline:
+    """A worker lives no longer than its connections to its node manager and the driver."""
+
+    def __init__(self, node: str, driver: str) -> None:
+        self.node = node
+        self.driver = driver
+
+    def peer_lost(self, peer: str, conn: Connection) -> None:
+        if peer in (self.node, self.driver):
+            _exit_with_group()
 
 
 if __name__ == "__main__":
