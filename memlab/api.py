@@ -245,9 +245,14 @@ def wait(
     core = require_core("wait()")
     listed = list(refs)
     hook = _blocking_hook
+    done_and_pending: tuple[list[ObjectRef], list[ObjectRef]]
     if hook is None:
-        return core.wait(listed, num_returns, timeout)
-    return hook("wait", listed, num_returns, timeout, lambda t: core.wait(listed, num_returns, t))
+        done_and_pending = core.wait(listed, num_returns, timeout)
+    else:
+        done_and_pending = hook(
+            "wait", listed, num_returns, timeout, lambda t: core.wait(listed, num_returns, t)
+        )
+    return done_and_pending
 
 
 def cancel(ref: ObjectRef, *, force: bool = False) -> None:
