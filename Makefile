@@ -36,6 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check memlab tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests/typing  # the public API's types (assert_type), with the same settings
 
 # JupyterLab on the first notebook. Headless (no DISPLAY/WAYLAND_DISPLAY, not macOS) it opens no
 # browser and prints the URL to paste instead; as root (containers, CI) it passes --allow-root.

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from memlab.runtime.coreworker.core_worker import CoreWorker
 
 
-def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
+def ship(code: Any, wrapper: Any) -> tuple[bytes, bytes, tuple[ObjectRef[Any], ...]]:
     """``(content hash, bytes, captured refs)`` of a function or class to run remotely.
 
     Importable code (its module attribute is our ``wrapper``) ships by name, so the worker uses

@@ -11,7 +11,7 @@ actors until killed), and fate-shares with the process that created it.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Generic, NoReturn, TypeVar
 
 import cloudpickle
 
@@ -23,44 +23,49 @@ from memlab.runtime.coreworker.actors import ActorRecord
 from memlab.runtime.coreworker.object_ref import ObjectRef
 from memlab.runtime.coreworker.task_spec import TaskSpec, call_site
 
+# The user's class that an ActorClass starts actors of.
+_C = TypeVar("_C")
 
-class ActorClass:
+
+class ActorClass(Generic[_C]):
     """A class whose instances run as actors: ``Cls.remote(*args)`` returns an ActorHandle."""
 
-    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+    def __init__(self, cls: type[_C], options: dict[str, Any]) -> None:
         self._cls = cls
         self._options = {**ACTOR_OPTIONS, **validate_actor_options(options)}
-        self._pickled: tuple[bytes, bytes, tuple[ObjectRef, ...]] | None = None
+        self._pickled: tuple[bytes, bytes, tuple[ObjectRef[Any], ...]] | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__module__ = cls.__module__
         self.__doc__ = cls.__doc__
         self.__memlab_target__ = cls  # what a worker runs when it imports this by name
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError(
             f"actor class {self._cls.__name__!r} cannot be instantiated directly; "
             f"call {self._cls.__name__}.remote(...) to start an actor"
         )
 
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+    def remote(self, *args: object, **kwargs: object) -> ActorHandle:
+        """Start an actor: a worker of its own runs ``Cls(*args, **kwargs)``."""
         return _create(self, args, kwargs, self._options)
 
-    def options(self, **options: Any) -> _BoundActorClass:
+    def options(self, **options: Any) -> _BoundActorClass[_C]:
+        """Override options for the actors started through the result (e.g. ``name``)."""
         return _BoundActorClass(self, {**self._options, **validate_actor_options(options)})
 
-    def _pickled_class(self) -> tuple[bytes, bytes, tuple[ObjectRef, ...]]:
+    def _pickled_class(self) -> tuple[bytes, bytes, tuple[ObjectRef[Any], ...]]:
         if self._pickled is None:
             self._pickled = ship(self._cls, self)
         return self._pickled
 
 
-class _BoundActorClass:
-    def __init__(self, actor_class: ActorClass, options: dict[str, Any]) -> None:
+class _BoundActorClass(Generic[_C]):
+    def __init__(self, actor_class: ActorClass[_C], options: dict[str, Any]) -> None:
         self._actor_class = actor_class
         self._options = options
 
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+    def remote(self, *args: object, **kwargs: object) -> ActorHandle:
         return _create(self._actor_class, args, kwargs, self._options)
 
 
@@ -69,7 +74,10 @@ def _methods(cls: type) -> tuple[str, ...]:
 
 
 def _create(
-    ac: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ac: ActorClass[_C],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    options: dict[str, Any],
 ) -> ActorHandle:
     core = require_core(f"{ac.__name__}.remote()")
     cls_hash, cls_bytes, captured = ac._pickled_class()
@@ -119,7 +127,7 @@ class ActorHandle:
         cls_name: str,
         methods: tuple[str, ...],
         max_task_retries: int,
-        creation_ref: ObjectRef,
+        creation_ref: ObjectRef[Any],
     ) -> None:
         self._actor_id = actor_id
         self._owner = owner
@@ -159,20 +167,28 @@ class ActorHandle:
 
 
 class ActorMethod:
+    """One method of an actor: ``handle.method.remote(*args)`` calls it, in order per caller.
+
+    Its result is typed ``Any``: the method's return type is not known through the handle, and
+    ``.options(num_returns=n)`` makes the call return a list of ``n`` refs.
+    """
+
     def __init__(self, handle: ActorHandle, name: str, num_returns: int = 1) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
+    def remote(self, *args: object, **kwargs: object) -> Any:
+        """Call the method on the actor; returns the ref of its result (a list for several)."""
         return _call(self._handle, self._name, args, kwargs, self._num_returns)
 
     def options(self, num_returns: int = 1) -> ActorMethod:
+        """The same method with ``num_returns`` results per call."""
         if not isinstance(num_returns, int) or num_returns < 1:
             raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
         return ActorMethod(self._handle, self._name, num_returns)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError(
             f"actor methods cannot be called directly; use handle.{self._name}.remote(...)"
         )
@@ -181,8 +197,8 @@ class ActorMethod:
 def _call(
     handle: ActorHandle,
     method: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
     num_returns: int,
 ) -> Any:
     core = require_core(f"{handle._cls_name}.{method}.remote()")

@@ -11,7 +11,7 @@ import numbers
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from memlab._options import ACTOR_ONLY, check_decorator_options, validate_task_options
 from memlab.actor import ActorClass, ActorHandle
@@ -23,13 +23,21 @@ from memlab.runtime.context import require_core
 from memlab.runtime.coreworker import object_ref as _object_ref
 from memlab.runtime.coreworker.object_ref import ObjectRef
 
+if TYPE_CHECKING:
+    from memlab.runtime.driver.runtime import Runtime
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+_C = TypeVar("_C")
+
 _init_lock = threading.Lock()
 
 # A front end's wrapper around blocking ``get``/``wait`` (``memlab.jupyter`` shows a progress
 # bar past 2 s and cancels the awaited tasks on KeyboardInterrupt). Called as
 # ``hook(verb, refs, need, timeout, call)``: ``need`` of ``refs`` must be ready, and ``call(t)``
 # does the operation with timeout ``t``.
-BlockingHook = Callable[[str, list[ObjectRef], int, "float | None", Callable[[Any], Any]], Any]
+BlockingHook = Callable[[str, list[ObjectRef[Any]], int, "float | None", Callable[[Any], Any]], Any]
 _blocking_hook: BlockingHook | None = None
 
 
@@ -47,7 +55,7 @@ def init(
     events: bool | None = None,
     lineage_budget: int | None = None,
     plasma_directory: str | None = None,
-) -> Any:
+) -> Runtime:
     """Start the runtime, or return the running one when the arguments agree with it.
 
     Args:
@@ -114,7 +122,7 @@ def init(
             }
             if differences:
                 raise RuntimeConflictError(differences)
-            return running
+            return cast("Runtime", running)  # the one runtime a driver runs is this class
         if context.current_core() is not None:
             raise RuntimeError(
                 "memlab.init() is for the driver; inside a task the runtime is already running"
@@ -151,11 +159,42 @@ def is_initialized() -> bool:
     return context.current_runtime() is not None
 
 
+class RemoteDecorator(Protocol):
+    """What ``memlab.remote(option=value, ...)`` returns: apply it to a function or a class."""
+
+    # A class is callable too: the first overload that matches wins, so classes come first.
+    @overload
+    def __call__(self, target: type[_C], /) -> ActorClass[_C]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, target: Callable[_P, _R], /) -> RemoteFunction[_P, _R]: ...
+
+
+@overload
+def remote(target: type[_C], /) -> ActorClass[_C]: ...  # type: ignore[overload-overlap]
+@overload
+def remote(target: Callable[_P, _R], /) -> RemoteFunction[_P, _R]: ...
+@overload
+def remote(
+    *,
+    num_returns: int = ...,
+    max_retries: int = ...,
+    retry_exceptions: bool = ...,
+    name: str | None = ...,
+    max_restarts: int = ...,
+    max_task_retries: int = ...,
+    max_concurrency: int = ...,
+) -> RemoteDecorator: ...
 def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function: ``@memlab.remote`` or ``@memlab.remote(num_returns=2)``.
 
-    Options: ``num_returns``, ``max_retries`` (default 3; -1 for unlimited), ``retry_exceptions``
-    and ``name``.
+    On a class it makes an actor class. Options of functions: ``num_returns``, ``max_retries``
+    (default 3; -1 for unlimited), ``retry_exceptions`` and ``name``; of classes: ``name``,
+    ``max_restarts``, ``max_task_retries`` and ``max_concurrency`` (see :mod:`memlab.actor`).
+
+    Raises:
+        TypeError: positional arguments besides the one function or class, an unknown option,
+            or an option of the other kind (an actor option on a function).
+        ValueError: an option's value is out of range.
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
@@ -179,8 +218,12 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     return RemoteFunction(target, options)
 
 
-def put(value: Any) -> ObjectRef:
-    """Store ``value`` in the shared address space and return a ref to it (owned by the caller)."""
+def put(value: _T) -> ObjectRef[_T]:
+    """Store ``value`` in the shared address space and return a ref to it (owned by the caller).
+
+    Raises:
+        TypeError: ``value`` is an ObjectRef (put a container holding it instead).
+    """
     if isinstance(value, ObjectRef):
         raise TypeError(
             "memlab.put() of an ObjectRef is not allowed; pass the ref itself, or "
@@ -189,7 +232,11 @@ def put(value: Any) -> ObjectRef:
     return require_core("put()").put(value)
 
 
-def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+@overload
+def get(refs: ObjectRef[_T], *, timeout: float | None = None) -> _T: ...
+@overload
+def get(refs: Sequence[ObjectRef[_T]], *, timeout: float | None = None) -> list[_T]: ...
+def get(refs: ObjectRef[Any] | Sequence[ObjectRef[Any]], *, timeout: float | None = None) -> Any:
     """The value(s) of ``refs``, waiting for them; numpy and Arrow data come back zero-copy.
 
     Args:
@@ -225,8 +272,8 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
 
 
 def wait(
-    refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None
-) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    refs: Sequence[ObjectRef[_T]], *, num_returns: int = 1, timeout: float | None = None
+) -> tuple[list[ObjectRef[_T]], list[ObjectRef[_T]]]:
     """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``.
 
     ``timeout`` is in seconds: ``None`` waits for ever and ``0`` polls. A ``ValueError`` refuses
@@ -245,12 +292,17 @@ def wait(
     core = require_core("wait()")
     listed = list(refs)
     hook = _blocking_hook
+    done_and_pending: tuple[list[ObjectRef[_T]], list[ObjectRef[_T]]]
     if hook is None:
-        return core.wait(listed, num_returns, timeout)
-    return hook("wait", listed, num_returns, timeout, lambda t: core.wait(listed, num_returns, t))
+        done_and_pending = core.wait(listed, num_returns, timeout)
+    else:
+        done_and_pending = hook(
+            "wait", listed, num_returns, timeout, lambda t: core.wait(listed, num_returns, t)
+        )
+    return done_and_pending
 
 
-def cancel(ref: ObjectRef, *, force: bool = False) -> None:
+def cancel(ref: ObjectRef[object], *, force: bool = False) -> None:
     """Cancel the task that makes ``ref``: queued tasks never run; running ones get
     KeyboardInterrupt, or with ``force=True`` their worker is killed. ``get`` then raises
     ``TaskCancelledError``. Cancelling a finished task does nothing."""
@@ -261,7 +313,7 @@ def cancel(ref: ObjectRef, *, force: bool = False) -> None:
     require_core("cancel()").submitter.cancel(ref.binary, force)
 
 
-def get_actor(name: str) -> Any:
+def get_actor(name: str) -> ActorHandle:
     """The handle of the actor created with ``Cls.options(name=name).remote(...)``.
 
     Raises:
@@ -275,10 +327,11 @@ def get_actor(name: str) -> Any:
         raise ValueError(
             f"no actor is named {name!r}; create one with Cls.options(name={name!r}).remote(...)"
         )
-    return cloudpickle.loads(data)
+    handle: ActorHandle = cloudpickle.loads(data)
+    return handle
 
 
-def kill(actor: Any, *, no_restart: bool = True) -> None:
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor's worker at once. Calls in flight fail with ``ActorDiedError``; with
     ``no_restart=False`` it is restarted if ``max_restarts`` allows."""
     if not isinstance(actor, ActorHandle):

@@ -119,7 +119,8 @@ def objects() -> list[dict[str, Any]]:
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
-    return _collector("objects").snapshot("objects")
+    rows: list[dict[str, Any]] = _collector("objects").snapshot("objects")
+    return rows
 
 
 def tasks() -> list[dict[str, Any]]:
@@ -128,7 +129,8 @@ def tasks() -> list[dict[str, Any]]:
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
-    return _collector("tasks").snapshot("tasks")
+    rows: list[dict[str, Any]] = _collector("tasks").snapshot("tasks")
+    return rows
 
 
 def workers() -> list[dict[str, Any]]:
@@ -137,7 +139,8 @@ def workers() -> list[dict[str, Any]]:
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
-    return _collector("workers").snapshot("workers")
+    rows: list[dict[str, Any]] = _collector("workers").snapshot("workers")
+    return rows
 
 
 def nodes() -> list[dict[str, Any]]:
@@ -146,7 +149,8 @@ def nodes() -> list[dict[str, Any]]:
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
-    return _collector("nodes").snapshot("nodes")
+    rows: list[dict[str, Any]] = _collector("nodes").snapshot("nodes")
+    return rows
 
 
 def actors() -> list[dict[str, Any]]:
@@ -155,7 +159,8 @@ def actors() -> list[dict[str, Any]]:
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
-    return _collector("actors").snapshot("actors")
+    rows: list[dict[str, Any]] = _collector("actors").snapshot("actors")
+    return rows
 
 
 def events(since: int | None = None, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -170,7 +175,8 @@ def events(since: int | None = None, kinds: Iterable[str] | None = None) -> list
         RuntimeNotStartedError: If no memlab runtime runs in this process.
         ValueError: If ``kinds`` names a kind memlab does not emit.
     """
-    return _collector("events").events(since, kinds)[0]
+    rows: list[dict[str, Any]] = _collector("events").events(since, kinds)[0]
+    return rows
 
 
 def ownership_graph() -> dict[str, Any]:
@@ -179,7 +185,8 @@ def ownership_graph() -> dict[str, Any]:
     Raises:
         RuntimeNotStartedError: If no memlab runtime runs in this process.
     """
-    return _collector("ownership_graph").snapshot("ownership_graph")
+    graph: dict[str, Any] = _collector("ownership_graph").snapshot("ownership_graph")
+    return graph
 
 
 def view(since: int | None = None, sections: Iterable[str] | None = None) -> dict[str, Any]:
@@ -201,7 +208,8 @@ def view(since: int | None = None, sections: Iterable[str] | None = None) -> dic
         ValueError: If ``since`` is not a version (an int >= 0) or None, or a section is
             unknown.
     """
-    return _collector("view").view(since, sections)
+    delta: dict[str, Any] = _collector("view").view(since, sections)
+    return delta
 
 
 def subscribe(
@@ -225,4 +233,5 @@ def subscribe(
         RuntimeNotStartedError: If no memlab runtime runs in this process.
         ValueError: If ``kinds`` names a kind memlab does not emit.
     """
-    return _collector("subscribe").subscribe(callback, kinds=kinds)
+    stop: Callable[[], None] = _collector("subscribe").subscribe(callback, kinds=kinds)
+    return stop

@@ -56,7 +56,8 @@ def group_graph(
     def process(proc: str) -> str:
         worker = workers.get(proc)
         alive = None if worker is None else worker["state"] == "alive"
-        return add(f"process:{proc}", "process", proc, proc, alive=alive)["id"]
+        gid: str = add(f"process:{proc}", "process", proc, proc, alive=alive)["id"]
+        return gid
 
     def edge(src: str, dst: str, kind: str) -> None:
         key = (src, dst, kind)

@@ -138,7 +138,8 @@ class ReferenceTable:
         name, *fields = event
         if name.startswith("_") or name in ("handle", "validate", "get"):
             raise ValueError(f"unknown ownership event {name!r}")
-        return getattr(self, name)(*fields)
+        instructions: list[Instruction] = getattr(self, name)(*fields)
+        return instructions
 
     def create_owned(
         self,

@@ -474,7 +474,7 @@ class StateModel(TaskFold):
         """
         log = self._log
         if since is None or not log:
-            selected: Iterable[dict[str, Any]] = log
+            selected: Iterable[Any] = log  # dicts, and positional tuples (apply_batch)
         else:
             first = self._seq - len(log) + 1  # the log holds consecutive events up to _seq
             selected = itertools.islice(log, max(0, since - first + 1), None)

@@ -69,7 +69,10 @@ class ViewTable:
         return self._rows
 
     def sync(
-        self, entries: Iterable[tuple[str, Any, Any]], make_row: Callable[[Any], dict], version: int
+        self,
+        entries: Iterable[tuple[str, Any, Any]],
+        make_row: Callable[[Any], dict[str, Any]],
+        version: int,
     ) -> int:
         """Make the table hold exactly ``entries``; returns how many keys changed.
 

@@ -73,7 +73,7 @@ class Scan:
 
     objects: dict[str, list[str]] = field(default_factory=dict)
     actors: dict[str, list[str]] = field(default_factory=dict)
-    refs: dict[str, list[ObjectRef]] = field(default_factory=dict)
+    refs: dict[str, list[ObjectRef[Any]]] = field(default_factory=dict)
     visited: int = 0
     seconds: float = 0.0
     truncated: bool = False

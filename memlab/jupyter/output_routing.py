@@ -62,7 +62,7 @@ class OutputRouting:
             return None
         parent = kernel.get_parent()
         header = parent.get("header") if parent else None
-        msg_id = header.get("msg_id") if header else None
+        msg_id: str | None = header.get("msg_id") if header else None
         if header is None or msg_id is None:
             return None
         if msg_id not in self.parents:

@@ -83,7 +83,7 @@ class BlockingProgress:
     def __call__(
         self,
         verb: str,
-        refs: list[ObjectRef],
+        refs: list[ObjectRef[Any]],
         need: int,
         timeout: float | None,
         call: Callable[[float | None], Any],
@@ -105,7 +105,7 @@ class BlockingProgress:
     def _run(
         self,
         verb: str,
-        refs: list[ObjectRef],
+        refs: list[ObjectRef[Any]],
         need: int,
         timeout: float | None,
         call: Callable[[float | None], Any],
@@ -157,7 +157,7 @@ class BlockingProgress:
             raise
 
 
-def _pending_count(refs: list[ObjectRef]) -> int:
+def _pending_count(refs: list[ObjectRef[Any]]) -> int:
     count = 0
     for ref in refs:
         info = ref.local_info()
@@ -166,7 +166,7 @@ def _pending_count(refs: list[ObjectRef]) -> int:
     return count
 
 
-def cancel_pending(refs: list[ObjectRef]) -> int:
+def cancel_pending(refs: list[ObjectRef[Any]]) -> int:
     """Cancel the tasks of the refs in ``refs`` that are not ready; how many were asked."""
     count = 0
     for ref in refs:

@@ -32,7 +32,7 @@ _NOT_SHIPPED = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_remote"}
 _run_cell = memlab.remote(run_cell)
 # id(value) -> (weak reference to it, its ref in the store): a value read by many cells is put
 # once; the entry goes with the value.
-_stored: dict[int, tuple[Any, memlab.ObjectRef, str]] = {}
+_stored: dict[int, tuple[Any, memlab.ObjectRef[Any], str]] = {}
 recent: deque[RemoteCell] = deque(maxlen=16)  # the last cells submitted (tests, dashboards)
 
 
@@ -108,7 +108,7 @@ def _analyze(shell: Any, cell: str, label: str) -> Any:
         raise UsageError(f"the %%remote cell does not parse: {exc.msg} ({where})") from None
 
 
-def _block(remote: RemoteCell, refs: list[memlab.ObjectRef], timeout: float | None) -> Any:
+def _block(remote: RemoteCell, refs: list[memlab.ObjectRef[Any]], timeout: float | None) -> Any:
     try:  # its prints have streamed into the cell meanwhile (output_routing)
         *_, value, _ = memlab.get(refs, timeout=timeout)
     except memlab.GetTimeoutError as exc:  # raised afresh: the hook's frames are noise here
@@ -118,7 +118,7 @@ def _block(remote: RemoteCell, refs: list[memlab.ObjectRef], timeout: float | No
     return value
 
 
-def _submit_from_cell(number: int, fn: Any, args: tuple[Any, ...]) -> list[memlab.ObjectRef]:
+def _submit_from_cell(number: int, fn: Any, args: tuple[Any, ...]) -> list[memlab.ObjectRef[Any]]:
     # Submitted from a function compiled under the cell's own file name, so the task's call
     # site (in memlab.state and its events) is "Cell In[N], line 1", not this module.
     ns: dict[str, Any] = {"__name__": "__main__"}

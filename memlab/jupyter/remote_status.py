@@ -34,8 +34,8 @@ class RemoteCell:
     def __init__(
         self,
         label: str,
-        value: memlab.ObjectRef,
-        output: memlab.ObjectRef,
+        value: memlab.ObjectRef[Any],
+        output: memlab.ObjectRef[Any],
         outputs: tuple[str, ...],
     ) -> None:
         self.label = label

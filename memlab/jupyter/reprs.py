@@ -36,7 +36,7 @@ def _badge(state: str) -> str:
     )
 
 
-def ref_summary(ref: ObjectRef) -> dict[str, Any]:
+def ref_summary(ref: ObjectRef[Any]) -> dict[str, Any]:
     """State, size, owner, call site and holders of ``ref`` from local knowledge only."""
     info = ref.local_info() or {
         "owner": ref.owner,
@@ -53,7 +53,7 @@ def ref_summary(ref: ObjectRef) -> dict[str, Any]:
     return {**info, "names": names}
 
 
-def ref_html(ref: ObjectRef) -> str:
+def ref_html(ref: ObjectRef[Any]) -> str:
     s = ref_summary(ref)
     parts = [
         f"<code>ObjectRef({ref.hex()[:16]}…)</code>",

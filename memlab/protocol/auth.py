@@ -26,9 +26,12 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from memlab.exceptions import AuthenticationError, ConnectionClosedError, HandshakeAbandonedError
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["MAGIC", "client_handshake", "server_handshake"]
 
@@ -50,7 +53,7 @@ def _check_secret(secret: bytes) -> None:
 
 
 def _recv_exact(
-    sock: Any,
+    sock: socket.socket,
     size: int,
     deadline: float,
     step: str,
@@ -114,7 +117,7 @@ def _recv_exact(
     return bytes(buf)
 
 
-def _send(sock: Any, data: bytes, deadline: float, step: str) -> None:
+def _send(sock: socket.socket, data: bytes, deadline: float, step: str) -> None:
     sock.settimeout(max(deadline - time.monotonic(), 1e-3))
     try:
         sock.sendall(data)
@@ -124,7 +127,7 @@ def _send(sock: Any, data: bytes, deadline: float, step: str) -> None:
         raise AuthenticationError(f"handshake failed while sending {step}: {exc}") from exc
 
 
-def server_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
+def server_handshake(sock: socket.socket, secret: bytes, timeout: float = 5.0) -> None:
     """Authenticate the client on a freshly accepted socket (server side).
 
     Args:
@@ -150,7 +153,7 @@ def server_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
     sock.settimeout(None)
 
 
-def client_handshake(sock: Any, secret: bytes, timeout: float = 5.0) -> None:
+def client_handshake(sock: socket.socket, secret: bytes, timeout: float = 5.0) -> None:
     """Authenticate the server on a freshly connected socket (client side).
 
     Args:

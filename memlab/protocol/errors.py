@@ -7,7 +7,8 @@ fields are all it needs): :func:`full_fields` and :func:`raise_if_full`.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TypeVar, cast
 
 import cloudpickle
 
@@ -46,13 +47,19 @@ def loads_error(data: bytes) -> BaseException:
     return error
 
 
-def full_fields(exc: ObjectStoreFullError) -> list[Any]:
+# The reply keeps the caller's own type: a reply read off a connection comes back as it went in.
+_Reply = TypeVar("_Reply", bound=Mapping[str, object])
+# What full_fields puts on the wire, in ObjectStoreFullError's argument order.
+_FullFields = tuple[int, int, int, int, str]
+
+
+def full_fields(exc: ObjectStoreFullError) -> list[int | str]:
     """A store's "no room" as a reply header field (``{"full": full_fields(exc)}``)."""
     return [exc.requested, exc.capacity, exc.used, exc.pinned, exc.detail]
 
 
-def raise_if_full(reply: dict[str, Any]) -> dict[str, Any]:
+def raise_if_full(reply: _Reply) -> _Reply:
     """The reply, unless it says the store had no room: then that ObjectStoreFullError."""
     if "full" in reply:
-        raise ObjectStoreFullError(*reply["full"])
+        raise ObjectStoreFullError(*cast(_FullFields, reply["full"]))
     return reply

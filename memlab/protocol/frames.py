@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from memlab.exceptions import ProtocolError
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "COPY_CHUNK_BYTES",
@@ -80,7 +83,7 @@ def _packer() -> msgpack.Packer:
     return packer
 
 
-def _as_bytes_view(payload: Any) -> bytes | memoryview:
+def _as_bytes_view(payload: bytes | memoryview) -> bytes | memoryview:
     """Return payload as bytes or a flat byte-format memoryview (so len() counts bytes)."""
     if type(payload) is bytes:
         return payload
@@ -96,7 +99,9 @@ def _as_bytes_view(payload: Any) -> bytes | memoryview:
     return view
 
 
-def encode(header: dict, payload: bytes | memoryview = b"") -> list[bytes | memoryview]:
+def encode(
+    header: dict[str, object], payload: bytes | memoryview = b""
+) -> list[bytes | memoryview]:
     """Encode one frame into the buffers to write, in order.
 
     Args:
@@ -153,7 +158,7 @@ class FrameReader:
     Not thread-safe: one reader thread per connection owns it.
     """
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         """Wrap a connected, blocking socket.
 
         Args:
@@ -162,7 +167,7 @@ class FrameReader:
         self._file = sock.makefile("rb", buffering=_READ_BUFFER)
         self._read = self._file.read
 
-    def read(self) -> tuple[dict, bytes]:
+    def read(self) -> tuple[dict[str, object], bytes]:
         """Read the next frame.
 
         Returns:

@@ -41,7 +41,7 @@ __all__ = ["CloseHandler", "Connection", "MessageHandler"]
 
 log = logging.getLogger("memlab.protocol")
 
-MessageHandler = Callable[["Connection", dict, bytes], None]
+MessageHandler = Callable[["Connection", dict[str, object], bytes], None]
 CloseHandler = Callable[["Connection", "BaseException | None"], None]
 
 # Bursts of small frames from several senders fill the default ~200 KiB buffer quickly; the
@@ -63,7 +63,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.lock = _thread.allocate_lock()
         self.lock.acquire()
-        self.header: dict | None = None
+        self.header: dict[str, object] | None = None
         self.payload: bytes = b""
         self.error: BaseException | None = None
 
@@ -145,7 +145,7 @@ class Connection:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def send(self, header: dict, payload: bytes | memoryview = b"") -> None:
+    def send(self, header: dict[str, object], payload: bytes | memoryview = b"") -> None:
         """Send one frame; thread-safe, returns once the kernel has all the bytes.
 
         Raises:
@@ -173,8 +173,11 @@ class Connection:
         raise ConnectionClosedError(self._who(), f"send failed: {error}") from error
 
     def request(
-        self, header: dict, payload: bytes | memoryview = b"", timeout: float | None = None
-    ) -> tuple[dict, bytes]:
+        self,
+        header: dict[str, object],
+        payload: bytes | memoryview = b"",
+        timeout: float | None = None,
+    ) -> tuple[dict[str, object], bytes]:
         """Send a request and wait for the reply whose ``"rr"`` equals the request's ``"rid"``.
 
         Args:
@@ -224,7 +227,12 @@ class Connection:
             raise waiter.error
         return waiter.header, waiter.payload  # type: ignore[return-value]
 
-    def reply(self, request_header: dict, header: dict, payload: bytes | memoryview = b"") -> None:
+    def reply(
+        self,
+        request_header: dict[str, object],
+        header: dict[str, object],
+        payload: bytes | memoryview = b"",
+    ) -> None:
         """Send ``header`` (plus ``"rr"``) as the reply to the request ``request_header``.
 
         Raises:

@@ -20,7 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import pickle
-from typing import Any
+from typing import Any, cast
 
 # Values of the ``kind`` tag in the reduce tuple.
 _TABLE = "table"
@@ -59,18 +59,21 @@ def reduce_arrow(obj: object) -> Any:
     if kind is None:
         return NotImplemented
     sink = pa.BufferOutputStream()
+    # _kind_of checked the type; the casts tell mypy what it found.
     if kind == _TABLE:
-        with pa.ipc.new_stream(sink, obj.schema) as writer:  # type: ignore[attr-defined]
-            writer.write_table(obj)
+        table = cast("pa.Table", obj)
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
     elif kind == _BATCH:
-        with pa.ipc.new_stream(sink, obj.schema) as writer:  # type: ignore[attr-defined]
-            writer.write_batch(obj)
+        batch = cast("pa.RecordBatch", obj)
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
     elif kind == _ARRAY:
-        batch = pa.RecordBatch.from_arrays([obj], names=[_COLUMN])
+        batch = pa.RecordBatch.from_arrays([cast("pa.Array[Any]", obj)], names=[_COLUMN])
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_batch(batch)
     else:
-        table = pa.Table.from_arrays([obj], names=[_COLUMN])
+        table = pa.Table.from_arrays([cast("pa.ChunkedArray[Any]", obj)], names=[_COLUMN])
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
     return rebuild_arrow, (kind, pickle.PickleBuffer(sink.getvalue()))

@@ -60,7 +60,8 @@ def drop_copies(node_id: str) -> int:
 
 def add_node(num_workers: int = 1, object_store_memory: int | None = None) -> str:
     """Start one more simulated node and return its id once it is ready."""
-    return _runtime().add_node(num_workers, object_store_memory)
+    node_id: str = _runtime().add_node(num_workers, object_store_memory)
+    return node_id
 
 
 def kill_owner(worker_id: str) -> str:

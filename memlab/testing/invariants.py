@@ -30,7 +30,7 @@ def _runtime() -> Any:
 def _ask(core: Any, peer: str, header: dict[str, Any]) -> dict[str, Any] | None:
     """A request to a process that may have died or exited meanwhile (None then)."""
     try:
-        reply, _ = core.conn_to(peer).request(header, timeout=10)
+        reply: dict[str, Any] = core.conn_to(peer).request(header, timeout=10)[0]
     except (ConnectionClosedError, TimeoutError, OSError):
         return None
     return reply

@@ -212,7 +212,7 @@ class CoreWorker:
         with self.lock:
             needs_registration, ins = self.table.add_local(oid, owner)
             self._apply(ins)
-        ref = ObjectRef(oid, owner, self)
+        ref: ObjectRef[Any] = ObjectRef(oid, owner, self)
         if needs_registration:
             try:
                 reply, _ = self.conn_to(owner).request(

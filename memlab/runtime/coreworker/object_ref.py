@@ -12,24 +12,28 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from memlab.runtime import context
 from memlab.serialization.context import record_ref
 
+# The type of the value a ref names, for type checkers only (refs are immutable: covariant).
+_T_co = TypeVar("_T_co", covariant=True)
+
 # A front end's HTML view of a ref (set by ``memlab.jupyter``; this layer never imports IPython).
-_html_renderer: Callable[[ObjectRef], str] | None = None
+_html_renderer: Callable[[ObjectRef[Any]], str] | None = None
 
 
-def set_html_renderer(render: Callable[[ObjectRef], str] | None) -> None:
+def set_html_renderer(render: Callable[[ObjectRef[Any]], str] | None) -> None:
     global _html_renderer
     _html_renderer = render
 
 
-class ObjectRef:
+class ObjectRef(Generic[_T_co]):
     """A reference to an object that may not exist yet; pass it to tasks or ``memlab.get`` it.
 
     Refs are hashable and compare by object id. ``ref.hex()`` is the id used by ``memlab.state``.
+    ``ObjectRef[T]`` is a ref to a value of type ``T``: ``memlab.get`` of it returns a ``T``.
     """
 
     __slots__ = ("__weakref__", "_core", "_id", "_owner")

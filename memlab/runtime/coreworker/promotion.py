@@ -28,7 +28,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from memlab.exceptions import ConnectionClosedError, MemlabError
 
@@ -79,10 +79,10 @@ def promote_copies(core: CoreWorker, oids: list[bytes], nodes: list[str]) -> dic
     return promoted
 
 
-def _ask(core: CoreWorker, node: str, request: dict) -> list[bytes]:
+def _ask(core: CoreWorker, node: str, request: dict[str, object]) -> list[bytes]:
     try:
         reply, _ = core.conn_to(node).request(request, timeout=_TIMEOUT)
     except (ConnectionClosedError, MemlabError, OSError) as exc:
         log.info("%s: node %s did not answer %r: %s", core.proc, node, request["t"], exc)
         return []
-    return list(reply.get("oids", ()))
+    return list(cast("list[bytes]", reply.get("oids", ())))

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memlab.exceptions import ObjectStoreFullError
 from memlab.protocol.endpoints import connect
@@ -182,7 +182,7 @@ class StoreService:
                 if "missing" in raise_if_full(reply):
                     return self._abort_copy(oid, offset)
                 if offset is None:
-                    size = reply["size"]
+                    size = cast(int, reply["size"])
                     try:
                         offset = self.store.create(oid, size, self.node_id, primary=False)
                     except ValueError:
