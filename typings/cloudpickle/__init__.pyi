@@ -5,7 +5,7 @@ from collections.abc import Callable
 from pickle import load as load
 from pickle import loads as loads
 from types import ModuleType
-from typing import IO
+from typing import IO, Any
 
 __version__: str
 
@@ -16,7 +16,7 @@ class Pickler(pickle.Pickler):
         protocol: int | None = None,
         buffer_callback: Callable[[pickle.PickleBuffer], object] | None = None,
     ) -> None: ...
-    def reducer_override(self, obj: object) -> object: ...
+    def reducer_override(self, obj: Any) -> Any: ...  # pickle.Pickler's own signature
 
 CloudPickler = Pickler
 
