@@ -310,6 +310,7 @@ class CoreWorker:
     def validate(self) -> None:
         with self.lock:
             self.table.validate()
+            self.recovery.validate()
             for oid, entry in self.table.entries.items():
                 # An entry kept only for lineage has no value, so no slot, until a rebuild.
                 if entry.owned and entry.state != "failed" and not entry.value_freed:

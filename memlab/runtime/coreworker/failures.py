@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from memlab.core.promotion import Outcome
 from memlab.exceptions import OwnerDiedError
 from memlab.runtime.coreworker.memory_store import PENDING, READY, run_wakeups
 from memlab.runtime.coreworker.promotion import promote_copies
@@ -108,32 +109,32 @@ class FailureHandling:
 
     def _promote_or_rebuild(self, sizes: dict[bytes, int]) -> None:
         """Make a surviving copy of each of these objects primary; rebuild the rest."""
-        promoted = promote_copies(self.peers, list(sizes), list(self.nodes))  # type: ignore[arg-type]
+        plan = promote_copies(self.peers, list(sizes), list(self.nodes))  # type: ignore[arg-type]
         wake: list[Any] = []
         lost: list[bytes] = []
         with self.lock:
             for oid, size in sizes.items():
-                node = promoted.get(oid)
                 slot = self.mstore.slots.get(oid)
                 entry = self.table.get(oid)
                 spec = entry.lineage if entry is not None else None
-                if (
+                # Not freed meanwhile, and no rebuild took it over.
+                wanted = not (
                     slot is None
                     or entry is None
                     or slot.state != PENDING
                     or (spec is not None and spec.task_id in self.scheduling.tasks)
-                ):
-                    # Freed meanwhile, or a rebuild took it over: the copy is nobody's.
-                    if node is not None:
-                        self.peers.send_later(node, {"t": "delete", "oids": [oid]})
-                    continue
-                if node is None:
+                )
+                outcome = plan.outcome(oid, wanted)
+                if outcome is Outcome.DELETE_COPY:  # the copy is nobody's
+                    self.peers.send_later(plan.promoted[oid], {"t": "delete", "oids": [oid]})
+                elif outcome is Outcome.LOST:
                     lost.append(oid)
-                    continue
-                wake += self.mstore.put_stored(oid, node, size)
-                self.table.set_ready(oid, node, size)  # a later free deletes it there
-                if self.events.enabled:
-                    self.events.emit("object.promoted", object_id=oid.hex(), node=node)
+                elif outcome is Outcome.PROMOTED:
+                    node = plan.promoted[oid]
+                    wake += self.mstore.put_stored(oid, node, size)
+                    self.table.set_ready(oid, node, size)  # a later free deletes it there
+                    if self.events.enabled:
+                        self.events.emit("object.promoted", object_id=oid.hex(), node=node)
             wake += self.lineage.objects_lost(lost)
         run_wakeups(wake)
 

@@ -1,5 +1,8 @@
 """Promoting a surviving copy when a node dies with primary copies on it.
 
+The choice of holder and the retries when a copy went meanwhile are ``core.promotion``'s
+(``PromotionPlan``); this shell asks the nodes and feeds their answers in.
+
 When a node dies, the objects an owner had there lose their primary copy, but a store on another
 node may still hold a secondary copy (made when a task there read the object). Before the owner
 rebuilds such an object from lineage, or fails it, it asks the live nodes which copies they hold
@@ -30,6 +33,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, cast
 
+from memlab.core.promotion import PromotionPlan
 from memlab.exceptions import ConnectionClosedError, MemlabError
 
 if TYPE_CHECKING:
@@ -43,7 +47,7 @@ log = logging.getLogger("memlab.runtime")
 _TIMEOUT = 10.0
 
 
-def promote_copies(core: CoreWorker, oids: list[bytes], nodes: list[str]) -> dict[bytes, str]:
+def promote_copies(core: CoreWorker, oids: list[bytes], nodes: list[str]) -> PromotionPlan:
     """Find copies of ``oids`` on ``nodes`` and make one copy of each primary (no lock held).
 
     Args:
@@ -52,31 +56,18 @@ def promote_copies(core: CoreWorker, oids: list[bytes], nodes: list[str]) -> dic
         nodes: The nodes alive now.
 
     Returns:
-        The node now holding the primary copy, per object promoted; objects with no copy left
-        are absent.
+        The finished plan: ``promoted`` names the node now holding the primary copy, per object
+        promoted (objects with no copy left are absent), and ``outcome`` says what to do with
+        each object.
     """
-    holders: dict[bytes, list[str]] = {}
+    plan = PromotionPlan()
     for node in nodes:
-        for oid in _ask(core, node, {"t": "holds", "oids": oids}):
-            holders.setdefault(oid, []).append(node)
-    promoted: dict[bytes, str] = {}
-    candidates = {oid: list(where) for oid, where in holders.items()}
-    while candidates:  # a copy may be evicted before its promotion: try the next holder
-        by_node: dict[str, list[bytes]] = {}
-        for oid, where in candidates.items():
-            by_node.setdefault(where[0], []).append(oid)
-        for node, batch in by_node.items():
-            others = {oid: [n for n in holders[oid] if n != node] for oid in batch}
-            done = set(_ask(core, node, {"t": "promote", "oids": batch, "copies": others}))
-            for oid in batch:
-                if oid in done:
-                    promoted[oid] = node
-                    del candidates[oid]
-                else:
-                    candidates[oid].pop(0)
-                    if not candidates[oid]:
-                        del candidates[oid]
-    return promoted
+        plan.holders_found(node, _ask(core, node, {"t": "holds", "oids": oids}))
+    while not plan.finished():  # a copy may be evicted before its promotion: try the next holder
+        for node, (batch, others) in plan.next_round().items():
+            done = _ask(core, node, {"t": "promote", "oids": batch, "copies": others})
+            plan.answered(node, batch, done)
+    return plan
 
 
 def _ask(core: CoreWorker, node: str, request: dict[str, object]) -> list[bytes]:

@@ -1,7 +1,10 @@
-"""Lineage reconstruction: rebuilding lost objects by re-running the tasks that made them.
+"""Lineage reconstruction: the shell that runs ``core.lineage``'s decisions.
 
-Owns the owner's kept lineage (finished task specs whose results may need rebuilding, bounded
-by a byte budget, oldest dropped first) and the rebuild of lost objects.
+``core.lineage`` owns the kept lineage (finished task specs whose results may need rebuilding,
+bounded by a byte budget, oldest dropped first) and decides what a loss means. This shell
+feeds it the owner's events (a task finished, a result entry left the table, an object lost,
+a task could not read an argument) and carries out what it decides: pin and unpin arguments
+in the ownership table, store an error as an object's value, or re-run the task.
 
 When a node dies, each object its owner had there is lost. A task result is rebuilt by
 re-running its task (within the task's ``max_retries``); its arguments are rebuilt first when
@@ -18,25 +21,50 @@ Every method is called with the core's lock held and returns wake-ups to run aft
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from memlab.exceptions import ObjectLostError, ObjectReconstructionFailedError
+from memlab.core.lineage import (
+    ARGUMENT_RELEASED,
+    DEFAULT_LINEAGE_BUDGET,
+    Lineage,
+    Verdict,
+)
 
 if TYPE_CHECKING:
+    from collections import OrderedDict
+
+    from memlab.core.lineage import LineageSpec
     from memlab.runtime.coreworker.core_worker import CoreWorker
     from memlab.runtime.coreworker.task_spec import TaskSpec
 
-DEFAULT_LINEAGE_BUDGET = 1 << 30  # bytes of kept task specs, as Ray's default
-SPEC_OVERHEAD = 256  # bytes a kept spec costs beyond its argument bytes
+__all__ = ["DEFAULT_LINEAGE_BUDGET", "Recovery"]
 
 
 class Recovery:
+    """The owner's lineage shell: feeds ``core.lineage`` and runs what it decides."""
+
     def __init__(self, core: CoreWorker, budget: int = DEFAULT_LINEAGE_BUDGET) -> None:
         self.core = core
-        self.budget = budget
-        self.kept: OrderedDict[bytes, TaskSpec] = OrderedDict()
-        self.kept_bytes = 0
+        self.lineage = Lineage(budget)
+
+    @property
+    def budget(self) -> int:
+        return self.lineage.budget
+
+    @budget.setter
+    def budget(self, budget: int) -> None:
+        self.lineage.budget = budget
+
+    @property
+    def kept(self) -> OrderedDict[bytes, LineageSpec]:
+        return self.lineage.kept
+
+    @property
+    def kept_bytes(self) -> int:
+        return self.lineage.kept_bytes
+
+    def validate(self) -> None:
+        self.lineage.validate()
 
     # -- lineage bookkeeping -------------------------------------------------------------------
 
@@ -44,36 +72,27 @@ class Recovery:
         """Keep the lineage of a finished task while any of its results lives."""
         core = self.core
         table = core.table
-        if spec.task_id in self.kept or spec.lineage_evicted:
+        lineage = self.lineage
+        if not lineage.wants(spec):
             return
-        spec.live_returns = sum(1 for r in spec.returns if table.get(r) is not None)
-        if spec.live_returns == 0:
+        live = sum(1 for r in spec.returns if table.get(r) is not None)
+        if live == 0:
+            spec.live_returns = 0
             return
         pinned = [oid for oid, owner in spec.deps if owner == core.proc]
         pinned += [oid for oid in spec.nested if (e := table.get(oid)) is not None and e.owned]
         table.pin_lineage(pinned)
-        spec.pinned = pinned
-        spec.lineage_bytes = len(spec.args) + SPEC_OVERHEAD
-        self.kept[spec.task_id] = spec
-        self.kept_bytes += spec.lineage_bytes
-        while self.kept_bytes > self.budget and self.kept:
-            _, oldest = next(iter(self.kept.items()))
+        lineage.keep(spec, live, pinned)
+        while (oldest := lineage.over_budget()) is not None:
             core.refcounting.apply(self._release(oldest, evicted=True))
 
     def lineage_dropped(self, spec: TaskSpec) -> list[Any]:
         """A result of ``spec`` left the owner's table; the last one releases the lineage."""
-        spec.live_returns -= 1
-        if spec.live_returns <= 0 and spec.task_id in self.kept:
-            return self._release(spec)
-        return []
+        unpin = self.lineage.result_dropped(spec)
+        return self.core.table.unpin_lineage(unpin) if unpin else []
 
-    def _release(self, spec: TaskSpec, evicted: bool = False) -> list[Any]:
-        self.kept.pop(spec.task_id, None)
-        self.kept_bytes -= spec.lineage_bytes
-        pinned, spec.pinned = spec.pinned, []
-        if evicted:
-            spec.lineage_evicted = True
-        return self.core.table.unpin_lineage(pinned)
+    def _release(self, spec: LineageSpec, evicted: bool = False) -> list[Any]:
+        return self.core.table.unpin_lineage(self.lineage.release(spec, evicted))
 
     # -- rebuilding ----------------------------------------------------------------------------
 
@@ -93,14 +112,9 @@ class Recovery:
                 core.events.emit("object.lost", object_id=oid.hex())
             spec = entry.lineage
             if spec is None:
-                error = ObjectLostError(
-                    oid.hex(),
-                    "it was made by memlab.put(), which leaves no lineage to rebuild "
-                    "it from; keep data that must survive node failures in the driver, or make "
-                    "it in a task so it can be re-run",
-                    entry.call_site,
-                )
-                wake += self._fail_object(oid, error)
+                decision = self.lineage.decide_loss(oid, None, entry.call_site, False)
+                assert decision.error is not None
+                wake += self._fail_object(oid, decision.error)
             else:
                 wake += self.rebuild(spec, oid)
         return wake
@@ -108,28 +122,20 @@ class Recovery:
     def rebuild(self, spec: TaskSpec, oid: bytes) -> list[Any]:
         core = self.core
         submitter = core.submitter
-        if spec.task_id in submitter.tasks:
-            return []  # already running or being rebuilt
-        reason = None
-        if spec.lineage_evicted:
-            reason = (
-                "its lineage was evicted to keep kept lineage within the budget; raise "
-                "memlab.init(lineage_budget=...) to keep more"
-            )
-        elif not spec.may_retry():
-            reason = f"the task's max_retries={spec.max_retries} is spent"
-        else:
+        lineage = self.lineage
+        running = spec.task_id in submitter.tasks
+        decision = lineage.decide_loss(oid, spec, spec.call_site, running)
+        if decision.verdict is Verdict.ALREADY_REBUILDING:
+            return []
+        if decision.verdict is Verdict.REBUILD:
             try:
                 core.refcounting.apply(core.table.add_submitted(spec.held))
             except KeyError:
-                reason = "an argument it read has been released by its owner"
-        if reason is not None:
-            error = ObjectReconstructionFailedError(
-                oid.hex(), spec.name, spec.attempt + 1, reason, spec.call_site
-            )
+                decision = lineage.cannot_rebuild(oid, spec, ARGUMENT_RELEASED)
+        if decision.error is not None:
             wake: list[Any] = []
             for ret in spec.returns:
-                wake += self._fail_object(ret, error)
+                wake += self._fail_object(ret, decision.error)
             return wake
         spec.attempt += 1
         spec.rebuilding = True
@@ -174,20 +180,10 @@ class Recovery:
     def argument_lost(self, spec: TaskSpec, error: BaseException) -> list[Any] | None:
         """A task could not read an argument: rebuild it (or have its owner rebuild it) and
         run the task again without using an attempt; None if that cannot help."""
-        if spec.lost_retries >= 5:
-            return None
         missing = getattr(error, "object_id", None)
-        lost = [(oid, owner) for oid, owner in spec.deps if oid.hex() == missing]
-        lost = lost or self._args_on_dead_nodes(spec)
+        read_from = [slot.node if slot is not None else None for slot in spec.resolved]
+        lost = self.lineage.lost_arguments(spec, missing, read_from, self.core.dead)
         return self._rerun(spec, lost) if lost else None
-
-    def _args_on_dead_nodes(self, spec: TaskSpec) -> list[tuple[bytes, str]]:
-        dead = self.core.dead
-        return [
-            (oid, owner)
-            for (oid, owner), slot in zip(spec.deps, spec.resolved)
-            if slot is not None and slot.node is not None and slot.node in dead
-        ]
 
     def _rerun(self, spec: TaskSpec, lost: list[tuple[bytes, str]]) -> list[Any]:
         core = self.core
