@@ -1,7 +1,8 @@
 """Tools for testing code that runs on memlab: fault injection and leak checks.
 
 ``faults`` kills workers on purpose (from inside a task, at a chosen stage, or from the driver);
-``leaks`` checks that a finished session left no process, socket or shared-memory file.
+``leaks`` checks that a finished session left no process, socket or shared-memory file;
+``placement`` puts tasks on a chosen node (``placed_on``).
 
     from memlab.testing import crash_once
 
@@ -35,6 +36,7 @@ from memlab.testing.faults import (
     worker_pids,
 )
 from memlab.testing.leaks import wait_for
+from memlab.testing.placement import placed_on
 
 __all__ = [
     "CRASH_MODES",
@@ -54,6 +56,7 @@ __all__ = [
     "kill_owner",
     "kill_worker",
     "nodes_alive",
+    "placed_on",
     "wait_for",
     "wait_for_file",
     "worker_pids",
