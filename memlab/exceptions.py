@@ -19,6 +19,7 @@ boundary. Invariants:
     ├── EventsUnavailableError(MemlabError, RuntimeError)   memlab.state without a collector
     ├── TaskError                         TaskError(ValueError) subclasses both, per cause class
     ├── TaskCancelledError
+    ├── TaskUnschedulableError            its node affinity names a node that is not alive
     ├── WorkerCrashedError
     ├── ObjectLostError
     │   ├── OwnerDiedError
@@ -66,6 +67,7 @@ __all__ = [
     "StaleRefError",
     "TaskCancelledError",
     "TaskError",
+    "TaskUnschedulableError",
     "WorkerCrashedError",
 ]
 
@@ -145,6 +147,24 @@ class TaskCancelledError(MemlabError):
         super().__init__(
             f"Task {task_name!r} ({task_id}) was cancelled, so it has no result; submit it "
             "again if you still need the value."
+        )
+
+
+class TaskUnschedulableError(MemlabError):
+    """Raised by ``get()`` on the result of a task bound to a node (a hard node affinity) that
+    is not alive: it died, or no node of that name ever joined."""
+
+    _fields = ("task_name", "task_id", "node_id", "reason")
+
+    def __init__(self, task_name: str, task_id: str, node_id: str, reason: str) -> None:
+        self.task_name = task_name
+        self.task_id = task_id
+        self.node_id = node_id
+        self.reason = reason
+        super().__init__(
+            f"Task {task_name!r} ({task_id}) must run on node {node_id!r}, which {reason}; "
+            "place it on an alive node (memlab.testing.nodes_alive() lists them), or make the "
+            "affinity soft so it runs elsewhere when its node is gone."
         )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ChaosReport",
     "add_node",
     "chaos",
+    "delete_copy",
     "drop_copies",
     "kill_node",
     "kill_owner",
@@ -56,6 +57,12 @@ def drop_copies(node_id: str) -> int:
         raise ValueError(f"no alive node {node_id!r}; alive nodes are {runtime.nodes.alive}")
     reply, _ = runtime.core.conn_to(node_id).request({"t": "drop_copies"}, timeout=30)
     return int(reply["count"])
+
+
+def delete_copy(node_id: str, ref: Any) -> None:
+    """Delete ``ref``'s copy from node ``node_id``'s store behind its owner's back, as a
+    corrupted store would; the owner finds it lost when it next needs the value."""
+    _runtime().core.conn_to(node_id).send({"t": "delete", "oids": [ref.binary]})
 
 
 def add_node(num_workers: int = 1, object_store_memory: int | None = None) -> str:

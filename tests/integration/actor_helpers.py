@@ -1,17 +1,13 @@
-"""Shared helpers of the actor tests: state lookups and the check that no actor (nor the
-worker that hosted it) outlives a test."""
+"""Shared helpers of the actor tests: state lookups (the check that no actor outlives a test
+is the ``no_actor_survives`` fixture in conftest.py)."""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from typing import Any
 
 import psutil
-import pytest
 
 import memlab
-from memlab.testing import wait_for
 
 DEADLINE = 10.0
 
@@ -50,23 +46,3 @@ def actor_events(actor_id: str, since: int | None = None) -> list[dict[str, Any]
 
 def last_seq() -> int | None:
     return max((e["seq"] for e in memlab.state.events()), default=None)
-
-
-@pytest.fixture(autouse=True)
-def no_actor_survives(rt: Any) -> Iterator[None]:
-    """After each test, every actor is dead and every worker that hosted one has exited."""
-    since = last_seq()
-    yield
-    gc.collect()
-    wait_for(
-        lambda: all(a["state"] == "dead" for a in memlab.state.actors()),
-        DEADLINE,
-        message="every actor dead after the test",
-    )
-    pids = {w["worker_id"]: w["pid"] for w in memlab.state.workers()}
-    hosts = {e["worker"] for e in memlab.state.events(since) if e["kind"] == "actor.created"}
-    wait_for(
-        lambda: all(gone(pids[w]) for w in hosts if w in pids),
-        DEADLINE,
-        message=f"the workers that hosted actors ({sorted(hosts)}) exited",
-    )

@@ -19,16 +19,17 @@ from typing import Any
 import pytest
 
 import memlab
-from memlab.testing import crash_once, kill_worker, wait_for, wait_for_file
-from tests.integration.actor_helpers import (  # noqa: F401
+from memlab.testing import actor_id, crash_once, kill_worker, wait_for, wait_for_file
+from tests.integration.actor_helpers import (
     actor_events,
     actor_record,
     gone,
     last_seq,
     name_is_free,
-    no_actor_survives,
-    pid_of,
 )
+from tests.integration.helpers import DEATHS
+
+pytestmark = pytest.mark.usefixtures("no_actor_survives")
 
 DEADLINE = 10.0
 START = 7  # what __init__ sets the actor's counter to
@@ -82,7 +83,7 @@ def run_scenario(how: str, marker: str | None, max_restarts: int, retries: int) 
     crashed = _outcome(h.crash.remote(how, marker))
     later = _outcome(h.whoami.remote())  # sent once the crashing call has its answer
     return {
-        "aid": h._actor_id.hex(),
+        "aid": actor_id(h),
         "before": before,
         "pid": pid,
         "crashed": crashed,
@@ -112,18 +113,6 @@ def make_actor(start: int) -> tuple[memlab.ActorHandle, int]:
 
 
 # ---------------------------------------------------------------------------------- the table
-
-
-@dataclass(frozen=True)
-class Death:
-    says: str  # how the death must be described in the reason
-
-
-DEATHS = {
-    "sigkill": Death("killed by SIGKILL"),
-    "exit": Death("exited with code 3"),
-    "segfault": Death("killed by SIGSEGV"),
-}
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,17 @@ import numpy as np
 import pytest
 
 import memlab
-from memlab.testing import wait_for, wait_for_file, worker_pids
-from tests.integration.actor_helpers import (  # noqa: F401
+from memlab.testing import actor_id, wait_for, wait_for_file, worker_pids
+from tests.integration.actor_helpers import (
     actor_events,
     actor_record,
     gone,
     last_seq,
     name_is_free,
-    no_actor_survives,
     pid_of,
 )
+
+pytestmark = pytest.mark.usefixtures("no_actor_survives")
 
 DEADLINE = 10.0
 BIG = 50_000  # float64 elements: 400 kB, above the inline threshold
@@ -161,7 +162,7 @@ def test_state_and_events_follow_an_actor_from_creation_to_death(rt: Any) -> Non
     since = last_seq()
     h = Counter.options(max_restarts=1).remote()
     pid = memlab.get(h.pid.remote(), timeout=DEADLINE)
-    aid = h._actor_id.hex()
+    aid = actor_id(h)
     wait_for(lambda: actor_record(aid) is not None, DEADLINE, message="the actor in memlab.state")
     record = actor_record(aid)
     assert record is not None
@@ -229,7 +230,7 @@ def test_named_actor_is_found_by_name_and_lives_until_killed(rt: Any) -> None:
 
     memlab.kill(again)
     wait_for(lambda: gone(pid), DEADLINE, message="the killed actor's worker exited")
-    aid = again._actor_id.hex()
+    aid = actor_id(again)
     wait_for(
         lambda: (actor_record(aid) or {}).get("state") == "dead",
         DEADLINE,
@@ -276,7 +277,7 @@ def test_actor_is_killed_when_every_handle_goes_out_of_scope(rt: Any) -> None:
     since = last_seq()
     h = Counter.remote()
     pid = memlab.get(h.pid.remote(), timeout=DEADLINE)
-    aid = h._actor_id.hex()
+    aid = actor_id(h)
     # A handle held by a task keeps it alive while the task runs.
     assert memlab.get(add_through.remote(h, 3), timeout=DEADLINE) == 3
     assert not gone(pid)
@@ -367,7 +368,7 @@ def test_constructor_error_fails_every_call_and_says_why(rt: Any) -> None:
             message = str(info.value)
             assert "constructor" in message and "cannot start: no config" in message, message
             assert "BrokenInit" in message, message
-    aid = h._actor_id.hex()
+    aid = actor_id(h)
     wait_for(
         lambda: (actor_record(aid) or {}).get("state") == "dead",
         DEADLINE,

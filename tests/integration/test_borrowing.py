@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 import memlab
-from memlab.testing.leaks import wait_for
+from memlab.testing import store_stats, wait_for
 
 _kept: list[Any] = []  # lives in the worker process between tasks
 
@@ -30,11 +30,6 @@ def drop_kept() -> int:
     return 0
 
 
-def node_used(rt: Any) -> int:
-    reply, _ = rt.core.conn_to("node-0").request({"t": "stats"})
-    return int(reply["used"])
-
-
 def holders(ref_hex: str) -> dict[str, Any] | None:
     for o in memlab.state.objects():
         if o["object_id"] == ref_hex:
@@ -43,7 +38,7 @@ def holders(ref_hex: str) -> dict[str, Any] | None:
 
 
 def test_worker_borrow_outlives_the_drivers_ref(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime(num_workers=1)  # one worker: every task sees the same _kept
+    fresh_runtime(num_workers=1)  # one worker: every task sees the same _kept
     x = memlab.put(np.ones(500_000))  # 4 MB in shared memory
     x_hex = x.hex()
     assert memlab.get(keep.remote([x])) == 1
@@ -54,7 +49,7 @@ def test_worker_borrow_outlives_the_drivers_ref(fresh_runtime: Callable[..., Any
     assert memlab.get(read_kept.remote()) == 500_000.0
     memlab.get(drop_kept.remote())
     wait_for(lambda: holders(x_hex) is None, 5, message="object freed after the borrow ended")
-    wait_for(lambda: node_used(rt) == 0, 2, message="store bytes freed")
+    wait_for(lambda: store_stats()["used"] == 0, 2, message="store bytes freed")
 
 
 def test_nested_refs_chain_through_two_workers(fresh_runtime: Callable[..., Any]) -> None:

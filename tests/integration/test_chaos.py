@@ -36,7 +36,7 @@ from memlab.exceptions import (
     ObjectLostError,
     WorkerCrashedError,
 )
-from memlab.testing import ChaosReport, chaos, wait_for
+from memlab.testing import ChaosReport, chaos, store_object, wait_for
 
 SEED = int(os.environ.get("MEMLAB_CHAOS_SEED", "20240611"))
 CHAOS_SECONDS = 22.0
@@ -378,11 +378,7 @@ def test_mixed_workload_survives_random_kills(fresh_runtime: Any) -> None:
             node = os.path.basename(os.path.dirname(f))[len("spill-") :]
             oid = bytes.fromhex(os.path.basename(f))
             with contextlib.suppress(Exception):
-                infos.append(
-                    runtime.core.conn_to(node).request({"t": "object_info", "oid": oid}, timeout=5)[
-                        0
-                    ]
-                )
+                infos.append(store_object(node, oid))
         raise AssertionError(
             f"spill files left after the last ref was dropped, by directory: "
             f"{dict(left)} (alive nodes: {memlab.testing.nodes_alive()}); what their node "

@@ -93,19 +93,6 @@ def _read_marked_line(stream: Any, marker: str, timeout: float) -> dict[str, Any
                 return json.loads(line[len(marker) + 1 :])
 
 
-@pytest.fixture
-def private_tmp() -> Iterator[str]:
-    """A short private $TMPDIR for a driver under test, so its session directory lives there.
-
-    Any ``memlab.init()`` on this machine (other test runs included) reaps the files of sessions
-    whose driver is dead, in /tmp and /dev/shm. A session directory in this private TMPDIR is out
-    of their reach, so a test sees what the session itself cleaned up, not what a stranger did.
-    """
-    path = tempfile.mkdtemp(prefix="mlc-", dir="/tmp")  # short: socket paths are limited
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _start_driver(mode: str, tmpdir: str | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ) if tmpdir is None else {**os.environ, "TMPDIR": tmpdir}
     return subprocess.Popen(

@@ -16,8 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -31,13 +29,6 @@ INIT = (
     "memlab.init(num_workers=2, num_nodes=2, object_store_memory=128 << 20)\n"
     "print('init returned', flush=True)\n"
 )
-
-
-@pytest.fixture
-def private_tmp() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="mlk-", dir="/tmp")  # short: socket paths are limited
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _left_by(pid: int, tmp: str) -> tuple[list[int], list[str]]:

@@ -15,83 +15,79 @@ import pyarrow as pa
 import pytest
 
 import memlab
-from memlab.testing.leaks import wait_for
+from memlab.testing import (
+    arena_bounds,
+    flush_releases,
+    memory_store_size,
+    store_stats,
+    table_size,
+    wait_for,
+)
 
 MiB = 1 << 20
 
 
-def node_stats(rt: Any) -> dict[str, Any]:
-    reply, _ = rt.core.conn_to("node-0").request({"t": "stats"})
-    return reply
-
-
-def arena_range(rt: Any) -> tuple[int, int]:
-    arena = rt.core.store.arena
-    base = arena.readonly_array(0, 1).__array_interface__["data"][0]
-    return base, base + arena.capacity
-
-
-def inside_arena(rt: Any, address: int) -> bool:
-    lo, hi = arena_range(rt)
+def inside_arena(address: int) -> bool:
+    lo, hi = arena_bounds()
     return lo <= address < hi
 
 
 def test_del_frees_shared_memory_within_a_second(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime()
-    base = node_stats(rt)["used"]
+    fresh_runtime()
+    base = store_stats()["used"]
     ref = memlab.put(np.ones(8 * MiB // 8))
-    assert node_stats(rt)["used"] >= base + 8 * MiB
+    assert store_stats()["used"] >= base + 8 * MiB
     del ref
-    wait_for(lambda: node_stats(rt)["used"] == base, 1.0, message="store bytes freed")
-    assert rt.core.table.entries == {}
+    wait_for(lambda: store_stats()["used"] == base, 1.0, message="store bytes freed")
+    assert table_size() == 0
 
 
 def test_put_get_del_loop_keeps_store_flat(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime()
-    base = node_stats(rt)["used"]
+    fresh_runtime()
+    base = store_stats()["used"]
     for i in range(200):
         ref = memlab.put(np.full(MiB // 8, i, dtype=np.int64))
         assert int(memlab.get(ref)[0]) == i
         del ref
     gc.collect()
-    wait_for(lambda: node_stats(rt)["used"] == base, 2.0, message="store back to its base")
-    assert len(rt.core.table.entries) == 0
-    assert len(rt.core.mstore.slots) == 0
+    wait_for(lambda: store_stats()["used"] == base, 2.0, message="store back to its base")
+    assert table_size() == 0
+    assert memory_store_size() == 0
 
 
 def test_task_results_are_freed_too(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime()
+    fresh_runtime()
 
     @memlab.remote
     def make(i: int) -> np.ndarray:
         return np.full(MiB // 8, i, dtype=np.int64)
 
-    base = node_stats(rt)["used"]
+    base = store_stats()["used"]
     for i in range(30):
         assert int(memlab.get(make.remote(i))[-1]) == i
-    wait_for(lambda: node_stats(rt)["used"] == base, 2.0, message="task results freed")
+    wait_for(lambda: store_stats()["used"] == base, 2.0, message="task results freed")
 
 
 def test_live_view_keeps_its_region(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime(object_store_memory=64 * MiB)
+    fresh_runtime(object_store_memory=64 * MiB)
     ref = memlab.put(np.full(20 * MiB // 8, 1.0))
     view = memlab.get(ref)
     del ref  # the object is freed, but the view still points into the arena
-    wait_for(lambda: rt.core.table.entries == {}, 1.0, message="ref released")
+    wait_for(lambda: table_size() == 0, 1.0, message="ref released")
     others = [memlab.put(np.full(20 * MiB // 8, 2.0)) for _ in range(2)]
     assert float(view.min()) == float(view.max()) == 1.0, "region reused under a live view"
     address = view.__array_interface__["data"][0]
     del view
     gc.collect()
-    wait_for(lambda: node_stats(rt)["used"] <= 2 * 21 * MiB, 2.0, message="view's region freed")
+    wait_for(lambda: store_stats()["used"] <= 2 * 21 * MiB, 2.0, message="view's region freed")
     third = memlab.put(np.full(20 * MiB // 8, 3.0))
-    assert inside_arena(rt, address)
+    assert inside_arena(address)
     assert float(memlab.get(third)[0]) == 3.0
     del others, third
 
 
 def test_zero_copy_reads(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime()
+    fresh_runtime()
     structured = np.zeros(200_000, dtype=[("a", "i4"), ("b", "f8"), ("c", "S3")])
     structured["a"] = np.arange(200_000)
     table = pa.table({"x": np.arange(500_000), "y": np.random.rand(500_000)})
@@ -103,20 +99,20 @@ def test_zero_copy_reads(fresh_runtime: Callable[..., Any]) -> None:
 
     assert got_struct.dtype == structured.dtype and int(got_struct["a"][-1]) == 199_999
     assert not got_struct.flags.writeable
-    assert inside_arena(rt, got_struct.__array_interface__["data"][0])
+    assert inside_arena(got_struct.__array_interface__["data"][0])
     with pytest.raises(ValueError, match="read-only"):
         got_struct["a"][0] = 5
 
     assert got_table.equals(table)
-    assert inside_arena(rt, got_table.column("y").chunk(0).buffers()[1].address)
+    assert inside_arena(got_table.column("y").chunk(0).buffers()[1].address)
 
     column = got_frame["x"].to_numpy()
-    assert inside_arena(rt, column.__array_interface__["data"][0])
+    assert inside_arena(column.__array_interface__["data"][0])
     assert float(column.sum()) == float(frame["x"].sum())
 
 
 def test_large_get_does_not_grow_reader_rss(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime(object_store_memory=1100 * MiB)
+    fresh_runtime(object_store_memory=1100 * MiB)
 
     @memlab.remote
     def make() -> np.ndarray:
@@ -130,24 +126,24 @@ def test_large_get_does_not_grow_reader_rss(fresh_runtime: Callable[..., Any]) -
     grown = me.memory_info().rss - before
     assert arr.nbytes == 512 * MiB
     assert grown < 16 * MiB, f"get grew RSS by {grown / MiB:.0f} MiB"
-    assert inside_arena(rt, arr.__array_interface__["data"][0])
+    assert inside_arena(arr.__array_interface__["data"][0])
     del arr, ref
 
 
 def test_full_store_spills_and_restores(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime(object_store_memory=64 * MiB)
+    fresh_runtime(object_store_memory=64 * MiB)
     refs = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(4)]  # 100 MiB > 64 MiB
-    stats = node_stats(rt)
+    stats = store_stats()
     assert stats["spilled_bytes"] > 0
     for i, ref in enumerate(refs):
         value = memlab.get(ref)
         assert float(value[0]) == float(value[-1]) == float(i)
         del value  # let it be spilled again to make room for the next restore
         gc.collect()
-        rt.core.store.flush()
+        flush_releases()
     del refs, ref
     wait_for(
-        lambda: node_stats(rt)["used"] == 0 and node_stats(rt)["spilled_bytes"] == 0,
+        lambda: store_stats()["used"] == 0 and store_stats()["spilled_bytes"] == 0,
         2.0,
         message="store and spill empty",
     )
@@ -158,10 +154,10 @@ def test_spilled_put_with_no_room_to_restore_waits_and_is_not_lost(
 ) -> None:
     # A put has no lineage: had the runtime taken "no room to restore it" for "no copy", the
     # value would be gone for good (ObjectLostError on every later read).
-    rt = fresh_runtime(object_store_memory=64 * MiB)
+    fresh_runtime(object_store_memory=64 * MiB)
     first = memlab.put(np.full(25 * MiB // 8, 7.0))
     others = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(2)]  # spills `first`
-    assert node_stats(rt)["spilled_bytes"] > 0
+    assert store_stats()["spilled_bytes"] > 0
     views = memlab.get(others)  # pinned: nothing else can be spilled to restore `first`
 
     with pytest.raises(memlab.ObjectStoreFullError, match="pinned"):
@@ -169,8 +165,8 @@ def test_spilled_put_with_no_room_to_restore_waits_and_is_not_lost(
 
     del views
     gc.collect()
-    rt.core.store.flush()
-    wait_for(lambda: node_stats(rt)["num_pinned"] == 0, 2.0, message="pins released")
+    flush_releases()
+    wait_for(lambda: store_stats()["num_pinned"] == 0, 2.0, message="pins released")
     value = memlab.get(first, timeout=30)
     assert float(value[0]) == float(value[-1]) == 7.0
     del value, first, others
@@ -179,7 +175,7 @@ def test_spilled_put_with_no_room_to_restore_waits_and_is_not_lost(
 def test_task_result_waits_for_room_held_by_pinned_views(
     fresh_runtime: Callable[..., Any], tmp_path: Path
 ) -> None:
-    rt = fresh_runtime(object_store_memory=64 * MiB)
+    fresh_runtime(object_store_memory=64 * MiB)
     held = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(2)]
     views = memlab.get(held)  # 50 of 64 MiB pinned: a 25 MiB result has no room yet
     started = tmp_path / "returning"
@@ -194,14 +190,14 @@ def test_task_result_waits_for_room_held_by_pinned_views(
     wait_for(started.exists, 30.0, message="the task is returning its result")
     del views  # the pins go while the result waits for room
     gc.collect()
-    rt.core.store.flush()
+    flush_releases()
     value = memlab.get(ref, timeout=30)
     assert float(value[0]) == float(value[-1]) == 3.0
     del value, ref, held
 
 
 def test_store_full_error_names_sizes_and_fix(fresh_runtime: Callable[..., Any]) -> None:
-    rt = fresh_runtime(object_store_memory=64 * MiB)
+    fresh_runtime(object_store_memory=64 * MiB)
     with pytest.raises(memlab.ObjectStoreFullError, match="object_store_memory") as info:
         memlab.put(np.ones(100 * MiB // 8))
     assert "MiB" in str(info.value)
@@ -212,8 +208,8 @@ def test_store_full_error_names_sizes_and_fix(fresh_runtime: Callable[..., Any])
     assert float(views[0][0]) == 1.0
     del views
     gc.collect()
-    rt.core.store.flush()
-    wait_for(lambda: node_stats(rt)["num_pinned"] == 0, 2.0, message="pins released")
+    flush_releases()
+    wait_for(lambda: store_stats()["num_pinned"] == 0, 2.0, message="pins released")
     extra = memlab.put(np.ones(25 * MiB // 8))  # now the store can spill one of them
     assert float(memlab.get(extra)[0]) == 1.0
     del held, extra

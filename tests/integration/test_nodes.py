@@ -18,12 +18,11 @@ import pytest
 import memlab
 import memlab.state
 from memlab.ids import task_of
-from memlab.testing import add_node, kill_node, nodes_alive, wait_for
+from memlab.testing import add_node, kill_node, nodes_alive, placed_on, store_stats, wait_for
+from tests.conftest import STORE
+from tests.integration.helpers import BIG, DEADLINE, primary, wait_primary
 
-STORE = 256 << 20
 NODES = ("node-0", "node-1")
-BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it lives in a store
-DEADLINE = 20.0
 EVENTS_DEADLINE = 5.0
 
 
@@ -36,64 +35,35 @@ def where(i: int) -> tuple[int, str]:
 
 @memlab.remote
 def big(i: int) -> np.ndarray:
-    time.sleep(0.05)  # like ``where``: a batch outlasts the lease grants, so it spans both nodes
     return np.full(BIG, i, dtype=np.float64)
 
 
 @memlab.remote
 def read_big(a: np.ndarray) -> tuple[float, str]:
-    # As long as ``where``: a batch keeps several workers busy, so its leases span both nodes
-    # (a fast reader lets the first granted lease run the whole batch on one node).
-    time.sleep(0.05)
     return float(a.sum()), os.environ["MEMLAB_NODE"]
 
 
 # ------------------------------------------------------------------------------------ helpers
 
 
-def store_stats(rt: Any, node: str) -> dict[str, Any]:
-    """The node manager's own account of its store (not the event-fed model)."""
-    reply, _ = rt.core.conn_to(node).request({"t": "stats"}, timeout=10)
-    return reply
-
-
-def primary(ref: memlab.ObjectRef) -> str | None:
-    """The node holding the primary copy of a ready object, per ``memlab.state``."""
-    for rec in memlab.state.objects():
-        if rec["object_id"] == ref.hex():
-            return rec["locations"][0] if rec["locations"] else None
-    return None
-
-
-def made_on(node: str, tries: int = 10, fn: Any = big) -> tuple[memlab.ObjectRef, int]:
-    """A ``big`` result whose primary copy is on ``node``; returns the ref and its fill value.
-
-    Tasks are submitted in batches: a batch needs several leases, and leases are spread over
-    the nodes round robin, so some results land on each node. The others are freed.
-    """
-    for attempt in range(tries):
-        refs = [fn.remote(attempt * 8 + i) for i in range(8)]
-        memlab.wait(refs, num_returns=len(refs), timeout=DEADLINE)
-        for i, ref in enumerate(refs):
-            if primary(ref) == node:
-                return ref, attempt * 8 + i
-    raise AssertionError(f"no task result landed on {node} in {tries} batches")
+def made_on(node: str, value: int = 7, fn: Any = big) -> tuple[memlab.ObjectRef, int]:
+    """A ``big`` result run on ``node`` (its primary copy is there); the ref and its fill value."""
+    with placed_on(node):
+        ref = fn.remote(value)
+    memlab.wait([ref], timeout=DEADLINE)
+    wait_primary(ref, node)
+    return ref, value
 
 
 def copy_to_node_0(ref: memlab.ObjectRef, value: int) -> None:
-    """Readers on node-0 pull a copy into node-0's store (batches spread over both nodes)."""
-    for _ in range(10):
-        results = memlab.get([read_big.remote(ref) for _ in range(8)], timeout=DEADLINE)
-        assert all(total == value * BIG for total, _ in results)
-        if "node-0" in {node for _, node in results}:
-            return
-    raise AssertionError("no reader task ran on node-0 in 10 batches")
+    """A reader on node-0 pulls a copy of ``ref`` into node-0's store."""
+    with placed_on("node-0"):
+        total, node = memlab.get(read_big.remote(ref), timeout=DEADLINE)
+    assert total == value * BIG and node == "node-0"
 
 
-def stores_empty(rt: Any, nodes: tuple[str, ...] = NODES) -> bool:
-    return all(
-        store_stats(rt, n)["num_objects"] == 0 and store_stats(rt, n)["used"] == 0 for n in nodes
-    )
+def stores_empty(nodes: tuple[str, ...] = NODES) -> bool:
+    return all(store_stats(n)["num_objects"] == 0 and store_stats(n)["used"] == 0 for n in nodes)
 
 
 # -------------------------------------------------------------------------------------- tests
@@ -172,31 +142,31 @@ def test_task_records_name_the_node_they_ran_on(fresh_runtime: Any) -> None:
 def test_value_needed_on_another_node_gets_a_secondary_copy_freed_with_it(
     fresh_runtime: Any,
 ) -> None:
-    rt = fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
     ref, value = made_on("node-1")
     wait_for(
-        lambda: store_stats(rt, "node-1")["num_objects"] == 1,
+        lambda: store_stats("node-1")["num_objects"] == 1,
         DEADLINE,
         message="node-1 holds the primary copy",
     )
-    assert store_stats(rt, "node-0")["num_objects"] == 0
+    assert store_stats("node-0")["num_objects"] == 0
 
     copy_to_node_0(ref, value)
-    stats0 = store_stats(rt, "node-0")
+    stats0 = store_stats("node-0")
     assert stats0["num_objects"] == 1, "node-0's store should hold a secondary copy"
     assert stats0["used"] >= BIG * 8
-    assert store_stats(rt, "node-1")["num_objects"] == 1  # the primary stays where it was made
+    assert store_stats("node-1")["num_objects"] == 1  # the primary stays where it was made
     assert primary(ref) == "node-1"
 
     # Freeing the object removes the primary and, with it, the secondary copy.
     del ref
     wait_for(
-        lambda: stores_empty(rt), DEADLINE, message="both stores empty after the object was freed"
+        lambda: stores_empty(), DEADLINE, message="both stores empty after the object was freed"
     )
 
 
 def test_a_copy_on_a_live_node_becomes_primary_when_its_node_dies(fresh_runtime: Any) -> None:
-    rt = fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
+    fresh_runtime(num_nodes=2, num_workers=4, object_store_memory=STORE)
     # No retries: if the surviving copy were not used, the object could not be rebuilt.
     ref, value = made_on("node-1", fn=big.options(max_retries=0))
     copy_to_node_0(ref, value)
@@ -216,7 +186,7 @@ def test_a_copy_on_a_live_node_becomes_primary_when_its_node_dies(fresh_runtime:
     # It is a primary now: freeing the object deletes it.
     del ref
     wait_for(
-        lambda: stores_empty(rt, ("node-0",)),
+        lambda: stores_empty(("node-0",)),
         DEADLINE,
         message="node-0's store empty after the object was freed",
     )
@@ -277,36 +247,22 @@ def test_head_node_cannot_be_killed(fresh_runtime: Any) -> None:
 
 
 @memlab.remote
-def large_once_on_node_1(claim: str, size: int) -> np.ndarray | None:
-    """The first of these to run on node-1 returns ``size`` bytes; every other returns None."""
-    time.sleep(0.05)  # like ``where``: a batch spans both nodes
-    if os.environ["MEMLAB_NODE"] != "node-1":
-        return None
-    try:
-        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return None
+def large(size: int) -> np.ndarray:
     return np.arange(size, dtype=np.uint8)  # a wrapping byte pattern: a misplaced piece shows
 
 
-def test_value_larger_than_a_frame_crosses_nodes_intact(fresh_runtime: Any, tmp_path: Any) -> None:
+def test_value_larger_than_a_frame_crosses_nodes_intact(fresh_runtime: Any) -> None:
     """Copies between nodes travel in pieces: a value over the frame cap arrives whole."""
     from memlab.protocol.frames import COPY_CHUNK_BYTES, MAX_PAYLOAD_BYTES
 
     size = MAX_PAYLOAD_BYTES + COPY_CHUNK_BYTES // 3  # not a whole number of pieces
-    rt = fresh_runtime(num_nodes=2, num_workers=2, object_store_memory=4 * size)
-    claim = str(tmp_path / "claim")
-    ref = None
-    for _attempt in range(10):
-        refs = [large_once_on_node_1.remote(claim, size) for _ in range(4)]
-        memlab.wait(refs, num_returns=len(refs), timeout=60)
-        landed = [r for r in refs if primary(r) == "node-1"]
-        if landed:
-            ref = landed[0]
-            break
-    assert ref is not None, "no batch ran on node-1"
+    fresh_runtime(num_nodes=2, num_workers=2, object_store_memory=4 * size)
+    with placed_on("node-1"):
+        ref = large.remote(size)
+    memlab.wait([ref], timeout=60)
+    wait_primary(ref, "node-1")
     value = memlab.get(ref, timeout=60)  # the driver is on node-0: its node pulls a copy
-    assert store_stats(rt, "node-0")["num_objects"] == 1, "node-0 should hold the copy"
+    assert store_stats("node-0")["num_objects"] == 1, "node-0 should hold the copy"
     assert value.nbytes == size
     assert np.array_equal(value, np.arange(size, dtype=np.uint8))
-    del value, ref, refs, landed
+    del value, ref

@@ -20,7 +20,7 @@ import memlab
 import memlab.state
 from memlab.exceptions import OwnerDiedError
 from memlab.ids import task_of
-from memlab.testing import first_attempt, kill_owner, wait_for, wait_for_file
+from memlab.testing import first_attempt, kill_owner, store_stats, wait_for, wait_for_file
 
 STORE = 256 << 20
 BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it lives in a store
@@ -95,11 +95,6 @@ def own_big_result(marker: str, owner_file: str) -> None:
     memlab.get(inner)  # never returns: this worker is killed while the result waits
 
 
-def store_stats(rt: Any, node: str) -> dict[str, Any]:
-    reply, _ = rt.core.conn_to(node).request({"t": "stats"}, timeout=10)
-    return reply
-
-
 def died_workers() -> set[str]:
     return {e["worker_id"] for e in memlab.state.events() if e["kind"] == "worker.died"}
 
@@ -111,7 +106,7 @@ def start(fresh_runtime: Any) -> Any:
 def test_borrowers_see_owner_died_and_stores_drop_the_copies(
     fresh_runtime: Any, tmp_path: Path
 ) -> None:
-    rt = start(fresh_runtime)
+    start(fresh_runtime)
     started, stopped = str(tmp_path / "started"), str(tmp_path / "stopped")
     gate, ready, gate2 = str(tmp_path / "gate"), str(tmp_path / "ready"), str(tmp_path / "gate2")
     refs, pending = memlab.get(make_owned.remote(3, started, gate, stopped), timeout=DEADLINE)
@@ -126,7 +121,7 @@ def test_borrowers_see_owner_died_and_stores_drop_the_copies(
     borrower = borrow_then_get.remote([refs[1]], ready, gate2)
     wait_for_file(ready, DEADLINE)  # another worker now borrows refs[1]
     wait_for(
-        lambda: sum(store_stats(rt, n)["num_objects"] for n in NODES) >= 3,
+        lambda: sum(store_stats(n)["num_objects"] for n in NODES) >= 3,
         DEADLINE,
         message="the owned values are in the stores",
     )
@@ -154,8 +149,7 @@ def test_borrowers_see_owner_died_and_stores_drop_the_copies(
     # Fate-sharing: every copy is removed from every store, while the driver still holds refs.
     wait_for(
         lambda: all(
-            store_stats(rt, n)["num_objects"] == 0 and store_stats(rt, n)["used"] == 0
-            for n in NODES
+            store_stats(n)["num_objects"] == 0 and store_stats(n)["used"] == 0 for n in NODES
         ),
         DEADLINE,
         message="the dead owner's objects removed from both stores",
@@ -199,7 +193,7 @@ def test_result_written_after_its_owner_died_is_refused_not_leaked(
 ) -> None:
     # A large result waits for room in a full store; if its owner dies meanwhile, nobody could
     # ever free it, so the store must refuse it (before: it was written, and stayed for good).
-    rt = fresh_runtime(num_workers=3, object_store_memory=64 * MiB)
+    fresh_runtime(num_workers=3, object_store_memory=64 * MiB)
     held = [memlab.put(np.full(25 * MiB // 8, float(i))) for i in range(2)]
     views = memlab.get(held)  # 50 of 64 MiB pinned by the driver
     marker, owner_file = str(tmp_path / "returning"), str(tmp_path / "owner")
@@ -212,9 +206,7 @@ def test_result_written_after_its_owner_died_is_refused_not_leaked(
 
     del views, held  # room for the waiting result, whose owner is dead
     wait_for(
-        lambda: (
-            store_stats(rt, "node-0")["num_objects"] == 0 and store_stats(rt, "node-0")["used"] == 0
-        ),
+        lambda: store_stats("node-0")["num_objects"] == 0 and store_stats("node-0")["used"] == 0,
         DEADLINE,
         message="the store empty: the dead owner's result refused, the driver's puts freed",
     )

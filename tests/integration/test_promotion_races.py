@@ -32,7 +32,7 @@ import pytest
 import memlab
 import memlab.state
 from memlab.exceptions import ObjectReconstructionFailedError
-from memlab.testing import first_attempt, kill_node, wait_for
+from memlab.testing import first_attempt, kill_node, store_object, wait_for
 from memlab.testing.invariants import wait_session_empty
 
 NODE_STORE = 16 << 20
@@ -63,12 +63,6 @@ def primary(ref: memlab.ObjectRef) -> str | None:
     return None
 
 
-def info(rt: Any, node: str, ref: memlab.ObjectRef) -> dict[str, Any]:
-    """What ``node``'s store knows of the object (no ``size`` key: it holds nothing)."""
-    reply, _ = rt.core.conn_to(node).request({"t": "object_info", "oid": ref.binary}, timeout=10)
-    return reply
-
-
 def promoted_on_node_0(rt: Any, tmp_path: Path, max_retries: int) -> memlab.ObjectRef:
     """A driver-owned 1 MiB object made on node-1 whose copy on node-0 was promoted when
     node-1 died."""
@@ -87,11 +81,11 @@ def promoted_on_node_0(rt: Any, tmp_path: Path, max_retries: int) -> memlab.Obje
             break
     else:
         raise AssertionError("no reader ran on node-0 in 10 batches")
-    assert info(rt, "node-0", ref).get("primary") is False  # a secondary copy
+    assert store_object("node-0", ref).get("primary") is False  # a secondary copy
     kill_node("node-1")
     wait_for(lambda r=ref: primary(r) == "node-0", DEADLINE, message="node-0's copy promoted")
-    assert info(rt, "node-0", ref)["primary"] is True
-    assert info(rt, "node-0", ref)["writer"] is None  # made by copying, as in the chaos leak
+    assert store_object("node-0", ref)["primary"] is True
+    assert store_object("node-0", ref)["writer"] is None  # made by copying, as in the chaos leak
     return ref
 
 
@@ -100,7 +94,7 @@ def spill_and_lose_file(rt: Any, ref: memlab.ObjectRef) -> list[memlab.ObjectRef
     puts = []
     for k in range(3 * NODE_STORE // (BIG * 8)):
         puts.append(memlab.put(np.full(BIG, -k, dtype=np.float64)))
-        if info(rt, "node-0", ref)["spilled"]:
+        if store_object("node-0", ref)["spilled"]:
             break
     else:
         raise AssertionError("the promoted copy never spilled")
@@ -122,7 +116,7 @@ def test_rebuilt_object_drops_its_promoted_copy(fresh_runtime: Any, tmp_path: Pa
     value = memlab.get(ref, timeout=DEADLINE)  # lost, so re-run: the small value
     assert value.shape == (4,)
     wait_for(
-        lambda r=ref: "size" not in info(rt, "node-0", r),
+        lambda r=ref: "size" not in store_object("node-0", r),
         DEADLINE,
         message="the promoted copy is deleted once the object is rebuilt",
     )

@@ -11,7 +11,6 @@ that cannot be rebuilt fail with the documented errors: ``ObjectLostError`` for 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,37 +22,42 @@ import memlab
 import memlab.state
 from memlab.exceptions import ObjectLostError, ObjectReconstructionFailedError
 from memlab.ids import task_of
-from memlab.testing import drop_copies, first_attempt, kill_node, wait_for, wait_for_file
+from memlab.testing import (
+    delete_copy,
+    drop_copies,
+    first_attempt,
+    kill_node,
+    lineage_stats,
+    placed_on,
+    store_stats,
+    table_size,
+    wait_for,
+    wait_for_file,
+)
+from memlab.testing.invariants import validate_session
+from tests.conftest import STORE
+from tests.integration.helpers import BIG, DEADLINE, primary, wait_primary
 
-STORE = 256 << 20
-BIG = 50_000  # float64 elements: 400 kB, above the inline threshold, so it lives in a store
 CHAIN = 30
-DEADLINE = 20.0
-BATCH = 8  # tasks submitted together need several leases, spread over both nodes
-WORK = 0.05  # seconds each task takes, so a batch outlasts the lease grants (even under load)
 
 
 @memlab.remote
 def fill(i: int) -> np.ndarray:
-    time.sleep(WORK)  # a batch outlasts one lease, so leases on both nodes take part
     return np.full(BIG, i, dtype=np.float64)
 
 
 @memlab.remote
 def inc(a: np.ndarray) -> np.ndarray:
-    time.sleep(WORK)
     return a + 1
 
 
 @memlab.remote
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    time.sleep(WORK)
     return a + b
 
 
 @memlab.remote
 def gated_fill(i: int, marker: str, gate: str) -> np.ndarray:
-    time.sleep(WORK)
     if not first_attempt(marker):
         wait_for_file(gate)  # a rebuild waits here, so the test can watch it in progress
     return np.full(BIG, i, dtype=np.float64)
@@ -73,29 +77,14 @@ def combine(a: np.ndarray, g: int) -> float:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def primary(ref: memlab.ObjectRef) -> str | None:
-    """The node holding the primary copy of a ready object, per ``memlab.state``."""
-    for rec in memlab.state.objects():
-        if rec["object_id"] == ref.hex():
-            return rec["locations"][0] if rec["locations"] else None
-    return None
-
-
-def pick_on(
-    node: str, submit: Callable[[int], memlab.ObjectRef], tries: int = 10
-) -> memlab.ObjectRef:
-    """A result of ``submit(i)`` whose primary copy is on ``node``.
-
-    Tasks are submitted in batches: a batch needs several leases, and leases are spread over
-    the nodes round robin, so some results land on each node. The others are dropped.
-    """
-    for attempt in range(tries):
-        refs = [submit(attempt * BATCH + i) for i in range(BATCH)]
-        memlab.wait(refs, num_returns=len(refs), timeout=DEADLINE)
-        for ref in refs:
-            if primary(ref) == node:
-                return ref
-    raise AssertionError(f"no result landed on {node} in {tries} batches")
+def made_on(node: str, submit: Callable[[], memlab.ObjectRef]) -> memlab.ObjectRef:
+    """The result of ``submit()``, run on ``node``. The affinity is soft: once the node is
+    killed, the rebuild (the same task spec) runs on a node that is left."""
+    with placed_on(node, soft=True):
+        ref = submit()
+    memlab.wait([ref], timeout=DEADLINE)
+    wait_primary(ref, node)
+    return ref
 
 
 def tid(ref: memlab.ObjectRef) -> str:
@@ -137,13 +126,13 @@ def start(fresh_runtime: Any, **options: Any) -> Any:
 
 def test_chain_whose_tail_was_on_a_killed_node_is_rebuilt(fresh_runtime: Any) -> None:
     start(fresh_runtime)
-    keep = pick_on("node-0", lambda i: fill.remote(-1))  # must not re-run
+    keep = made_on("node-0", lambda: fill.remote(-1))  # must not re-run
     x = fill.remote(0)
     chain = [tid(x)]
     for _ in range(CHAIN - 2):
         x = inc.remote(x)  # the driver drops each intermediate ref: only lineage keeps them
         chain.append(tid(x))
-    tail = pick_on("node-1", lambda i, x=x: inc.remote(x))
+    tail = made_on("node-1", lambda x=x: inc.remote(x))
     del x
     chain.append(tid(tail))
     assert memlab.get(tail, timeout=DEADLINE)[0] == CHAIN - 1
@@ -165,14 +154,15 @@ def test_chain_whose_tail_was_on_a_killed_node_is_rebuilt(fresh_runtime: Any) ->
 
 def test_tree_whose_results_were_on_a_killed_node_is_rebuilt(fresh_runtime: Any) -> None:
     start(fresh_runtime)
-    leaves = [fill.remote(i) for i in range(8)]  # the driver keeps the leaves
-    memlab.wait(leaves, num_returns=8, timeout=DEADLINE)
+    # The driver keeps the leaves: the even ones on node-1 (lost with it), the odd on node-0.
+    leaves = [made_on(f"node-{1 - i % 2}", lambda i=i: fill.remote(i)) for i in range(8)]
     where = {leaf.hex(): primary(leaf) for leaf in leaves}
+    assert list(where.values()) == ["node-1", "node-0"] * 4
     level, inner = leaves, []
     while len(level) > 2:  # a binary reduction; the driver drops the inner levels
         level = [add.remote(level[i], level[i + 1]) for i in range(0, len(level), 2)]
         inner += [tid(r) for r in level]
-    root = pick_on("node-1", lambda i, a=level[0], b=level[1]: add.remote(a, b))
+    root = made_on("node-1", lambda a=level[0], b=level[1]: add.remote(a, b))
     del level
     assert memlab.get(root, timeout=DEADLINE)[0] == sum(range(8))
 
@@ -202,7 +192,7 @@ def test_state_shows_an_object_reconstructing_while_it_is(
 ) -> None:
     start(fresh_runtime)
     gate = str(tmp_path / "gate")
-    ref = pick_on("node-1", lambda i: gated_fill.remote(i, str(tmp_path / f"m{i}"), gate))
+    ref = made_on("node-1", lambda: gated_fill.remote(5, str(tmp_path / "m"), gate))
     i = int(memlab.get(ref, timeout=DEADLINE)[0])
 
     lose_node_1()
@@ -222,15 +212,15 @@ def test_state_shows_an_object_reconstructing_while_it_is(
 
 
 def test_lost_put_object_raises_object_lost_naming_its_call_site(fresh_runtime: Any) -> None:
-    rt = start(fresh_runtime)
+    start(fresh_runtime)
     ref = memlab.put(np.ones(BIG))
     line = sys._getframe().f_lineno - 1  # the put's line: its call site
     assert primary(ref) == "node-0"
     # A put object lives on its owner's node, so no node death can lose it without killing
     # its owner too; lose the store's only copy directly, as a corrupted store would.
-    rt.core.conn_to("node-0").send({"t": "delete", "oids": [ref.binary]})
+    delete_copy("node-0", ref)
     wait_for(
-        lambda: rt.core.conn_to("node-0").request({"t": "stats"})[0]["num_objects"] == 0,
+        lambda: store_stats("node-0")["num_objects"] == 0,
         DEADLINE,
         message="the copy is gone from node-0's store",
     )
@@ -253,7 +243,7 @@ def test_lost_put_object_raises_object_lost_naming_its_call_site(fresh_runtime: 
 def test_spent_retry_budget_raises_reconstruction_failed(fresh_runtime: Any) -> None:
     start(fresh_runtime)
     fragile = fill.options(max_retries=0, name="fragile")
-    ref = pick_on("node-1", fragile.remote)
+    ref = made_on("node-1", lambda: fragile.remote(3))
     memlab.get(ref, timeout=DEADLINE)
 
     lose_node_1()
@@ -276,7 +266,7 @@ def test_pending_task_runs_after_its_lost_argument_is_rebuilt(
 ) -> None:
     start(fresh_runtime)
     gate = str(tmp_path / "gate")
-    a = pick_on("node-1", fill.remote)
+    a = made_on("node-1", lambda: fill.remote(3))
     i = int(memlab.get(a, timeout=DEADLINE)[0])
     a_task = tid(a)
     g = wait_gate.remote(gate)
@@ -295,35 +285,35 @@ def test_pending_task_runs_after_its_lost_argument_is_rebuilt(
 
 
 def test_lineage_is_kept_while_needed_and_released_after(fresh_runtime: Any) -> None:
-    rt = start(fresh_runtime)
+    start(fresh_runtime)
     x = fill.remote(0)
     for _ in range(4):
         x = inc.remote(x)
     assert memlab.get(x, timeout=DEADLINE)[0] == 4
-    kept = rt.core.recovery.kept
-    assert len(kept) == 5  # the tail's task and, pinned through it, every freed link
-    rt.core.validate()  # entries kept only for lineage (their values freed) are valid
+    # The tail's task and, pinned through it, every freed link.
+    assert lineage_stats().kept_tasks == 5
+    validate_session()  # entries kept only for lineage (their values freed) are valid
 
     del x
     wait_for(
-        lambda: not kept and not rt.core.table.entries,
+        lambda: lineage_stats().kept_tasks == 0 and table_size() == 0,
         DEADLINE,
         message="lineage and ownership entries released after the last ref went",
     )
-    assert rt.core.recovery.kept_bytes == 0
+    assert lineage_stats().kept_bytes == 0
 
 
 def test_lineage_beyond_the_byte_budget_cannot_rebuild(fresh_runtime: Any) -> None:
     # A budget of about two task specs, so the oldest links of the chain are dropped.
-    rt = start(fresh_runtime, lineage_budget=600)
-    assert rt.core.recovery.budget == 600
+    start(fresh_runtime, lineage_budget=600)
+    assert lineage_stats().budget == 600
     x = fill.remote(0)
     for _ in range(4):
         x = inc.remote(x)
     memlab.wait([x], timeout=DEADLINE)
-    tail = pick_on("node-1", lambda i, x=x: inc.remote(x))
+    tail = made_on("node-1", lambda x=x: inc.remote(x))
     del x
-    assert rt.core.recovery.kept_bytes <= 600
+    assert lineage_stats().kept_bytes <= 600
 
     lose_node_1()
     with pytest.raises(ObjectReconstructionFailedError, match="lineage_budget") as info:

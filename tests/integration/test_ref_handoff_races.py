@@ -28,7 +28,7 @@ import pytest
 import memlab
 from memlab.exceptions import SerializationError
 from memlab.runtime import context
-from memlab.testing import wait_for, wait_for_file
+from memlab.testing import owner_entry, wait_for, wait_for_file
 from memlab.testing.invariants import session_tables, wait_session_empty
 
 DEADLINE = 30.0
@@ -77,18 +77,17 @@ class Holder:
         return int(memlab.get(refs[0], timeout=DEADLINE)[0])
 
 
-def borrowers(rt: Any, ref: memlab.ObjectRef) -> dict[str, int] | None:
+def borrowers(ref: memlab.ObjectRef) -> dict[str, int] | None:
     """The owner's (the driver's) registrations of ``ref`` per borrower; None once freed."""
-    with rt.core.lock:
-        entry = rt.core.table.get(ref.binary)
-        return None if entry is None else dict(entry.borrowers)
+    entry = owner_entry(ref)
+    return None if entry is None else entry.borrowers
 
 
 @pytest.mark.parametrize("how", ["arguments", "get"])
 def test_one_new_ref_unpickled_by_two_threads_at_once(
     fresh_runtime: Callable[..., Any], tmp_path: Path, how: str
 ) -> None:
-    rt = fresh_runtime(num_workers=2)
+    fresh_runtime(num_workers=2)
     holder = Holder.remote()
     worker = memlab.get(holder.proc.remote(), timeout=DEADLINE)
     for r in range(ROUNDS):
@@ -105,7 +104,7 @@ def test_one_new_ref_unpickled_by_two_threads_at_once(
         wait_for(lambda f=folder: len(os.listdir(f)) == 2, DEADLINE, message="both threads met")
         # Both threads now hold the ref; the process is one borrower, registered once.
         wait_for(
-            lambda x=x: borrowers(rt, x) == {worker: 1},
+            lambda x=x: borrowers(x) == {worker: 1},
             DEADLINE,
             message=f"round {r}: the actor registered once as a borrower",
         )

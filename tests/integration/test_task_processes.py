@@ -26,7 +26,6 @@ from .test_cleanup import (
     _force_cleanup,
     _read_marked_line,
     _start_driver,
-    private_tmp,  # noqa: F401  (a fixture)
 )
 
 strays = memlab.remote(start_stray_processes)
@@ -89,7 +88,7 @@ def test_a_dead_worker_takes_its_children_and_the_node_the_detached_ones(
         _kill(pids)
 
 
-def test_driver_sigkill_ends_what_tasks_started(private_tmp: str) -> None:  # noqa: F811
+def test_driver_sigkill_ends_what_tasks_started(private_tmp: str) -> None:
     with _start_driver("strays", private_tmp) as proc:
         info = _read_marked_line(proc.stdout, MARKER, 60)
         pids = info["strays"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import memlab
-from memlab.testing import gated
+from memlab.testing import gated, worker_pool
 from memlab.testing.leaks import session_processes, wait_for
 
 DEADLINE = 30.0
@@ -33,11 +33,6 @@ def ident(x: int) -> int:
     return x
 
 
-def pool(rt: Any) -> dict[str, Any]:
-    reply, _ = rt.core.conn_to("node-0").request({"t": "pool"}, timeout=10)
-    return reply
-
-
 def worker_processes(rt: Any) -> int:
     return sum(
         "memlab.runtime.worker.main" in " ".join(p.cmdline())
@@ -47,7 +42,7 @@ def worker_processes(rt: Any) -> int:
 
 def grow(rt: Any, fn: Any, gate: Path, n: int = 4) -> list[Any]:
     refs = [fn.remote(i, str(gate)) for i in range(n)]
-    wait_for(lambda: pool(rt)["size"] > 2, DEADLINE, message="the pool grew for blocked gets")
+    wait_for(lambda: worker_pool()["size"] > 2, DEADLINE, message="the pool grew for blocked gets")
     gate.touch()
     return refs
 
@@ -59,13 +54,13 @@ def test_pool_grown_by_nested_gets_shrinks_back_to_num_workers(
     rt = fresh_runtime(num_workers=2)
     refs = grow(rt, outer, tmp_path / "gate")
     assert memlab.get(refs, timeout=DEADLINE) == [0, 10, 20, 30]
-    peak = pool(rt)["size"]
+    peak = worker_pool()["size"]
     wait_for(
-        lambda: pool(rt)["size"] == 2 and worker_processes(rt) == 2,
+        lambda: worker_pool()["size"] == 2 and worker_processes(rt) == 2,
         DEADLINE,
         message="the pool back at num_workers=2, in processes too",
     )
-    assert pool(rt)["retired"] >= peak - 2
+    assert worker_pool()["retired"] >= peak - 2
     # The remaining workers serve, and retirement is no crash: nothing failed or retried.
     assert memlab.get([ident.remote(i) for i in range(8)], timeout=DEADLINE) == list(range(8))
     assert not [t for t in memlab.state.tasks() if t["state"] in ("failed", "retried")]
@@ -80,7 +75,7 @@ def test_a_worker_that_owns_objects_does_not_retire_until_they_are_freed(
     held = [inner_ref for (inner_ref,) in memlab.get(refs, timeout=DEADLINE)]
     # Every extra worker was asked (the pool reached its target, or an owner refused)...
     wait_for(
-        lambda: pool(rt)["size"] == 2 or pool(rt)["refused"] > 0,
+        lambda: worker_pool()["size"] == 2 or worker_pool()["refused"] > 0,
         DEADLINE,
         message="extra workers asked to retire",
     )
@@ -88,7 +83,7 @@ def test_a_worker_that_owns_objects_does_not_retire_until_they_are_freed(
     assert memlab.get(held, timeout=DEADLINE) == [0, 10, 20, 30]
     del held, refs
     wait_for(
-        lambda: pool(rt)["size"] == 2 and worker_processes(rt) == 2,
+        lambda: worker_pool()["size"] == 2 and worker_processes(rt) == 2,
         DEADLINE,
         message="the pool back at num_workers=2 once the owned objects were freed",
     )

@@ -37,6 +37,7 @@ from memlab.exceptions import (
     StaleRefError,
     TaskCancelledError,
     TaskError,
+    TaskUnschedulableError,
     WorkerCrashedError,
 )
 
@@ -115,6 +116,10 @@ EXAMPLES: list[tuple[Callable[[], BaseException], dict[str, Any]]] = [
         {"operation": "memlab.state.objects()", "reason": "its collector is gone"},
     ),
     (lambda: TaskCancelledError("load", "t-1"), {"task_name": "load", "task_id": "t-1"}),
+    (
+        lambda: TaskUnschedulableError("load", "t-1", "node-3", "died"),
+        {"task_name": "load", "task_id": "t-1", "node_id": "node-3", "reason": "died"},
+    ),
     (
         lambda: WorkerCrashedError("load", "w-1", 12, None, 9, 4),
         {"task_name": "load", "worker_id": "w-1", "pid": 12, "exitcode": None, "signal": 9},

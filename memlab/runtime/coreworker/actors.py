@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from memlab.exceptions import ActorDiedError, ConnectionClosedError
 from memlab.runtime.coreworker.memory_store import run_wakeups
+from memlab.runtime.coreworker.placement import AFFINITY, actor_node, not_alive
 
 if TYPE_CHECKING:
     from memlab.protocol.transport import Connection
@@ -185,6 +186,8 @@ class ActorManager:
 
     def created(self, record: ActorRecord) -> None:
         """Register a new actor (its creation spec is registered with the submitter)."""
+        if record.creation.node_affinity is None:
+            record.creation.node_affinity = AFFINITY.get()
         with self.core.lock:
             self.records[record.actor_id] = record
             self.by_creation[record.creation.returns[0]] = record.actor_id
@@ -193,8 +196,13 @@ class ActorManager:
         self.core.drain_outbox()
 
     def _start(self, record: ActorRecord) -> None:
-        nodes = self.core.nodes
-        node = nodes[self._node_turn % len(nodes)]
+        affinity = record.creation.node_affinity
+        node = actor_node(affinity, self.core.nodes, self._node_turn)
+        if node is None:  # bound to a node that is not alive (a hard affinity)
+            assert affinity is not None
+            why = not_alive(affinity.node, self.core.dead)
+            run_wakeups(self._die(record, f"it must run on node {affinity.node!r}, which {why}"))
+            return
         self._node_turn += 1
         lid = next(self._lids)
         self._starting[lid] = (record.actor_id, node)

@@ -34,6 +34,7 @@ from memlab.protocol.frames import MAX_PAYLOAD_BYTES
 from memlab.runtime.coreworker.memory_store import FAILED, PENDING, Slot, run_wakeups
 from memlab.runtime.coreworker.object_ref import ObjectRef
 from memlab.runtime.coreworker.pipelining import free_lease, to_steal_from
+from memlab.runtime.coreworker.placement import AFFINITY, PlacedTasks, unschedulable
 from memlab.runtime.coreworker.task_failures import TaskFailures
 from memlab.runtime.coreworker.task_spec import TaskSpec
 
@@ -94,10 +95,14 @@ class Submitter:
         peers.register("granted", self._on_granted)
         peers.register("revoke", self._on_revoke)
         self.failures = TaskFailures(self)
+        self.placed = PlacedTasks()  # ready tasks bound to a node (placement.py)
+        self._placed_wake: list[Any] = []  # getters of placed tasks that failed, woken unlocked
 
     # -- submission ----------------------------------------------------------------------------
 
     def submit(self, spec: TaskSpec, owners: list[ObjectRef]) -> list[ObjectRef]:
+        if spec.node_affinity is None:
+            spec.node_affinity = AFFINITY.get()
         return self.register(spec, queue=True)
 
     def register(self, spec: TaskSpec, queue: bool = False) -> list[ObjectRef]:
@@ -196,8 +201,13 @@ class Submitter:
         """Give queued tasks to free leases and ask for more leases (lock held); returns the
         pushes for ``push_all`` to send after the lock is released."""
         to_push: list[tuple[str, TaskSpec]] = []
+        if self.placed.held:
+            self._pump_placed(to_push)
         queue = self.queue
         while queue:
+            if queue[0].node_affinity is not None:
+                self.placed.hold(queue.popleft())
+                continue
             lease = self._free_lease()
             if lease is None:
                 break
@@ -216,11 +226,43 @@ class Submitter:
         for _ in range(max(0, wanted)):
             if not nodes:
                 break
-            node = self._pick_node(nodes)
-            self.lease_requests += 1
-            self.requests_by_node[node] = self.requests_by_node.get(node, 0) + 1
-            self.core.send_later(node, {"t": "lease", "lid": next(self._lids)})
+            self._request_lease(self._pick_node(nodes))
+        if self.placed.held:
+            self._pump_placed(to_push)
         return to_push
+
+    def _request_lease(self, node: str) -> None:
+        self.lease_requests += 1
+        self.requests_by_node[node] = self.requests_by_node.get(node, 0) + 1
+        self.core.send_later(node, {"t": "lease", "lid": next(self._lids)})
+
+    def _pump_placed(self, to_push: list[tuple[str, TaskSpec]]) -> None:
+        """Push tasks bound to a node to leases there, ask for leases, fail the tasks whose
+        node is gone (lock held; see placement.py)."""
+
+        def take(lease: Lease, spec: TaskSpec) -> None:
+            if spec.deps and self._rewait(spec):
+                return
+            lease.inflight[spec.task_id] = spec
+            spec.worker = lease.worker
+            spec.pushed_at = time.monotonic()
+            to_push.append((lease.worker, spec))
+
+        step = self.placed.pump(
+            self.leases.values(),
+            self.core.nodes,
+            self.requests_by_node,
+            self.max_leases,
+            time.monotonic(),
+            take,
+        )
+        for node in step.requests:
+            self._request_lease(node)
+        for spec, node in step.unschedulable:
+            self._placed_wake += self.fail(spec, unschedulable(spec, node, self.core.dead))
+        for spec in step.unpinned:
+            spec.node_affinity = None  # soft: its node is gone, it runs anywhere
+            self.queue.append(spec)
 
     def _pick_node(self, nodes: list[str]) -> str:
         """The alive node where this owner holds and awaits the fewest leases (round robin
@@ -246,6 +288,9 @@ class Submitter:
 
     def push_all(self, to_push: list[tuple[str, TaskSpec]]) -> None:
         """Send what the lock holder queued, then the pushes ``pump`` decided (lock released)."""
+        if self._placed_wake:
+            wake, self._placed_wake = self._placed_wake, []
+            run_wakeups(wake)
         if self._outbox:
             self.core.drain_outbox()
         for worker, spec in to_push:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memlab.runtime.coreworker.placement import NodeAffinity
 
 
 class ArgRef:
@@ -43,6 +46,7 @@ class TaskSpec:
         "max_retries",
         "name",
         "nested",
+        "node_affinity",
         "num_returns",
         "output",
         "pinned",
@@ -86,6 +90,7 @@ class TaskSpec:
         self.resolved: list[Any] = []
         self.remaining = 0
         self.cancelled = False
+        self.node_affinity: NodeAffinity | None = None  # run on this node (placement.py)
         self.actor: tuple[Any, ...] | None = None  # (actor id, "create" | "call", detail)
         self.rebuilding = False  # re-running to rebuild lost results
         self.pinned: list[bytes] = []  # owned arguments kept for this task's lineage
