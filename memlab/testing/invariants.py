@@ -1,10 +1,11 @@
 """Ownership checks across a whole session: every process's invariants, and "nothing is left".
 
 ``validate_session`` runs ``validate()`` in the driver's core and asks every live worker to run
-its own (the ``validate`` message), so a broken count in a worker fails the test that caused
-it, not a later one. ``session_tables`` says how many entries each process's reference table
-still has and how many objects each node's store holds; ``wait_session_empty`` waits until all
-of them are zero, which is what "every ref was dropped" must lead to (DESIGN §3, no leak).
+its own, and every node manager to check its worker pool (the ``validate`` message), so a
+broken count in a worker or a pool fails the test that caused it, not a later one.
+``session_tables`` says how many entries each process's reference table still has and how many
+objects each node's store holds; ``wait_session_empty`` waits until all of them are zero,
+which is what "every ref was dropped" must lead to (DESIGN §3, no leak).
 
 Run in the driver, like the rest of ``memlab.testing``.
 """
@@ -37,7 +38,8 @@ def _ask(core: Any, peer: str, header: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def validate_session() -> dict[str, int]:
-    """Run ``validate()`` in the driver and in every live worker; entries per process.
+    """Run ``validate()`` in the driver, every live worker and every node's worker pool;
+    table entries per process (driver and workers).
 
     Raises:
         AssertionError: an invariant does not hold in some process (the message names it).
@@ -56,6 +58,10 @@ def validate_session() -> dict[str, int]:
         if reply["error"]:
             errors.append(reply["error"])
         sizes[worker] = int(reply["entries"])
+    for node in list(runtime.nodes.alive):  # each node manager checks its worker pool
+        reply = _ask(core, node, {"t": "validate"})
+        if reply is not None and reply["error"]:
+            errors.append(reply["error"])
     assert not errors, "; ".join(errors)
     return sizes
 

@@ -12,6 +12,16 @@ died, and the manager kills its workers, removes the arena and exits. Workers ho
 kind of pipe from the manager. So no process of a session outlives the driver. Nor does any
 process a task started: the manager is the child subreaper of its tree, and kills the whole
 tree when it stops (see :mod:`memlab.runtime.process_tree`).
+
+Composition: the pool's bookkeeping is the pure :class:`memlab.core.worker_pool.WorkerPool`; this
+class feeds it events under ``lock`` and carries out its instructions after (send, spawn, kill),
+never holding the lock for I/O. Processes are :class:`~memlab.runtime.node.workers.WorkerProcesses`;
+the store's messages are :class:`~memlab.runtime.node.store_service.StoreService`.
+
+Retirement: idle workers beyond the pool's target (``num_workers`` plus those blocked in ``get``)
+are asked to ``retire`` after a linger, as Ray's idle-worker reaping does. The worker decides:
+only it knows whether it still owns objects or actors. A retired worker's exit is reported as a
+death with exit code 0 and cause "retired", so owners and stores drop it as any ended process.
 """
 
 from __future__ import annotations
@@ -20,56 +30,34 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any
 
+from memlab.core import worker_pool as wp
 from memlab.core.events import EventBuffer
-from memlab.exceptions import ConnectionClosedError, WorkerCrashedError
+from memlab.exceptions import ConnectionClosedError
 from memlab.protocol.endpoints import Listener, connect
 from memlab.protocol.transport import Connection
 from memlab.runtime import process_tree
+from memlab.runtime.coreworker.housekeeping import VALIDATE_ENV
 from memlab.runtime.events.shipper import EventShipper
+from memlab.runtime.node.exits import WorkerExit
 from memlab.runtime.node.store_service import StoreService
-from memlab.runtime.node.worker_retirement import RETIRED_CAUSE, WorkerRetirement
+from memlab.runtime.node.workers import WorkerProcesses
 from memlab.runtime.session import driver_gone, kill_point, remove_driver_files
 from memlab.store import Arena, ObjectStore
 
 log = logging.getLogger("memlab.node")
 
-
-class WorkerProc:
-    __slots__ = (
-        "actor_request",
-        "ask_after",
-        "holder",
-        "idle_since",
-        "pid",
-        "popen",
-        "retiring",
-        "state",
-        "worker_id",
-    )
-
-    def __init__(self, worker_id: str, popen: subprocess.Popen[bytes]) -> None:
-        self.worker_id = worker_id
-        self.popen = popen
-        self.pid = popen.pid
-        # starting -> idle <-> leased -> dead, idle <-> retiring -> dead; or starting -> actor
-        self.state = "starting"
-        self.holder: str | None = None
-        self.idle_since = 0.0
-        self.ask_after = 0.0  # when it may be asked to retire (again)
-        self.retiring = False  # it agreed to retire: its exit is no crash
-        # (connection, lease id) of the owner that asked for this worker to host an actor
-        self.actor_request: tuple[Connection, int] | None = None
+_ASK_TIMEOUT = 5.0  # how long a worker asked to retire may take to answer
+_HOUSEKEEPING_PERIOD = 0.05
 
 
-class NodeManager(StoreService, WorkerRetirement):
+class NodeManager:
+    """One node: its store, its worker pool and their processes (see the module docstring)."""
+
     def __init__(
         self, config: dict[str, Any], secret: bytes, driver_pid: int | None = None
     ) -> None:
@@ -82,52 +70,40 @@ class NodeManager(StoreService, WorkerRetirement):
         self.events = EventBuffer(self.node_id)
         self.events.enabled = config.get("events", True)
         self.shipper = EventShipper(self.events, self.session_dir, secret)
-        self.lock = threading.RLock()
-        self.workers: dict[str, WorkerProc] = {}
-        self.idle: deque[str] = deque()
-        self.pending: deque[tuple[Connection, int]] = deque()
-        self.blocked: set[str] = set()
+        self.lock = threading.RLock()  # guards the pool and the owners' connections
+        self.pool = wp.WorkerPool(self.num_workers)
         self.stopping = False
-        self._spawning = 0
+        self.validation_failure: str | None = None  # the first periodic check that failed
+        self._owners: dict[str, Connection] = {}  # the connection each lease requester used
         self._last_stats: dict[str, int] | None = None
-        self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
-        self.dead_owners: set[str] = set()  # a write or copy landing after the death is dropped
-        self.writer_of: dict[bytes, str] = {}  # object -> the worker that wrote this copy
-        self.copies: dict[bytes, set[str]] = {}  # our primaries -> nodes we gave a copy to
-        self._nms: dict[str, Connection] = {}
-        self._pull_lock = threading.Lock()
         self.arena = Arena.create(config["arena_path"], config["capacity"])
         self.store = ObjectStore(
             self.arena, config["spill_dir"], emit=self.events.emit, node_id=self.node_id
         )
         kill_point("node_arena", self._driver_if_mine())
+        self.processes = WorkerProcesses(self._worker_env(), secret, self._on_worker_exit)
+        self.store_service = StoreService(
+            self.node_id,
+            self.session_dir,
+            secret,
+            self.store,
+            self.arena,
+            self._dispatch,
+            self._on_close,
+        )
         self.handlers = {
+            **self.store_service.handlers(),
             "hello": self._on_hello,
             "lease": self._on_lease,
             "return_lease": self._on_return,
-            "create": self._on_create,
-            "seal": self._on_seal,
-            "abort": self._on_abort,
-            "get": self._on_get,
-            "release": self._on_release,
-            "delete": self._on_delete,
             "blocked": self._on_blocked,
             "unblocked": self._on_unblocked,
             "kill_worker": self._on_kill_worker,
             "shutdown": self._on_shutdown,
-            "stats": self._on_stats,
-            "pull": self._on_pull,
-            "fetch": self._on_fetch,
-            "worker_died": self._on_worker_died,
             "actor_lease": self._on_actor_lease,
-            "delete_written": self._on_delete_written,
-            "object_info": self._on_object_info,
-            "holds": self._on_holds,
-            "promote": self._on_promote,
-            "drop_copies": self._on_drop_copies,
             "pool": self._on_pool,
+            "validate": self._on_validate,
         }
-        self._init_retirement()
         path = os.path.join(self.session_dir, f"{self.node_id}.sock")
         self.listener = Listener(
             path, secret, lambda c: None, self._dispatch, self._on_close, name=self.node_id
@@ -141,12 +117,25 @@ class NodeManager(StoreService, WorkerRetirement):
         )
         self.driver.peer = config["driver"]
 
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            MEMLAB_SESSION_DIR=self.session_dir,
+            MEMLAB_NODE=self.node_id,
+            MEMLAB_ARENA=self.arena.path,
+            MEMLAB_INLINE=str(self.config["inline_threshold"]),
+            MEMLAB_NUM_WORKERS=str(self.config["total_workers"]),
+            MEMLAB_DRIVER=self.config["driver"],
+            MEMLAB_LINEAGE_BUDGET=str(self.config.get("lineage_budget", 1 << 30)),
+            MEMLAB_EVENTS="1" if self.events.enabled else "0",
+        )
+        return env
+
     # -- life ----------------------------------------------------------------------------------
 
     def start(self) -> None:
         process_tree.become_subreaper()
-        for _ in range(self.num_workers):
-            self._spawn()
+        self._pool_event(wp.StartPool())
         kill_point("node_workers", self._driver_if_mine())
         self.events.emit(
             "node.started",
@@ -173,14 +162,18 @@ class NodeManager(StoreService, WorkerRetirement):
         """The driver's pid while it is still our parent (None once it is not)."""
         return self.driver_pid if os.getppid() == self.driver_pid else None
 
+    def _stop_pool(self) -> bool:
+        """Spawn and refill nothing more; True for the first caller."""
+        with self.lock:
+            first = not self.stopping
+            self.stopping = True
+            self.pool.handle(wp.StopPool())
+        return first
+
     def stop_workers(self) -> None:
         """Kill every worker and whatever they started (a start-up that failed)."""
-        with self.lock:
-            self.stopping = True
-            procs = list(self.workers.values())
-        for w in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGKILL)
+        self._stop_pool()
+        self.processes.kill_all()
         process_tree.kill_descendants()
 
     def wait_for_driver_death(self) -> None:
@@ -192,21 +185,13 @@ class NodeManager(StoreService, WorkerRetirement):
     def shutdown(self, driver_died: bool = False) -> None:
         """Kill the workers, remove the arena and exit; if the driver died (it can no longer
         remove the session directory), remove that too."""
-        with self.lock:
-            first = not self.stopping
-            self.stopping = True
-            procs = list(self.workers.values())
-        if not first:
+        if not self._stop_pool():
             # Another thread is cleaning up and will end the process with os._exit; returning
             # here could let the main thread exit the interpreter and cut that cleanup short.
             threading.Event().wait()
-        for w in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGKILL)
+        procs = self.processes.kill_all()
         deadline = time.monotonic() + 5
-        for w in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                w.popen.wait(max(0.0, deadline - time.monotonic()))
+        self.processes.wait(procs, deadline)
         # What tasks started, wherever it is below us now (detached ones were re-parented here).
         process_tree.kill_descendants(max(0.5, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
@@ -223,107 +208,124 @@ class NodeManager(StoreService, WorkerRetirement):
                 remove_driver_files(self.driver_pid, self.config.get("plasma_directory"))
         os._exit(0)
 
-    # -- workers -------------------------------------------------------------------------------
+    # -- the pool: events in, instructions carried out ----------------------------------------
 
-    def _spawn(self, actor_request: tuple[Connection, int] | None = None) -> None:
-        worker_id = f"w-{os.urandom(4).hex()}"
-        env = dict(os.environ)
-        env.update(
-            MEMLAB_SESSION_DIR=self.session_dir,
-            MEMLAB_NODE=self.node_id,
-            MEMLAB_PROC=worker_id,
-            MEMLAB_ARENA=self.arena.path,
-            MEMLAB_INLINE=str(self.config["inline_threshold"]),
-            MEMLAB_NUM_WORKERS=str(self.config["total_workers"]),
-            MEMLAB_DRIVER=self.config["driver"],
-            MEMLAB_LINEAGE_BUDGET=str(self.config.get("lineage_budget", 1 << 30)),
-            MEMLAB_EVENTS="1" if self.events.enabled else "0",
-        )
+    def _pool_event(self, event: wp.Event) -> None:
         with self.lock:
-            self._spawning += 1  # until it is in self.workers, the zombie reaper must skip it
-        try:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "memlab.runtime.worker.main"],
-                stdin=subprocess.PIPE,
-                env=env,
-                close_fds=True,  # it leads its own process group (worker.main)
-            )
-        except BaseException:
-            with self.lock:
-                self._spawning -= 1
-            raise
-        assert popen.stdin is not None
-        popen.stdin.write(self.secret.hex().encode() + b"\n")
-        popen.stdin.flush()  # stdin stays open: it is the worker's lifeline
-        w = WorkerProc(worker_id, popen)
-        w.actor_request = actor_request
-        with self.lock:
-            self.workers[worker_id] = w
-            self._spawning -= 1
-        threading.Thread(
-            target=self._reap, args=(w,), name=f"memlab-reap-{worker_id}", daemon=True
-        ).start()
+            out = self.pool.handle(event)
+        if out:
+            self._carry_out(out)
 
-    def _reap(self, w: WorkerProc) -> None:
-        code = w.popen.wait()
-        process_tree.kill_group(w.pid)  # its tasks' children and fork copies go with it
-        if w.actor_request is not None and w.state == "starting":
-            owner, lid = w.actor_request  # it died before it could host the actor: say so
-            with contextlib.suppress(ConnectionClosedError):
-                owner.send(
-                    {
-                        "t": "actor_start_failed",
-                        "lid": lid,
-                        "reason": f"worker {w.worker_id} exited with status {code}",
-                    }
+    def _carry_out(self, out: list[wp.Instruction]) -> None:
+        """Do what the pool decided, in order, outside the lock; what that does feeds the pool
+        again (a grant that could not be sent, a worker spawned)."""
+        for ins in out:
+            if isinstance(ins, wp.GrantLease):
+                self._grant(ins)
+            elif isinstance(ins, wp.RevokeLease):
+                self._send_to(ins.holder, {"t": "revoke", "worker": ins.worker_id})
+            elif isinstance(ins, wp.SpawnWorker):
+                self._spawn(ins.actor)
+            elif isinstance(ins, wp.ReportStarted):
+                self.events.emit(
+                    "worker.started",
+                    worker_id=ins.worker_id,
+                    node=self.node_id,
+                    pid=self.processes.pid(ins.worker_id),
                 )
-        with self.lock:
-            w.state = "dead"
-            if w.worker_id in self.idle:
-                self.idle.remove(w.worker_id)
-            self.blocked.discard(w.worker_id)
-            stopping = self.stopping
-        if stopping:
+            elif isinstance(ins, wp.ReportDeath):
+                self._report_death(ins)
+            elif isinstance(ins, wp.KillWorker):
+                self.processes.kill(ins.worker_id)
+            elif isinstance(ins, wp.FailActorLease):
+                failed = {"t": "actor_start_failed", "lid": ins.lease_id, "reason": ins.reason}
+                self._send_owner(ins.owner, failed)
+            elif isinstance(ins, wp.AskToRetire):
+                self._ask_to_retire(ins.worker_id)
+
+    def _grant(self, ins: wp.GrantLease) -> None:
+        msg: dict[str, Any] = {"t": "granted", "lid": ins.lease_id, "worker": ins.worker_id}
+        if ins.actor:
+            msg["actor"] = True
+            self._send_owner(ins.owner, msg)
             return
-        self.store.disconnect(w.worker_id)
-        self._drop_owned_by(w.worker_id)
-        exitcode, sig = (None, -code) if code < 0 else (code, None)
-        cause = RETIRED_CAUSE if w.retiring else WorkerCrashedError.describe_exit(exitcode, sig)
+        conn = self._owners.get(ins.owner)
+        try:
+            if conn is None or conn.closed:
+                raise ConnectionClosedError(ins.owner, "closed")
+            conn.send(msg)
+        except ConnectionClosedError:
+            self._pool_event(wp.GrantUndelivered(ins.worker_id))
+
+    def _send_owner(self, owner: str, header: dict[str, Any]) -> None:
+        conn = self._owners.get(owner)
+        if conn is not None:
+            with contextlib.suppress(ConnectionClosedError):
+                conn.send(header)
+
+    def _spawn(self, actor: wp.ActorLease | None) -> None:
+        def registered(worker_id: str) -> None:
+            self._pool_event(wp.WorkerSpawned(worker_id, actor))
+
+        try:
+            self.processes.spawn(registered)
+        except BaseException:
+            self._pool_event(wp.SpawnFailed(actor))
+            raise
+
+    def _on_worker_exit(self, worker_id: str, returncode: int) -> None:
+        """A worker's reaper thread: the process and its group are gone."""
+        self._pool_event(wp.WorkerExited(worker_id, returncode))
+
+    def _report_death(self, ins: wp.ReportDeath) -> None:
+        """Tell the store, the owners and the event stream that a worker is gone."""
+        self.store.disconnect(ins.worker_id)
+        self.store_service.drop_owned_by(ins.worker_id)
+        end = WorkerExit.from_returncode(ins.exitcode, ins.retired)
+        pid = self.processes.pid(ins.worker_id)
         info = {
-            "worker": w.worker_id,
-            "pid": w.pid,
-            "exitcode": exitcode,
-            "signal": sig,
+            "worker": ins.worker_id,
+            "pid": pid,
+            "exitcode": end.exitcode,
+            "signal": end.signal,
             "node": self.node_id,
-            "cause": cause,
+            "cause": end.cause,
         }
         self.events.emit(
             "worker.died",
-            worker_id=w.worker_id,
+            worker_id=ins.worker_id,
             node=self.node_id,
-            pid=w.pid,
-            exitcode=exitcode,
-            signal=sig,
-            cause=info["cause"],
+            pid=pid,
+            exitcode=end.exitcode,
+            signal=end.signal,
+            cause=end.cause,
         )
         self._broadcast({"t": "worker_died", **info})
-        with self.lock:
-            del self.workers[w.worker_id]
-            if self._pool_size() < self.num_workers + len(self.blocked):
-                self._spawn()
 
-    def _to_idle(self, w: WorkerProc) -> None:
-        w.state, w.holder, w.idle_since = "idle", None, time.monotonic()
-        self.idle.append(w.worker_id)
-
-    def _pool_size(self) -> int:
-        """Live workers that serve task leases (actor workers are extra and never pooled)."""
-        return sum(x.state != "dead" and x.actor_request is None for x in self.workers.values())
+    def _ask_to_retire(self, worker_id: str) -> None:
+        """Ask the worker (blocking the housekeeping thread, as one question at a time)."""
+        conn = next((c for c in self.listener.connections() if c.peer == worker_id), None)
+        agreed = False
+        if conn is not None:
+            with contextlib.suppress(ConnectionClosedError, TimeoutError):
+                reply, _ = conn.request({"t": "retire"}, timeout=_ASK_TIMEOUT)
+                agreed = bool(reply.get("ok"))
+        if agreed:
+            self._pool_event(wp.RetireAgreed(worker_id))
+        else:
+            self._pool_event(wp.RetireRefused(worker_id, time.monotonic()))
 
     def _broadcast(self, header: dict[str, Any]) -> None:
         for conn in [*self.listener.connections(), self.driver]:
             with contextlib.suppress(ConnectionClosedError):
                 conn.send(header)
+
+    def _send_to(self, peer: str, header: dict[str, Any]) -> None:
+        for conn in [*self.listener.connections(), self.driver]:
+            if conn.peer == peer:
+                with contextlib.suppress(ConnectionClosedError):
+                    conn.send(header)
+                return
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -341,110 +343,100 @@ class NodeManager(StoreService, WorkerRetirement):
             return
         self.store.disconnect(peer)
         with self.lock:
-            self.pending = deque((c, lid) for c, lid in self.pending if c is not conn)
-            for w in self.workers.values():
-                if w.holder == peer and w.state == "leased":
-                    w.state, w.holder = "idle", None
-                    self._to_idle(w)
-                elif w.holder == peer and w.state == "actor":
-                    # Actors fate-share with their owner.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(w.pid, signal.SIGKILL)
-            self._serve()
+            if self._owners.get(peer) is conn:
+                del self._owners[peer]
+            out = self.pool.handle(wp.OwnerGone(peer, time.monotonic()))
+        self._carry_out(out)
 
     def _on_hello(self, conn: Connection, h: dict[str, Any]) -> None:
         conn.peer = h["proc"]
-        if h.get("kind") != "worker":
-            return
-        with self.lock:
-            w = self.workers.get(h["proc"])
-            if w is None or w.state != "starting":
-                return
-            if w.actor_request is not None:
-                w.state = "actor"
-                owner, lid = w.actor_request
-                w.holder = owner.peer
-                with contextlib.suppress(ConnectionClosedError):
-                    owner.send({"t": "granted", "lid": lid, "worker": w.worker_id, "actor": True})
-            else:
-                w.state = "idle"
-                self._to_idle(w)
-                self._serve()
-        self.events.emit("worker.started", worker_id=w.worker_id, node=self.node_id, pid=w.pid)
+        if h.get("kind") == "worker":
+            self._pool_event(wp.WorkerStarted(h["proc"], time.monotonic()))
 
     def _on_lease(self, conn: Connection, h: dict[str, Any]) -> None:
+        owner = conn.peer or ""
         with self.lock:
-            self.pending.append((conn, h["lid"]))
-            self._serve()
-            if self.pending:
-                for w in self.workers.values():
-                    if w.state == "leased" and w.holder != conn.peer and w.holder is not None:
-                        self._send_to(w.holder, {"t": "revoke", "worker": w.worker_id})
-
-    def _serve(self) -> None:
-        while self.pending and self.idle:
-            conn, lid = self.pending.popleft()
-            if conn.closed:
-                continue
-            w = self.workers[self.idle.popleft()]
-            w.state, w.holder = "leased", conn.peer
-            try:
-                conn.send({"t": "granted", "lid": lid, "worker": w.worker_id})
-            except ConnectionClosedError:
-                w.state, w.holder = "idle", None
-                self.idle.appendleft(w.worker_id)
+            self._owners[owner] = conn
+            out = self.pool.handle(wp.LeaseRequested(owner, h["lid"]))
+        self._carry_out(out)
 
     def _on_return(self, conn: Connection, h: dict[str, Any]) -> None:
-        with self.lock:
-            w = self.workers.get(h["worker"])
-            if w is not None and w.state == "leased" and w.holder == conn.peer:
-                w.state, w.holder = "idle", None
-                self._to_idle(w)
-                self._serve()
+        self._pool_event(wp.LeaseReturned(conn.peer or "", h["worker"], time.monotonic()))
 
     def _on_actor_lease(self, conn: Connection, h: dict[str, Any]) -> None:
         """An owner creates an actor: it gets a worker of its own, outside the task pool."""
+        owner = conn.peer or ""
         with self.lock:
-            if not self.stopping:
-                self._spawn(actor_request=(conn, h["lid"]))
+            self._owners[owner] = conn
+            out = self.pool.handle(wp.ActorLeaseRequested(owner, h["lid"]))
+        self._carry_out(out)
 
     def _on_blocked(self, conn: Connection, h: dict[str, Any]) -> None:
-        with self.lock:
-            self.blocked.add(conn.peer or "")
-            if not self.stopping and self._pool_size() < self.num_workers + len(self.blocked):
-                self._spawn()
+        self._pool_event(wp.WorkerBlocked(conn.peer or ""))
 
     def _on_unblocked(self, conn: Connection, h: dict[str, Any]) -> None:
-        with self.lock:
-            self.blocked.discard(conn.peer or "")
+        self._pool_event(wp.WorkerUnblocked(conn.peer or ""))
 
     def _on_kill_worker(self, conn: Connection, h: dict[str, Any]) -> None:
-        w = self.workers.get(h["worker"])
-        if w is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w.pid, signal.SIGKILL)
+        self.processes.kill(h["worker"])
 
     def _on_shutdown(self, conn: Connection, h: dict[str, Any]) -> None:
         threading.Thread(target=self.shutdown, daemon=True).start()
 
-    def _send_to(self, peer: str, header: dict[str, Any]) -> None:
-        for conn in [*self.listener.connections(), self.driver]:
-            if conn.peer == peer:
-                with contextlib.suppress(ConnectionClosedError):
-                    conn.send(header)
-                return
+    def _on_pool(self, conn: Connection, h: dict[str, Any]) -> None:
+        """The pool's figures (for tests and the curious)."""
+        with self.lock:
+            f = self.pool.figures()
+        conn.reply(
+            h,
+            {
+                "t": "pool",
+                "size": f.size,
+                "target": f.target,
+                "idle": f.idle,
+                "retired": f.retired,
+                "refused": f.refused,
+            },
+        )
 
-    # -- events --------------------------------------------------------------------------------
+    # -- validation (tests) --------------------------------------------------------------------
+
+    def validate(self) -> None:
+        with self.lock:
+            self.pool.validate()
+
+    def _on_validate(self, conn: Connection, h: dict[str, Any]) -> None:
+        """Check the pool's invariants for a test (``memlab.testing.validate_session``)."""
+        try:
+            self.validate()
+            error = self.validation_failure or ""
+        except AssertionError as exc:
+            error = f"{self.node_id}: {exc}"
+        conn.reply(h, {"t": "validated", "error": error, "entries": 0, "owned": 0})
+
+    def _validate_in_background(self) -> None:
+        try:
+            self.validate()
+        except AssertionError as exc:
+            if self.validation_failure is None:
+                self.validation_failure = f"{self.node_id} (periodic check): {exc}"
+            log.error("%s: worker pool invariant broken: %s", self.node_id, exc)
+
+    # -- housekeeping --------------------------------------------------------------------------
 
     def _housekeeping(self) -> None:
+        validate_every = float(os.environ.get(VALIDATE_ENV, "0") or 0)
+        next_validation = time.monotonic() + validate_every
         while not self.stopping:
-            time.sleep(0.05)  # a steady tick for batching events, not a wait for a state
-            with self.lock:
-                keep = None if self._spawning else {w.pid for w in self.workers.values()}
+            time.sleep(_HOUSEKEEPING_PERIOD)  # a steady tick for batching events, not a wait
+            keep = self.processes.pids_to_keep()
             if keep is not None:  # orphans re-parented to us must not stay zombies
                 process_tree.reap_children(keep)
             with contextlib.suppress(Exception):
-                self.retire_idle()
+                self._pool_event(wp.Tick(time.monotonic()))
+            if validate_every and time.monotonic() >= next_validation:
+                next_validation = time.monotonic() + validate_every
+                self._validate_in_background()
             with contextlib.suppress(Exception):
                 stats = self.store.stats()
                 if stats != self._last_stats:

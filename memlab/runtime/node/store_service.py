@@ -1,7 +1,7 @@
 """The node manager's store service: the object store's messages, fate-sharing of copies, and
 copies between nodes.
 
-A mixin of ``NodeManager``. Creates record each copy's owner (so a dead owner's copies are
+Composed into ``NodeManager``. Creates record each copy's owner (so a dead owner's copies are
 dropped) and writer (so a dead writer's unreported results are dropped unless a retry rewrote
 them). A process needing an object whose primary copy is on another node asks its own node
 manager to ``pull`` it: the copy is fetched from that node's manager once and kept as an
@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from memlab.exceptions import ObjectStoreFullError
@@ -31,19 +32,61 @@ log = logging.getLogger("memlab.node")
 
 
 class StoreService:
-    node_id: str
-    session_dir: str
-    secret: bytes
-    store: ObjectStore
-    arena: Arena
-    owner_of: dict[bytes, str]
-    dead_owners: set[str]
-    writer_of: dict[bytes, str]
-    copies: dict[bytes, set[str]]
-    _nms: dict[str, Connection]
-    _pull_lock: threading.Lock
-    _dispatch: Any  # provided by NodeManager
-    _on_close: Any
+    """The store's side of the node manager: its message handlers and the copies' records.
+
+    Args:
+        node_id: This node.
+        session_dir: Where the other nodes' sockets are.
+        secret: The session secret (to connect to other nodes).
+        store: This node's object store.
+        arena: The arena the store allocates in (copies are read and written there).
+        dispatch: The node manager's message dispatcher, for connections to other nodes.
+        on_close: The node manager's handler of a closed connection.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        session_dir: str,
+        secret: bytes,
+        store: ObjectStore,
+        arena: Arena,
+        dispatch: Callable[[Connection, dict[str, Any], bytes], None],
+        on_close: Callable[[Connection, BaseException | None], None],
+    ) -> None:
+        self.node_id = node_id
+        self.session_dir = session_dir
+        self.secret = secret
+        self.store = store
+        self.arena = arena
+        self._dispatch = dispatch
+        self._on_close = on_close
+        self.owner_of: dict[bytes, str] = {}  # object -> owning process (fate-sharing)
+        self.dead_owners: set[str] = set()  # a write or copy landing after the death is dropped
+        self.writer_of: dict[bytes, str] = {}  # object -> the worker that wrote this copy
+        self.copies: dict[bytes, set[str]] = {}  # our primaries -> nodes we gave a copy to
+        self._nms: dict[str, Connection] = {}
+        self._pull_lock = threading.Lock()
+
+    def handlers(self) -> dict[str, Callable[[Connection, dict[str, Any]], None]]:
+        """The message kinds this service answers."""
+        return {
+            "create": self._on_create,
+            "seal": self._on_seal,
+            "abort": self._on_abort,
+            "get": self._on_get,
+            "release": self._on_release,
+            "delete": self._on_delete,
+            "stats": self._on_stats,
+            "pull": self._on_pull,
+            "fetch": self._on_fetch,
+            "worker_died": self._on_worker_died,
+            "delete_written": self._on_delete_written,
+            "object_info": self._on_object_info,
+            "holds": self._on_holds,
+            "promote": self._on_promote,
+            "drop_copies": self._on_drop_copies,
+        }
 
     def _on_create(self, conn: Connection, h: dict[str, Any]) -> None:
         oid = h["oid"]
@@ -122,14 +165,14 @@ class StoreService:
         """Results a dead worker wrote but never reported: gone unless a retry rewrote them."""
         self._delete([oid for oid in h["oids"] if self.writer_of.get(oid) == h["writer"]])
 
-    def _drop_owned_by(self, owner: str) -> None:
+    def drop_owned_by(self, owner: str) -> None:
         """Fate-sharing: objects whose owner died are unreachable; remove their copies, and
         refuse the ones still being written or copied (they would have no one to free them)."""
         self.dead_owners.add(owner)
         self._delete([oid for oid, o in list(self.owner_of.items()) if o == owner])
 
     def _on_worker_died(self, conn: Connection, h: dict[str, Any]) -> None:
-        self._drop_owned_by(h["worker"])
+        self.drop_owned_by(h["worker"])
 
     # -- copies between nodes
 
